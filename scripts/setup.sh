@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything SplatStudio needs on a fresh Debian machine:
+# the apt packages for headless Qt/OpenGL tests and open3d, a virtual environment in .venv,
+# and the package with all extras, torch pinned by constraints.txt.
+# Re-running it is cheap: each step is skipped when already satisfied.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES="xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxkbcommon-x11-0 libusb-1.0-0 libgl1 libegl1 libgl1-mesa-dri"
+missing=""
+for p in $APT_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing apt packages:$missing"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+
+# Reinstall only when the dependency declarations changed.
+stamp=".venv/.splatstudio-deps"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: installing Python packages (torch pinned by constraints.txt)"
+  export PIP_CONSTRAINT="$PWD/constraints.txt"   # also applies inside build environments
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[all,dev]"
+  echo "$want" > "$stamp"
+fi
+echo "setup: ready (.venv)"

@@ -1,0 +1,309 @@
+"""The ``splatstudio`` command: parse arguments, update the project's config, run stages.
+
+Thin on purpose: every option comes from the stage config dataclasses (:mod:`splatstudio.config`)
+and every stage runs through :class:`splatstudio.pipeline.runner.PipelineRunner`, exactly as the
+GUI does. Exit codes: 0 success (also when the run stops at a stage not built yet), 1 a stage
+failed, 2 bad usage or input, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import (
+    PRESETS,
+    STAGE_CONFIGS,
+    STAGES,
+    Device,
+    ProjectConfig,
+    field_types,
+    update_config,
+)
+from .errors import SplatStudioError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def _add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
+    cfg_type = STAGE_CONFIGS[stage]
+    types = field_types(cfg_type)
+    group = parser.add_argument_group(f"{stage} options (saved in project.json)")
+    for f in fields(cfg_type):
+        typ = types[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "") + f" (default: {_plain_default(f.default)})"
+        dest = f"{stage}__{f.name}"
+        if typ is bool:
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_)
+        elif isinstance(typ, type) and hasattr(typ, "__members__"):
+            choices = [m.value for m in typ]
+            group.add_argument(flag, dest=dest, choices=choices, help=help_)
+        else:
+            group.add_argument(flag, dest=dest, type=typ, metavar=f.name.upper(), help=help_)
+
+
+def _plain_default(v: Any) -> Any:
+    return getattr(v, "value", v)
+
+
+def _stage_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in vars(args).items():
+        if "__" in key and value is not None:
+            stage, name = key.split("__", 1)
+            out.setdefault(stage, {})[name] = value
+    for item in getattr(args, "set", None) or []:
+        try:
+            lhs, value = item.split("=", 1)
+            stage, name = lhs.split(".", 1)
+        except ValueError:
+            raise SystemExit(f"splatstudio: --set expects STAGE.OPTION=VALUE, got {item!r}") from None
+        out.setdefault(stage, {})[name] = value
+    return out
+
+
+def _common(p: argparse.ArgumentParser, project_required: bool = True) -> None:
+    p.add_argument("-p", "--project", required=project_required, type=Path, help="project folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=list(PRESETS), help="apply a named preset to the config")
+    p.add_argument("--device", choices=[d.value for d in Device], help="compute device")
+    p.add_argument("--force", action="store_true", help="run even if already done")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds a cancelled stage gets "
+                   "to stop before its processes are killed (default 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``splatstudio`` command."""
+    parser = argparse.ArgumentParser(
+        prog="splatstudio",
+        description="Georeferenced 3D Gaussian Splatting from 360-degree panoramas and GPS photos.",
+    )
+    parser.add_argument("--version", action="version", version=f"splatstudio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run every stage not yet done, in order")
+    p.add_argument("input", type=Path, help="folder of equirect panoramas or photos with GPS")
+    _common(p)
+    _run_options(p)
+    p.add_argument("--until", choices=STAGES, help="stop after this stage")
+    p.add_argument("--set", action="append", metavar="STAGE.OPTION=VALUE",
+                   help="set any stage option, e.g. --set reproject.max_size=800 (repeatable)")
+
+    for stage in STAGES:
+        p = sub.add_parser(stage, help=f"run the {stage} stage")
+        _common(p)
+        _run_options(p)
+        if stage == "ingest":
+            p.add_argument("--input", type=Path, help="input folder (creates the project if new)")
+        _add_stage_options(p, stage)
+
+    p = sub.add_parser("status", help="show the state of every stage")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object (see README)")
+    return parser
+
+
+class _Console:
+    """Turns runner events into tqdm progress bars and log lines on stderr."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bars: dict[str, Any] = {}
+
+    def _write(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+
+    def __call__(self, event: Any) -> None:
+        kind = event.kind
+        if kind == "progress" and not self.quiet:
+            bar = self.bars.get(event.stage)
+            if bar is None:
+                from tqdm import tqdm
+
+                bar = tqdm(
+                    total=1000,
+                    desc=f"{event.stage:>9}",
+                    bar_format="{desc} {percentage:3.0f}%|{bar:30}| {elapsed}<{remaining}{postfix}",
+                    file=sys.stderr,
+                    leave=True,
+                    dynamic_ncols=True,
+                )
+                self.bars[event.stage] = bar
+            bar.n = int(event.fraction * 1000)
+            bar.set_postfix_str(event.message, refresh=False)
+            bar.refresh()
+        elif kind == "log":
+            if event.level in ("warning", "error") or (not self.quiet and event.level == "info"):
+                prefix = "" if event.level == "info" else f"{event.level}: "
+                self._write(f"[{event.stage}] {prefix}{event.message}")
+        elif kind == "stagestate":
+            bar = self.bars.pop(event.stage, None)
+            if bar is not None:
+                bar.close()
+            if event.state == "skipped" and not self.quiet:
+                self._write(f"[{event.stage}] up to date, skipped")
+            elif event.state == "unavailable":
+                self._write(f"[{event.stage}] not available yet: {event.error}")
+            elif event.state in ("failed", "cancelled"):
+                self._write(f"[{event.stage}] {event.state}: {event.error}")
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def _open_or_create(args: argparse.Namespace, input_dir: Path | None):
+    from .project import Project
+
+    root: Path = args.project
+    if (root / "project.json").exists():
+        project = Project.open(root)
+        if input_dir is not None and input_dir.resolve() != project.input_dir:
+            raise SplatStudioError(
+                f"{project.root}: this project was made from {project.input_dir}, "
+                f"not {input_dir.resolve()}; use another project folder"
+            )
+        return project
+    if input_dir is None:
+        raise SplatStudioError(
+            f"{root}: not a project yet; create it with `splatstudio run INPUT -p {root}` "
+            f"or `splatstudio ingest --input INPUT -p {root}`"
+        )
+    from .errors import InputError
+
+    if not input_dir.is_dir():
+        raise InputError(input_dir, "input folder not found (or not a folder)")
+    cfg = ProjectConfig.from_preset(args.preset or "balanced")
+    return Project.create(root, input_dir, cfg)
+
+
+def _apply_config(project, args: argparse.Namespace) -> None:
+    from .config import PRESETS as presets
+
+    cfg = project.config
+    changed = False
+    if getattr(args, "preset", None) and args.preset != cfg.preset:
+        for stage, values in presets[args.preset].items():
+            setattr(cfg, stage, update_config(getattr(cfg, stage), values))
+        cfg.preset = args.preset
+        changed = True
+    if getattr(args, "device", None):
+        cfg.device = Device(args.device)
+        changed = True
+    for stage, values in _stage_overrides(args).items():
+        if stage not in STAGE_CONFIGS:
+            raise SplatStudioError(f"unknown stage {stage!r} in --set; stages: {', '.join(STAGES)}")
+        setattr(cfg, stage, update_config(getattr(cfg, stage), values))
+        changed = True
+    if changed:
+        project.save()
+
+
+def _print_summary(project, stages: list[str], quiet: bool) -> None:
+    if quiet:
+        return
+    summary = project.summary()["stages"]
+    for s in stages:
+        st = summary[s]
+        secs = f"{st['seconds']:.1f} s" if st["seconds"] is not None else ""
+        metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in st["metrics"].items())
+        print(f"{s:>9}  {st['state']:<9} {secs:>9}  {metrics}")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:.3g}"
+    return str(int(v)) if isinstance(v, float) else str(v)
+
+
+def _run(project, args: argparse.Namespace, stages: list[str] | None, until: str | None) -> int:
+    from .pipeline.runner import PipelineRunner
+
+    console = _Console(args.quiet)
+    runner = PipelineRunner(project, console, grace_s=args.grace)
+    interrupts = {"n": 0}
+
+    def on_sigint(signum, frame):  # first Ctrl-C: cooperative cancel; second: kill now
+        interrupts["n"] += 1
+        if interrupts["n"] == 1:
+            console._write("cancelling (Ctrl-C again to stop at once)...")
+        else:
+            runner.grace_s = 0.0
+            if runner._job is not None:
+                runner._job.grace_s = 0.0
+        runner.cancel()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = runner.run(stages, until=until, force=args.force)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        console.close()
+    _print_summary(project, [s for s in STAGES if s in result.states], args.quiet)
+    if not result.ok:
+        states = set(result.states.values())
+        return EXIT_CANCELLED if "cancelled" in states else EXIT_FAILED
+    if result.stopped_at and not args.quiet:
+        print(f"stopped before {result.stopped_at}: {result.reason}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .project import Project
+
+    project = Project.open(args.project)
+    summary = project.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    print(f"project {summary['project']}  (input {summary['input_dir']}, preset {summary['preset']})")
+    for s, st in summary["stages"].items():
+        state = st["state"] + (" (stale)" if st["stale"] else "")
+        secs = f"{st['seconds']:.1f} s" if st["seconds"] is not None else ""
+        metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in st["metrics"].items())
+        print(f"{s:>9}  {state:<17} {secs:>9}  {metrics}")
+        if st["error"] and st["state"] in ("failed", "cancelled"):
+            print(f"{'':>11}{st['error'].splitlines()[0]}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``splatstudio`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    try:
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "run":
+            project = _open_or_create(args, args.input)
+            _apply_config(project, args)
+            return _run(project, args, None, args.until)
+        # a single stage
+        project = _open_or_create(args, getattr(args, "input", None))
+        _apply_config(project, args)
+        return _run(project, args, [args.command], None)
+    except SplatStudioError as e:
+        print(f"splatstudio: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

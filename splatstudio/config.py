@@ -1,0 +1,239 @@
+"""Configuration: one keyword-only dataclass per stage, grouped in :class:`ProjectConfig`.
+
+The same objects drive the CLI (options are generated from the fields), the GUI form and
+`project.json` (nerfstudio-style dataclass configs; gsplat `simple_trainer.py`-style presets).
+Fields whose metadata says ``hash=False`` (worker counts, devices) do not invalidate a stage when
+changed; every other field does, together with everything downstream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, get_type_hints
+
+from .errors import ConfigError
+
+STAGES: tuple[str, ...] = ("ingest", "reproject", "sfm", "georef", "train", "export")
+"""Pipeline stages, in order. Each reads only its predecessors' artifacts."""
+
+
+def opt(default: Any, help: str, *, hash: bool = True, **kw: Any) -> Any:
+    """A dataclass field with a help text (shown by the CLI and the GUI) and a hash flag."""
+    return field(default=default, metadata={"help": help, "hash": hash, **kw})
+
+
+class ImageKind(enum.StrEnum):
+    """How ingest treats an image: by aspect ratio (auto), or forced."""
+
+    AUTO = "auto"
+    EQUIRECT = "equirect"
+    PERSPECTIVE = "perspective"
+
+
+class RigLayout(enum.StrEnum):
+    """Virtual camera rigs a panorama is cut into.
+
+    - ``splatforge18``: 6 azimuths x 3 elevations (-35, 0, +35 deg), 18 views (Splat Forge).
+    - ``colmap12``: COLMAP 4's overlapping panorama layout, 4 azimuths x (-35, 0, +35 deg) with
+      the upper ring turned by 45 deg (``pycolmap.panorama``), 12 views.
+    - ``cube6``: the 6 faces of a cube (90 deg field of view).
+    - ``custom``: the ``views`` option, "yaw:pitch" pairs in degrees.
+    """
+
+    SPLATFORGE18 = "splatforge18"
+    COLMAP12 = "colmap12"
+    CUBE6 = "cube6"
+    CUSTOM = "custom"
+
+
+class Device(enum.StrEnum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+@dataclass(kw_only=True)
+class IngestConfig:
+    """Options of the ingest stage (reads GPS and image headers, writes the manifest)."""
+
+    recursive: bool = opt(True, "look for images in sub-folders too")
+    kind: ImageKind = opt(ImageKind.AUTO, "treat images as equirect or perspective (auto: 2:1 is equirect)")
+    equirect_tolerance: float = opt(
+        0.01, "relative tolerance on the 2:1 aspect ratio of an equirectangular panorama"
+    )
+
+
+@dataclass(kw_only=True)
+class ReprojectConfig:
+    """Options of the reproject stage (equirect panorama -> perspective views of a virtual rig)."""
+
+    rig: RigLayout = opt(RigLayout.SPLATFORGE18, "virtual camera rig layout")
+    views: str = opt("", "custom rig: comma-separated yaw:pitch pairs in degrees, e.g. '0:0,90:0'")
+    fov_deg: float = opt(90.0, "field of view of every view, degrees (horizontal = vertical)")
+    size: int = opt(0, "view width = height in pixels (0: what the panorama supports)")
+    max_size: int = opt(1600, "cap on the automatic view size, pixels")
+    nadir_mask: bool = opt(True, "mask the operator and mount around the nadir")
+    nadir_deg: float = opt(45.0, "nadir mask radius, degrees from straight down")
+    jpeg_quality: int = opt(95, "JPEG quality of the written views (1..100)")
+    workers: int = opt(0, "worker processes (0: one per core)", hash=False)
+
+
+@dataclass(kw_only=True)
+class SfmConfig:
+    """Options of structure-from-motion (arrive with the SfM stage)."""
+
+
+@dataclass(kw_only=True)
+class GeorefConfig:
+    """Options of geo-registration (arrive with the georef stage)."""
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Options of training (arrive with the training stage)."""
+
+
+@dataclass(kw_only=True)
+class ExportConfig:
+    """Options of export (arrive with the export stage)."""
+
+
+STAGE_CONFIGS: dict[str, type] = {
+    "ingest": IngestConfig,
+    "reproject": ReprojectConfig,
+    "sfm": SfmConfig,
+    "georef": GeorefConfig,
+    "train": TrainConfig,
+    "export": ExportConfig,
+}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # A CPU run in minutes: small views.
+    "test": {"reproject": {"max_size": 512}},
+    "fast": {"reproject": {"max_size": 1024}},
+    "balanced": {"reproject": {"max_size": 1600}},
+    "quality": {"reproject": {"max_size": 1600}},
+}
+"""Named presets: per stage, the fields they set. Anything a user sets on top wins."""
+
+
+@dataclass(kw_only=True)
+class ProjectConfig:
+    """Every stage's options, the preset they started from, and the compute device."""
+
+    preset: str = "balanced"
+    device: Device = Device.AUTO
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    reproject: ReprojectConfig = field(default_factory=ReprojectConfig)
+    sfm: SfmConfig = field(default_factory=SfmConfig)
+    georef: GeorefConfig = field(default_factory=GeorefConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    @classmethod
+    def from_preset(cls, name: str) -> ProjectConfig:
+        """Defaults with preset `name` applied. Raises ConfigError for an unknown name."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        cfg = cls(preset=name)
+        for stage, values in PRESETS[name].items():
+            setattr(cfg, stage, update_config(getattr(cfg, stage), values))
+        return cfg
+
+    def stage(self, name: str) -> Any:
+        """The config dataclass of stage `name`."""
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (enums as strings)."""
+        out: dict[str, Any] = {"preset": self.preset, "device": str(self.device)}
+        for s in STAGES:
+            out[s] = config_to_dict(getattr(self, s))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProjectConfig:
+        """Inverse of :meth:`to_dict`; unknown keys or bad values raise ConfigError."""
+        unknown = set(data) - {"preset", "device", *STAGES}
+        if unknown:
+            raise ConfigError(f"unknown config sections: {', '.join(sorted(unknown))}")
+        cfg = cls(preset=str(data.get("preset", "balanced")))
+        cfg.device = _coerce(Device, data.get("device", "auto"), "device")
+        for s in STAGES:
+            setattr(cfg, s, update_config(STAGE_CONFIGS[s](), data.get(s, {})))
+        return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A stage config as a JSON-ready dict (enums as their string values)."""
+    return {f.name: _plain(getattr(cfg, f.name)) for f in fields(cfg)}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, enum.Enum):
+        return v.value
+    return v
+
+
+def _coerce(typ: Any, value: Any, name: str) -> Any:
+    try:
+        if isinstance(typ, type) and issubclass(typ, enum.Enum):
+            return typ(value)
+        if typ is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if typ is float:
+            return float(value)
+        if typ is str:
+            return str(value)
+    except (ValueError, TypeError):
+        choices = ""
+        if isinstance(typ, type) and issubclass(typ, enum.Enum):
+            choices = f" (choose one of {', '.join(m.value for m in typ)})"
+        raise ConfigError(f"bad value {value!r} for {name}{choices}") from None
+    return value
+
+
+def field_types(cfg_type: type) -> dict[str, Any]:
+    """Resolved type of each field of a config dataclass."""
+    return get_type_hints(cfg_type)
+
+
+def update_config(cfg: Any, values: dict[str, Any]) -> Any:
+    """A copy of stage config `cfg` with `values` applied, each coerced to its field's type.
+
+    Raises:
+        ConfigError: an unknown field, or a value that does not fit the field's type.
+    """
+    types = field_types(type(cfg))
+    names = {f.name for f in fields(cfg)}
+    changes = {}
+    for k, v in values.items():
+        if k not in names:
+            raise ConfigError(
+                f"{type(cfg).__name__} has no option {k!r}; known: {', '.join(sorted(names)) or 'none'}"
+            )
+        changes[k] = _coerce(types[k], v, f"{type(cfg).__name__}.{k}")
+    return dataclasses.replace(cfg, **changes)
+
+
+def config_hash(cfg: Any) -> str:
+    """SHA-256 of the fields that invalidate a stage (metadata hash=True), hex."""
+    data = {
+        f.name: _plain(getattr(cfg, f.name)) for f in fields(cfg) if f.metadata.get("hash", True)
+    }
+    blob = json.dumps({"type": type(cfg).__name__, **data}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()

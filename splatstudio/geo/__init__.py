@@ -1,0 +1,1 @@
+"""Geography: EXIF/XMP reading (`exif`) and WGS84 -> local ENU conversion (`enu`)."""

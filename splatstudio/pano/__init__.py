@@ -1,0 +1,1 @@
+"""Panoramas: equirectangular ray math (`equirect`), the virtual camera rig and remapping (`rig`)."""

@@ -1,0 +1,355 @@
+"""Reproject: cut each equirect panorama into the perspective views of a virtual rig.
+
+Reads ``ingest/manifest.json``; writes into ``reproject/``::
+
+    rig.json                  the rig: per view name, yaw/pitch, PINHOLE intrinsics, cam_from_rig
+    masks/<view>.ownership.png  255 where the view owns the ray (nearest optical axis), else 0
+    masks/<view>.nadir.png    0 within nadir_deg of straight down (operator, mount), else 255
+    views/<pano id>/<view>.jpg  the views, with the panorama's GPS and time in their EXIF
+    photos/<id>.<ext>         perspective photos, passed through unchanged
+    frames.json               per image: frame id, kind, image paths, camera, GPS/ENU, time
+
+One rig serves every panorama: the view size is what the smallest panorama supports
+(width x fov / 360, capped by max_size) unless set. Rendering runs in a process pool over
+panoramas with ``cv2.remap`` tables cached per (pano size, view). Each panorama is written to a
+temporary folder and renamed when complete, with a fingerprint, so a killed or cancelled run
+resumes where it stopped and a changed config redoes only what it changes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import ReprojectConfig, config_hash
+from ..errors import InputError
+from ..events import Emitter
+from ..pano.rig import Rig, View, auto_view_size, make_rig, nadir_mask, ownership_mask, render_view
+from ..project import Project, read_json, write_json_atomic
+from .ingest import load_manifest
+
+_MARKER = "view_set.json"
+
+
+def _exif_for_views(entry: dict[str, Any], focal_35mm: float) -> bytes:
+    """EXIF block (APP1 payload) with the panorama's GPS fix and capture time."""
+    import datetime as dt
+    from fractions import Fraction
+
+    import piexif
+
+    def rat(x: float, den: int = 1000000) -> tuple[int, int]:
+        f = Fraction(abs(x)).limit_denominator(den)
+        return f.numerator, f.denominator
+
+    def dms(x: float) -> tuple:
+        x = abs(x)
+        d = int(x)
+        m = int((x - d) * 60)
+        s = (x - d - m / 60) * 3600
+        return ((d, 1), (m, 1), rat(s, 10000))
+
+    zeroth = {piexif.ImageIFD.Software: b"SplatStudio"}
+    if entry.get("make"):
+        zeroth[piexif.ImageIFD.Make] = entry["make"].encode()
+    if entry.get("model"):
+        zeroth[piexif.ImageIFD.Model] = entry["model"].encode()
+    exif = {piexif.ExifIFD.FocalLengthIn35mmFilm: int(round(focal_35mm))}
+    if entry.get("time"):
+        try:
+            t = dt.datetime.fromisoformat(entry["time"])
+            exif[piexif.ExifIFD.DateTimeOriginal] = t.strftime("%Y:%m:%d %H:%M:%S").encode()
+        except ValueError:
+            pass
+    gps = {}
+    g = entry.get("gps")
+    if g:
+        gps = {
+            piexif.GPSIFD.GPSVersionID: (2, 3, 0, 0),
+            piexif.GPSIFD.GPSLatitudeRef: b"N" if g["lat_deg"] >= 0 else b"S",
+            piexif.GPSIFD.GPSLatitude: dms(g["lat_deg"]),
+            piexif.GPSIFD.GPSLongitudeRef: b"E" if g["lon_deg"] >= 0 else b"W",
+            piexif.GPSIFD.GPSLongitude: dms(g["lon_deg"]),
+            piexif.GPSIFD.GPSAltitudeRef: 0 if g["h_m"] >= 0 else 1,
+            piexif.GPSIFD.GPSAltitude: rat(g["h_m"], 10000),
+        }
+    return piexif.dump({"0th": zeroth, "Exif": exif, "GPS": gps})
+
+
+def insert_exif(jpeg: bytes, exif: bytes) -> bytes:
+    """Insert an EXIF APP1 segment (payload starting "Exif\\0\\0") into JPEG bytes after
+    SOI and a JFIF APP0 segment if present."""
+    pos = 2
+    if jpeg[2:4] == b"\xff\xe0":
+        pos = 4 + int.from_bytes(jpeg[4:6], "big")
+    seg = b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
+    return jpeg[:pos] + seg + jpeg[pos:]
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core: no oversubscription
+
+
+def render_panorama(
+    src: str, out_dir: str, views: list[View], quality: int, exif: bytes, expect: tuple[int, int]
+) -> list[str]:
+    """Decode one panorama, render and write every view of the rig as JPEG.
+
+    Writes into ``out_dir + ".tmp"`` and renames to `out_dir` when all views are written.
+
+    Returns:
+        the written file names.
+
+    Raises:
+        InputError: the file cannot be decoded or its size differs from the manifest's.
+    """
+    import cv2
+
+    img = cv2.imread(src, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if img is None:
+        raise InputError(src, "cannot decode the image (corrupt JPEG/PNG data)")
+    if (img.shape[1], img.shape[0]) != expect:
+        raise InputError(
+            src, f"decoded size {img.shape[1]}x{img.shape[0]} differs from header {expect}"
+        )
+    tmp = Path(out_dir + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    names = []
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    for view in views:
+        ok, buf = cv2.imencode(".jpg", render_view(img, view), params)
+        if not ok:
+            raise RuntimeError(f"JPEG encoding failed for view {view.name} of {src}")
+        name = f"{view.name}.jpg"
+        (tmp / name).write_bytes(insert_exif(buf.tobytes(), exif))
+        names.append(name)
+    return names
+
+
+def _pano_fingerprint(entry: dict[str, Any], src: Path, rig: Rig, config: ReprojectConfig) -> str:
+    st = src.stat()
+    blob = json.dumps(
+        [rig.to_dict(), config.jpeg_quality, entry["file"], st.st_size, st.st_mtime_ns],
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _done(folder: Path, fingerprint: str) -> bool:
+    marker = folder / _MARKER
+    if not marker.exists():
+        return False
+    try:
+        return read_json(marker).get("fingerprint") == fingerprint
+    except Exception:
+        return False
+
+
+def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) -> dict[str, Any]:
+    """Reproject stage (see the module docstring for outputs).
+
+    Metrics: panoramas, photos, views, view_size (px), rendered (panoramas rendered this run,
+    the rest were already done), seconds_per_pano (wall time per rendered panorama).
+
+    Raises:
+        InputError: no manifest, an undecodable panorama, or an input file gone since ingest.
+    """
+    import time
+
+    manifest = load_manifest(project)
+    out = project.stage_dir("reproject")
+    input_dir = Path(manifest["input_dir"])
+    panos = [e for e in manifest["images"] if e["kind"] == "equirect"]
+    photos = [e for e in manifest["images"] if e["kind"] == "perspective"]
+
+    frames: list[dict[str, Any]] = []
+    rig = None
+    if panos:
+        size = config.size or min(
+            auto_view_size(e["width"], config.fov_deg, config.max_size) for e in panos
+        )
+        rig = make_rig(config.rig, config.fov_deg, size, config.views)
+        rig_dict = rig.to_dict()
+        mask_dir = out / "masks"
+        mask_dir.mkdir(exist_ok=True)
+        for i, view in enumerate(rig.views):
+            own = f"masks/{view.name}.ownership.png"
+            nad = f"masks/{view.name}.nadir.png"
+            _write_png(out / own, ownership_mask(rig, i))
+            nadir = nadir_mask(view, config.nadir_deg) if config.nadir_mask else None
+            if nadir is None:
+                nadir = np.full((view.size, view.size), 255, np.uint8)
+            _write_png(out / nad, nadir)
+            rig_dict["views"][i]["masks"] = {"ownership": own, "nadir": nad}
+        rig_dict["nadir_deg"] = config.nadir_deg if config.nadir_mask else None
+        write_json_atomic(out / "rig.json", rig_dict)
+        events.artifact("reproject/rig.json")
+        events.artifact("reproject/masks")
+        events.log(
+            f"rig {rig.layout}: {len(rig.views)} views of {size}x{size} px at "
+            f"{config.fov_deg:g} deg for {len(panos)} panoramas"
+        )
+
+    # Panoramas still to render.
+    views_dir = out / "views"
+    views_dir.mkdir(exist_ok=True)
+    todo = []
+    for e in panos:
+        src = input_dir / e["file"]
+        if not src.exists():
+            raise InputError(src, "file gone since ingest; run ingest again")
+        fp = _pano_fingerprint(e, src, rig, config)
+        folder = views_dir / e["id"]
+        if not _done(folder, fp):
+            shutil.rmtree(folder, ignore_errors=True)
+            todo.append((e, src, folder, fp))
+        frames.append(
+            {
+                "id": e["id"],
+                "kind": "equirect",
+                "source": e["file"],
+                "images": [f"views/{e['id']}/{v.name}.jpg" for v in rig.views],
+                "gps": e["gps"],
+                "enu_m": e["enu_m"],
+                "time": e["time"],
+            }
+        )
+    done_before = len(panos) - len(todo)
+    if done_before:
+        events.log(f"{done_before} panoramas already reprojected (resumed)")
+
+    t0 = time.monotonic()
+    if todo:
+        workers = config.workers or os.cpu_count() or 1
+        workers = max(1, min(workers, len(todo)))
+        focal_35 = rig.views[0].focal / rig.size * 36.0
+        ctx = mp.get_context("spawn")
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+            futs = {
+                pool.submit(
+                    render_panorama,
+                    str(src),
+                    str(folder),
+                    list(rig.views),
+                    config.jpeg_quality,
+                    _exif_for_views(e, focal_35),
+                    (e["width"], e["height"]),
+                ): (e, folder, fp)
+                for e, src, folder, fp in todo
+            }
+            pending = set(futs)
+            k = 0
+            try:
+                while pending:
+                    done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        e, folder, fp = futs[fut]
+                        names = fut.result()
+                        tmp = Path(str(folder) + ".tmp")
+                        write_json_atomic(
+                            tmp / _MARKER, {"fingerprint": fp, "source": e["file"], "views": names}
+                        )
+                        os.replace(tmp, folder)
+                        k += 1
+                        events.progress(
+                            (done_before + k) / len(panos),
+                            f"reprojected {done_before + k}/{len(panos)} panoramas",
+                        )
+                    events.check_cancelled()
+            except BaseException:
+                for f in futs:
+                    f.cancel()
+                raise
+    elapsed = time.monotonic() - t0
+
+    # Perspective photos pass through unchanged.
+    photo_dir = out / "photos"
+    for e in photos:
+        events.check_cancelled()
+        src = input_dir / e["file"]
+        if not src.exists():
+            raise InputError(src, "file gone since ingest; run ingest again")
+        dst = photo_dir / f"{e['id']}{src.suffix.lower()}"
+        st = src.stat()
+        if not (dst.exists() and dst.stat().st_size == st.st_size):
+            photo_dir.mkdir(exist_ok=True)
+            shutil.copyfile(src, dst.with_name(dst.name + ".tmp"))
+            os.replace(dst.with_name(dst.name + ".tmp"), dst)
+        w, h = e["width"], e["height"]
+        focal = e.get("focal_px")
+        frames.append(
+            {
+                "id": e["id"],
+                "kind": "perspective",
+                "source": e["file"],
+                "images": [f"photos/{dst.name}"],
+                "camera": {
+                    "model": "SIMPLE_RADIAL",
+                    "width": w,
+                    "height": h,
+                    "params": [focal or 1.2 * max(w, h), w / 2.0, h / 2.0, 0.0],
+                    "focal_source": "exif" if focal else "default (1.2 x max side)",
+                },
+                "gps": e["gps"],
+                "enu_m": e["enu_m"],
+                "time": e["time"],
+            }
+        )
+
+    # Outputs of images no longer in the manifest are ours to remove.
+    keep = {e["id"] for e in panos}
+    for d in views_dir.iterdir():
+        if d.is_dir() and d.name not in keep:
+            shutil.rmtree(d, ignore_errors=True)
+    if photo_dir.exists():
+        keep_photos = {Path(f["images"][0]).name for f in frames if f["kind"] == "perspective"}
+        for p in photo_dir.iterdir():
+            if p.name not in keep_photos:
+                p.unlink()
+
+    write_json_atomic(
+        out / "frames.json",
+        {
+            "schema_version": 1,
+            "rig": "rig.json" if rig else None,
+            "origin": manifest["origin"],
+            "config_hash": config_hash(config),
+            "frames": frames,
+        },
+    )
+    events.artifact("reproject/frames.json")
+    if panos:
+        events.artifact("reproject/views")
+    if photos:
+        events.artifact("reproject/photos")
+    n_views = sum(len(f["images"]) for f in frames)
+    events.metric("panoramas", len(panos))
+    events.metric("photos", len(photos))
+    events.metric("views", n_views)
+    if rig:
+        events.metric("view_size", rig.size)
+    events.metric("rendered", len(todo))
+    if todo:
+        events.metric("seconds_per_pano", elapsed / len(todo))
+    events.progress(1.0, f"{n_views} images from {len(panos)} panoramas and {len(photos)} photos")
+    return {"frames": frames}
+
+
+def _write_png(path: Path, mask: np.ndarray) -> None:
+    import cv2
+
+    tmp = path.with_name(path.name + ".tmp.png")
+    if not cv2.imwrite(str(tmp), mask):
+        raise OSError(f"{path}: cannot write mask")
+    os.replace(tmp, path)

@@ -1,0 +1,458 @@
+"""Run stages in worker processes, forward their events, cancel them, survive their death.
+
+A stage runs in its own process (``multiprocessing`` spawn context) that starts its own session,
+so the stage and everything it starts (process pools, native libraries) form one process group.
+Cancel works in two tiers (Meshroom; DESIGN.md habit 7): first the cooperative token the stage
+checks at loop boundaries, then, after a grace period, SIGKILL to the whole process tree, for
+native calls (pycolmap mapping, a CUDA kernel) that never look at the token.
+
+The parent (this module) is the only writer of ``<stage>/status.json``: ``running`` with the
+worker's pid when it starts, then ``done``, ``failed`` or ``cancelled``. A worker that dies
+(SIGKILL, segfault, out of memory) leaves the stage ``failed`` and the rest of the project as
+it was; the next run resumes from there. A runner that dies itself leaves ``running`` with a dead
+pid, which :meth:`Project.stage_summary` reports as ``failed`` (interrupted).
+
+Nothing here knows about terminals or Qt: listeners get typed :mod:`splatstudio.events`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import STAGES
+from ..errors import Cancelled, ProjectError, SplatStudioError, StageNotBuilt
+from ..events import Emitter, Event, StageState
+from ..project import Project, now_iso
+from . import NOT_BUILT_MESSAGE, STAGE_FUNCTIONS
+
+EventCallback = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class _Finished(Event):
+    """Last message of a worker: how the stage ended and what it produced."""
+
+    state: str
+    error: str | None = None
+    error_type: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_stage_function(stage: str) -> Callable[..., Any]:
+    """Import and return `run_<stage>`.
+
+    Raises:
+        StageNotBuilt: the stage is not available in this version.
+    """
+    target = STAGE_FUNCTIONS.get(stage)
+    if target is None:
+        raise StageNotBuilt(NOT_BUILT_MESSAGE.get(stage, f"stage {stage} is not built"))
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+class _LatestSlot:
+    """Producer side of a latest-value slot on a ``multiprocessing.Queue(maxsize=1)``."""
+
+    def __init__(self, q: Any):
+        self._q = q
+
+    def put(self, item: Any) -> None:
+        while True:
+            try:
+                self._q.put_nowait(item)
+                return
+            except queue_mod.Full:
+                with contextlib.suppress(queue_mod.Empty):
+                    self._q.get_nowait()
+
+
+def _worker_main(
+    project_root: str, stage: str, events: Any, slot: Any, cancel: Any, device: str
+) -> None:
+    """Entry point of a stage's worker process (runs `run_<stage>` and reports how it ended)."""
+    if hasattr(os, "setsid"):
+        with contextlib.suppress(OSError):
+            os.setsid()  # own process group: the runner can kill the whole tree
+    # The runner handles Ctrl-C (as a cancel); the worker must not die of the terminal's SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["SPLATSTUDIO_DEVICE"] = device
+    emitter = Emitter(stage, events.put, cancel, preview_sink=_LatestSlot(slot).put)
+    try:
+        project = Project.open(project_root)
+        func = resolve_stage_function(stage)
+        func(project, project.config.stage(stage), emitter)
+        fin = _Finished(stage, "done")
+    except Cancelled as e:
+        fin = _Finished(stage, "cancelled", error=str(e), error_type="Cancelled")
+    except SplatStudioError as e:
+        fin = _Finished(stage, "failed", error=str(e), error_type=type(e).__name__)
+    except BaseException as e:  # noqa: BLE001 - a bug: report it with its traceback
+        tb = traceback.format_exc(limit=20)
+        fin = _Finished(
+            stage, "failed", error=f"{type(e).__name__}: {e}\n{tb}", error_type=type(e).__name__
+        )
+    fin = _Finished(
+        stage,
+        fin.state,
+        error=fin.error,
+        error_type=fin.error_type,
+        metrics=dict(emitter.metrics),
+        artifacts=list(emitter.artifacts),
+        warnings=list(emitter.warnings),
+    )
+    events.put(fin)
+    events.close()
+    events.join_thread()
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL process `pid`, its process group (if it leads one) and all its descendants."""
+    import psutil
+
+    procs: list[psutil.Process] = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    if hasattr(os, "killpg"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(procs, timeout=5)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown exit"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exit code {code}"
+
+
+class StageJob:
+    """One stage running in a worker process.
+
+    Args:
+        project: the project.
+        stage: stage name.
+        on_event: called (in the caller's thread, from :meth:`wait`) with every event.
+        grace_s: seconds between the cooperative cancel and killing the process tree.
+        device: "auto", "cpu" or "cuda", passed to the worker as SPLATSTUDIO_DEVICE.
+
+    Use ``job.start(); state = job.wait()``; :meth:`cancel` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        stage: str,
+        on_event: EventCallback | None = None,
+        *,
+        grace_s: float = 10.0,
+        device: str = "auto",
+    ):
+        self.project = project
+        self.stage = stage
+        self.on_event = on_event or (lambda e: None)
+        self.grace_s = grace_s
+        self.device = device
+        self._ctx = mp.get_context("spawn")
+        self._events = self._ctx.Queue()
+        self._slot = self._ctx.Queue(maxsize=1)
+        self._cancel = self._ctx.Event()
+        self._cancel_at: float | None = None
+        self.process: Any = None
+        self.state = "pending"
+        self.error: str | None = None
+        self._started = ""
+        self._t0 = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def start(self) -> None:
+        """Start the worker and mark the stage running in its status file."""
+        fingerprint = self.project.fingerprints()[self.stage]
+        self.project.stage_dir(self.stage)
+        self.process = self._ctx.Process(
+            target=_worker_main,
+            args=(
+                str(self.project.root),
+                self.stage,
+                self._events,
+                self._slot,
+                self._cancel,
+                self.device,
+            ),
+            name=f"splatstudio-{self.stage}",
+            daemon=False,
+        )
+        self._t0 = time.monotonic()
+        self._started = now_iso()
+        self.process.start()
+        self.state = "running"
+        self.project.write_status(
+            self.stage,
+            {
+                "stage": self.stage,
+                "state": "running",
+                "started": self._started,
+                "finished": None,
+                "seconds": None,
+                "pid": self.process.pid,
+                "host": socket.gethostname(),
+                "fingerprint": fingerprint,
+                "metrics": {},
+                "artifacts": [],
+            },
+        )
+        self._fingerprint = fingerprint
+        self.on_event(StageState(self.stage, "running"))
+
+    def cancel(self) -> None:
+        """Ask the stage to stop: cooperative now, process tree killed after `grace_s`."""
+        if self._cancel_at is None:
+            self._cancel_at = time.monotonic()
+            self._cancel.set()
+
+    def _dispatch(self, item: Any) -> _Finished | None:
+        if isinstance(item, _Finished):
+            return item
+        self.on_event(item)
+        return None
+
+    def wait(self, poll_s: float = 0.1) -> str:
+        """Forward events until the worker ends; write the final status; return the state."""
+        fin: _Finished | None = None
+        killed = False
+        while True:
+            try:
+                item = self._events.get(timeout=poll_s)
+                fin = self._dispatch(item) or fin
+            except queue_mod.Empty:
+                pass
+            with contextlib.suppress(queue_mod.Empty):
+                self.on_event(self._slot.get_nowait())
+            if fin is not None:
+                self.process.join(timeout=30)
+                break
+            if not self.process.is_alive():
+                # Drain what the worker flushed before it died.
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline:
+                    try:
+                        fin = self._dispatch(self._events.get(timeout=0.05)) or fin
+                    except queue_mod.Empty:
+                        break
+                break
+            if (
+                self._cancel_at is not None
+                and not killed
+                and time.monotonic() - self._cancel_at > self.grace_s
+            ):
+                kill_process_tree(self.process.pid)
+                killed = True
+        if self.process.is_alive():
+            kill_process_tree(self.process.pid)
+        self.process.join(timeout=5)
+        # Pool workers of a stage that crashed may outlive it: never leave them behind.
+        if self.process.exitcode not in (0, None) and hasattr(os, "killpg"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+        if fin is not None:
+            state, error = fin.state, fin.error
+            metrics, artifacts, warnings = fin.metrics, fin.artifacts, fin.warnings
+        else:
+            metrics, artifacts, warnings = {}, [], []
+            if self._cancel_at is not None:
+                state = "cancelled"
+                error = f"stage {self.stage} cancelled (worker stopped after {self.grace_s:g} s)"
+            else:
+                state = "failed"
+                error = (
+                    f"the {self.stage} worker (pid {self.process.pid}) ended unexpectedly: "
+                    f"{_describe_exit(self.process.exitcode)}; run again to resume"
+                )
+        self.state, self.error = state, error
+        seconds = round(time.monotonic() - self._t0, 3)
+        self.project.write_status(
+            self.stage,
+            {
+                "stage": self.stage,
+                "state": state,
+                "started": self._started,
+                "finished": now_iso(),
+                "seconds": seconds,
+                "pid": None,
+                "host": socket.gethostname(),
+                "fingerprint": self._fingerprint if state == "done" else None,
+                "metrics": metrics,
+                "artifacts": artifacts,
+                "warnings": warnings,
+                "error": error,
+            },
+        )
+        self.on_event(StageState(self.stage, state, error))
+        return state
+
+
+@contextlib.contextmanager
+def project_lock(project: Project) -> Iterator[None]:
+    """Hold an exclusive lock on the project so two runners never write it at once.
+
+    Raises:
+        ProjectError: another SplatStudio process holds the lock.
+    """
+    lock_path = project.root / ".lock"
+    f = open(lock_path, "a+")
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # Windows: no advisory lock
+            pass
+        except BlockingIOError:
+            raise ProjectError(
+                f"{project.root}: another SplatStudio process is running stages of this project"
+            ) from None
+        yield
+    finally:
+        f.close()
+
+
+@dataclass
+class PipelineResult:
+    """How a pipeline run ended.
+
+    `states` maps each stage that was considered to its final state (done, skipped, failed,
+    cancelled, unavailable); `stopped_at` is the first stage that did not finish, with `reason`.
+    """
+
+    states: dict[str, str] = field(default_factory=dict)
+    stopped_at: str | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """No stage failed or was cancelled (an unavailable stage is not a failure)."""
+        return all(s in ("done", "skipped", "unavailable") for s in self.states.values())
+
+
+class PipelineRunner:
+    """Runs stages in order, skipping the ones already done, one worker process per stage.
+
+    Args:
+        project: the project.
+        on_event: called with every event of every stage (and StageState skipped/unavailable).
+        grace_s: cancel grace period before the process tree is killed.
+        device: "auto", "cpu" or "cuda".
+
+    :meth:`cancel` (any thread) stops the running stage and the run.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        on_event: EventCallback | None = None,
+        *,
+        grace_s: float = 10.0,
+        device: str | None = None,
+    ):
+        self.project = project
+        self.on_event = on_event or (lambda e: None)
+        self.grace_s = grace_s
+        self.device = device or str(project.config.device)
+        self._cancelled = threading.Event()
+        self._job: StageJob | None = None
+        self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        """Cancel the running stage (two tiers) and stop the run after it."""
+        self._cancelled.set()
+        with self._lock:
+            if self._job is not None:
+                self._job.cancel()
+
+    def run(
+        self,
+        stages: list[str] | None = None,
+        *,
+        until: str | None = None,
+        force: bool = False,
+    ) -> PipelineResult:
+        """Run `stages` (default: all, in order, up to and including `until`).
+
+        A stage already done with unchanged inputs and config is skipped unless `force`.
+        A stage not built yet stops the run with state ``unavailable`` (not an error).
+        """
+        if until is not None and until not in STAGES:
+            raise ValueError(f"unknown stage {until!r}; stages are {', '.join(STAGES)}")
+        order = list(stages) if stages else list(STAGES)
+        if until is not None:
+            order = [s for s in order if STAGES.index(s) <= STAGES.index(until)]
+        result = PipelineResult()
+        with project_lock(self.project):
+            for stage in order:
+                if self._cancelled.is_set():
+                    result.states[stage] = "cancelled"
+                    result.stopped_at, result.reason = stage, "cancelled"
+                    break
+                if STAGE_FUNCTIONS.get(stage) is None:
+                    msg = NOT_BUILT_MESSAGE.get(stage, f"{stage} is not built yet")
+                    result.states[stage] = "unavailable"
+                    result.stopped_at, result.reason = stage, msg
+                    self.on_event(StageState(stage, "unavailable", msg))
+                    break
+                idx = STAGES.index(stage)
+                if idx > 0 and not self.project.is_done(STAGES[idx - 1]):
+                    prev = STAGES[idx - 1]
+                    msg = f"{stage} needs {prev} to be done first (run `splatstudio {prev}`)"
+                    result.states[stage] = "failed"
+                    result.stopped_at, result.reason = stage, msg
+                    self.on_event(StageState(stage, "failed", msg))
+                    break
+                if not force and self.project.is_done(stage):
+                    result.states[stage] = "skipped"
+                    self.on_event(StageState(stage, "skipped"))
+                    continue
+                job = StageJob(
+                    self.project, stage, self.on_event, grace_s=self.grace_s, device=self.device
+                )
+                with self._lock:
+                    self._job = job
+                    if self._cancelled.is_set():
+                        job.cancel()
+                job.start()
+                state = job.wait()
+                with self._lock:
+                    self._job = None
+                result.states[stage] = state
+                if state != "done":
+                    result.stopped_at, result.reason = stage, job.error
+                    break
+        return result
+
