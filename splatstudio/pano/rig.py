@@ -177,22 +177,32 @@ def auto_view_size(pano_width: int, fov_deg: float, max_size: int) -> int:
     return int(max(16, min(max_size, round(pano_width * fov_deg / 360.0))))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
+def _base_maps(pitch_deg: float, fov_deg: float, size: int, pano_w: int, pano_h: int):
+    """Float remap coordinates of a view at yaw 0 (OpenCV coordinates: pixel centres at i)."""
+    u, v = ray_to_equirect(View("", 0.0, pitch_deg, fov_deg, size).pixel_rays(), pano_w, pano_h)
+    map_x = (u - 0.5).astype(np.float32)
+    # Rows beyond the poles are clamped; columns wrap (BORDER_WRAP).
+    map_y = np.clip(v - 0.5, 0.0, pano_h - 1.0).astype(np.float32)
+    return map_x, map_y
+
+
+@lru_cache(maxsize=32)
 def _maps_cached(view: View, pano_w: int, pano_h: int):
     import cv2
 
-    u, v = ray_to_equirect(view.pixel_rays(), pano_w, pano_h)
-    map_x = (u - 0.5).astype(np.float32)
-    # Rows outside the image at the poles are clamped; columns wrap (BORDER_WRAP).
-    map_y = np.clip(v - 0.5, 0.0, pano_h - 1.0).astype(np.float32)
-    return cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
+    # A turn about the vertical axis adds the yaw to every ray's longitude, i.e. shifts the
+    # equirect column by W * yaw / 360: one trigonometric map per pitch serves a whole ring.
+    base_x, map_y = _base_maps(view.pitch_deg, view.fov_deg, view.size, pano_w, pano_h)
+    map_x = np.mod(base_x + np.float32(pano_w * view.yaw_deg / 360.0) + 0.5, pano_w) - 0.5
+    return cv2.convertMaps(map_x.astype(np.float32), map_y, cv2.CV_16SC2)
 
 
 def remap_maps(view: View, pano_w: int, pano_h: int):
     """OpenCV fixed-point remap tables of `view` for a pano of size (pano_w, pano_h).
 
     Returns (map1 [S,S,2] int16, map2 [S,S] uint16) for ``cv2.remap`` (cached per view and
-    pano size).
+    pano size; the trigonometry is computed once per pitch, see `_maps_cached`).
     """
     return _maps_cached(view, int(pano_w), int(pano_h))
 
