@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ def natural_key(s: str) -> list[Any]:
 
 
 def list_input_files(input_dir: Path, recursive: bool, exclude: Path | None = None) -> list[Path]:
-    """Regular, non-hidden files of `input_dir` in natural order (sub-folders if `recursive`).
+    """Non-hidden, non-folder entries of `input_dir` in natural order (sub-folders if
+    `recursive`); dangling links and special files are included so ingest can report them.
 
     `exclude` (e.g. a project folder inside the input folder) is not entered.
     """
@@ -57,7 +59,7 @@ def list_input_files(input_dir: Path, recursive: bool, exclude: Path | None = No
             for n in dirnames
             if recursive and not n.startswith(".") and (exclude is None or d / n != exclude)
         ]
-        out += [d / n for n in filenames if not n.startswith(".") and (d / n).is_file()]
+        out += [d / n for n in filenames if not n.startswith(".")]
     return sorted(out, key=lambda p: natural_key(p.relative_to(input_dir).as_posix()))
 
 
@@ -118,8 +120,12 @@ def scan_images(
         events.check_cancelled()
         rel = path.relative_to(input_dir).as_posix()
         try:
+            st = path.stat()
+            if not stat.S_ISREG(st.st_mode):
+                skip(rel, "not a regular file")
+                continue
             header = read_image_header(path)
-            size = path.stat().st_size
+            size = st.st_size
         except HeaderError as e:
             skip(rel, str(e))
             continue

@@ -52,13 +52,14 @@ class _Finished(Event):
     warnings: list[str] = field(default_factory=list)
 
 
-def resolve_stage_function(stage: str) -> Callable[..., Any]:
-    """Import and return `run_<stage>`.
+def resolve_stage_function(stage: str, target: str | None = None) -> Callable[..., Any]:
+    """Import and return the function of `stage` ("module:function" `target`, default the
+    pipeline's own ``run_<stage>``).
 
     Raises:
         StageNotBuilt: the stage is not available in this version.
     """
-    target = STAGE_FUNCTIONS.get(stage)
+    target = target or STAGE_FUNCTIONS.get(stage)
     if target is None:
         raise StageNotBuilt(NOT_BUILT_MESSAGE.get(stage, f"stage {stage} is not built"))
     module, func = target.split(":")
@@ -82,7 +83,13 @@ class _LatestSlot:
 
 
 def _worker_main(
-    project_root: str, stage: str, events: Any, slot: Any, cancel: Any, device: str
+    project_root: str,
+    stage: str,
+    events: Any,
+    slot: Any,
+    cancel: Any,
+    device: str,
+    target: str | None,
 ) -> None:
     """Entry point of a stage's worker process (runs `run_<stage>` and reports how it ended)."""
     if hasattr(os, "setsid"):
@@ -94,7 +101,7 @@ def _worker_main(
     emitter = Emitter(stage, events.put, cancel, preview_sink=_LatestSlot(slot).put)
     try:
         project = Project.open(project_root)
-        func = resolve_stage_function(stage)
+        func = resolve_stage_function(stage, target)
         func(project, project.config.stage(stage), emitter)
         fin = _Finished(stage, "done")
     except Cancelled as e:
@@ -135,7 +142,9 @@ def kill_process_tree(pid: int) -> None:
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
-    psutil.wait_procs(procs, timeout=5)
+    # Wait for the descendants only: the root is the caller's child, and reaping it here would
+    # hide its exit status from multiprocessing (which would then think it is still alive).
+    psutil.wait_procs(procs[1:], timeout=5)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -159,6 +168,7 @@ class StageJob:
         on_event: called (in the caller's thread, from :meth:`wait`) with every event.
         grace_s: seconds between the cooperative cancel and killing the process tree.
         device: "auto", "cpu" or "cuda", passed to the worker as SPLATSTUDIO_DEVICE.
+        target: "module:function" to run instead of the stage's own function (plugins, tests).
 
     Use ``job.start(); state = job.wait()``; :meth:`cancel` may be called from any thread.
     """
@@ -171,9 +181,11 @@ class StageJob:
         *,
         grace_s: float = 10.0,
         device: str = "auto",
+        target: str | None = None,
     ):
         self.project = project
         self.stage = stage
+        self.target = target
         self.on_event = on_event or (lambda e: None)
         self.grace_s = grace_s
         self.device = device
@@ -205,6 +217,7 @@ class StageJob:
                 self._slot,
                 self._cancel,
                 self.device,
+                self.target,
             ),
             name=f"splatstudio-{self.stage}",
             daemon=False,
@@ -370,6 +383,7 @@ class PipelineRunner:
         on_event: called with every event of every stage (and StageState skipped/unavailable).
         grace_s: cancel grace period before the process tree is killed.
         device: "auto", "cpu" or "cuda".
+        functions: per stage, a "module:function" replacing the built-in one (plugins, tests).
 
     :meth:`cancel` (any thread) stops the running stage and the run.
     """
@@ -381,10 +395,12 @@ class PipelineRunner:
         *,
         grace_s: float = 10.0,
         device: str | None = None,
+        functions: dict[str, str] | None = None,
     ):
         self.project = project
         self.on_event = on_event or (lambda e: None)
         self.grace_s = grace_s
+        self.functions = {**STAGE_FUNCTIONS, **(functions or {})}
         self.device = device or str(project.config.device)
         self._cancelled = threading.Event()
         self._job: StageJob | None = None
@@ -421,7 +437,7 @@ class PipelineRunner:
                     result.states[stage] = "cancelled"
                     result.stopped_at, result.reason = stage, "cancelled"
                     break
-                if STAGE_FUNCTIONS.get(stage) is None:
+                if self.functions.get(stage) is None:
                     msg = NOT_BUILT_MESSAGE.get(stage, f"{stage} is not built yet")
                     result.states[stage] = "unavailable"
                     result.stopped_at, result.reason = stage, msg
@@ -440,7 +456,12 @@ class PipelineRunner:
                     self.on_event(StageState(stage, "skipped"))
                     continue
                 job = StageJob(
-                    self.project, stage, self.on_event, grace_s=self.grace_s, device=self.device
+                    self.project,
+                    stage,
+                    self.on_event,
+                    grace_s=self.grace_s,
+                    device=self.device,
+                    target=self.functions[stage],
                 )
                 with self._lock:
                     self._job = job
