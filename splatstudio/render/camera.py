@@ -1,0 +1,240 @@
+"""Camera helpers: look-at view matrices, pinhole intrinsics and automatic framing.
+
+Conventions (the same as gsplat and COLMAP/OpenCV):
+
+* A *view matrix* ``viewmat`` is the 4x4 **world-to-camera** rigid transform,
+  ``p_cam = R @ p_world + t`` with ``viewmat = [[R, t], [0, 0, 0, 1]]``.
+* The camera frame is **OpenCV**: +x right, +y down, +z forward (optical axis); a point is
+  in front of the camera when its camera-frame z is positive.
+* Intrinsics ``K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` are in **pixels**; pixel
+  ``(col, row)`` covers ``[col, col + 1) x [row, row + 1)`` so its centre is at
+  ``(col + 0.5, row + 0.5)`` (gsplat's convention) and the image centre is
+  ``(width / 2, height / 2)``.
+* World units are whatever the scene uses (metres for SplatStudio's georeferenced
+  scenes, which are z-up ENU; hence ``up=(0, 0, 1)`` defaults).
+
+Every function accepts NumPy arrays or torch tensors and returns the same kind
+(torch results keep the dtype and device of the first tensor input). Computation is done
+in float64 NumPy; these helpers are not differentiable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["frame_points", "intrinsics_from_fov", "look_at"]
+
+
+def _is_torch(x: Any) -> bool:
+    mod = type(x).__module__
+    return mod.startswith("torch") and hasattr(x, "detach")
+
+
+def _to_np(x: Any) -> np.ndarray:
+    if _is_torch(x):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _like(arr: np.ndarray, ref: Any) -> Any:
+    """Return ``arr`` as the same kind of array as ``ref`` (torch tensor or NumPy)."""
+    if ref is not None and _is_torch(ref):
+        import torch
+
+        dtype = ref.dtype if ref.is_floating_point() else torch.float32
+        return torch.as_tensor(arr, dtype=dtype, device=ref.device)
+    return arr
+
+
+def look_at(eye: Any, target: Any, up: Any = (0.0, 0.0, 1.0)) -> Any:
+    """World-to-camera view matrix of a camera at ``eye`` looking at ``target``.
+
+    The camera's +z (forward) axis points from ``eye`` to ``target``; +x (right) is
+    ``forward x up`` normalised; +y (down) is ``forward x right``, so ``up`` projects onto
+    the image's upward direction (-y). OpenCV convention, ready for gsplat/``rasterize``.
+
+    Args:
+        eye: ``[3]`` camera centre in world units (e.g. metres).
+        target: ``[3]`` world point that will be on the optical axis (image centre).
+        up: ``[3]`` world "up" direction (need not be unit or orthogonal to the view
+            direction). Default ``(0, 0, 1)``: z-up worlds (ENU). Use ``(0, -1, 0)`` for
+            OpenCV/COLMAP-style y-down worlds.
+
+    Returns:
+        ``[4, 4]`` world-to-camera matrix ``[[R, -R @ eye], [0, 0, 0, 1]]``, NumPy float64
+        or a torch tensor like ``eye`` (or ``target``) when either is a tensor.
+
+    Raises:
+        ValueError: bad shapes, ``eye == target``, or ``up`` parallel to the view direction.
+
+    Source: the classic gluLookAt construction, expressed in the OpenCV camera frame.
+    """
+    e, t, u = _to_np(eye), _to_np(target), _to_np(up)
+    for name, v in (("eye", e), ("target", t), ("up", u)):
+        if v.shape != (3,):
+            raise ValueError(f"{name} must have shape [3], got {v.shape}")
+    fwd = t - e
+    n = np.linalg.norm(fwd)
+    if not np.isfinite(n) or n <= 1e-12:
+        raise ValueError("look_at: eye and target coincide")
+    fwd = fwd / n
+    right = np.cross(fwd, u)
+    rn = np.linalg.norm(right)
+    if rn <= 1e-9 * max(np.linalg.norm(u), 1e-300):
+        raise ValueError("look_at: up is parallel to the viewing direction")
+    right = right / rn
+    down = np.cross(fwd, right)
+    R = np.stack([right, down, fwd], axis=0)
+    viewmat = np.eye(4)
+    viewmat[:3, :3] = R
+    viewmat[:3, 3] = -R @ e
+    ref = eye if _is_torch(eye) else (target if _is_torch(target) else None)
+    return _like(viewmat, ref)
+
+
+def intrinsics_from_fov(fov_deg: float, width: int, height: int, *, like: Any = None) -> Any:
+    """Pinhole intrinsics from a **horizontal** field of view, square pixels.
+
+    ``fx = fy = (width / 2) / tan(fov / 2)``, principal point at the image centre
+    ``(width / 2, height / 2)`` (pixel centres at +0.5, gsplat convention).
+
+    Args:
+        fov_deg: horizontal field of view in degrees, in (0, 180).
+        width, height: image size in pixels (positive integers).
+        like: optional torch tensor; when given the result is a tensor with its dtype
+            (floating) and device. Otherwise a NumPy float64 array.
+
+    Returns:
+        ``[3, 3]`` intrinsics matrix in pixels.
+
+    Raises:
+        ValueError: fov outside (0, 180) or non-positive image size.
+
+    Source: the standard pinhole camera model (Hartley & Zisserman, "Multiple View
+    Geometry", 2nd ed., Sec. 6.1); the +0.5 pixel-centre convention of gsplat/3DGS.
+    """
+    if not (0.0 < float(fov_deg) < 180.0):
+        raise ValueError(f"fov_deg must be in (0, 180), got {fov_deg}")
+    if int(width) <= 0 or int(height) <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    f = 0.5 * width / math.tan(math.radians(float(fov_deg)) / 2.0)
+    K = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+    return _like(K, like)
+
+
+def _orthonormal_horizontal(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors spanning the plane orthogonal to ``up`` (deterministic)."""
+    cand = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    h1 = cand - up * (cand @ up)
+    h1 /= np.linalg.norm(h1)
+    h2 = np.cross(up, h1)
+    return h1, h2
+
+
+def frame_points(
+    means: Any,
+    fov_deg: float,
+    width: int,
+    height: int,
+    *,
+    view_dir: Sequence[float] | Any | None = None,
+    up: Sequence[float] | Any = (0.0, 0.0, 1.0),
+    azimuth_deg: float = 45.0,
+    elevation_deg: float = 30.0,
+    percentiles: tuple[float, float] = (2.0, 98.0),
+    margin: float = 1.05,
+    max_points: int = 1_000_000,
+) -> tuple[Any, Any]:
+    """Automatic camera that frames a point set (e.g. Gaussian means) in the image.
+
+    The camera looks along ``view_dir`` (or the direction given by azimuth/elevation
+    around ``up``). Points are rotated into that camera orientation and the
+    ``percentiles`` of each camera axis define a robust box (outliers/floaters beyond
+    the percentiles are ignored). The camera is placed on the box centre's optical axis,
+    backed off just enough for all eight box corners to lie inside the horizontal and
+    vertical field of view, shrunk by ``margin``, and in front of the camera.
+
+    Args:
+        means: ``[N, 3]`` world points (NumPy or torch), N >= 1; non-finite rows ignored.
+        fov_deg: horizontal field of view in degrees (see :func:`intrinsics_from_fov`).
+        width, height: image size in pixels.
+        view_dir: optional ``[3]`` world direction the camera looks along. When None it
+            is ``cos(el) * (cos(az) h1 + sin(az) h2) - sin(el) * up`` with ``h1, h2`` a fixed
+            horizontal basis (h1 is world x projected on the horizontal plane), i.e. an
+            oblique view from above.
+        up: ``[3]`` world up direction (default z-up).
+        azimuth_deg, elevation_deg: used when ``view_dir`` is None; elevation is the
+            downward tilt in degrees (must stay below 90 so ``up`` is not parallel).
+        percentiles: lower/upper percentiles (0..100) for the robust bounds.
+        margin: >= 1, extra room around the box (1.05 = 5 %).
+        max_points: the percentiles use a deterministic subsample of at most this many
+            points.
+
+    Returns:
+        ``(viewmat [4, 4], K [3, 3])``: world-to-camera (OpenCV) matrix and intrinsics in
+        pixels, as NumPy float64 or torch tensors like ``means``.
+
+    Raises:
+        ValueError: empty/invalid point set, bad percentiles, margin < 1, or a view
+        direction parallel to ``up``.
+
+    Source: SplatStudio's own heuristic (robust percentile box + exact pinhole
+    field-of-view fit of its corners); it does not depend on the Gaussians' extents, so
+    large splats at the border may be partly cut.
+    """
+    pts = _to_np(means)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"means must have shape [N, 3], got {pts.shape}")
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts) == 0:
+        raise ValueError("frame_points: no finite points")
+    lo_p, hi_p = percentiles
+    if not (0.0 <= lo_p < hi_p <= 100.0):
+        raise ValueError(f"bad percentiles {percentiles}")
+    if margin < 1.0:
+        raise ValueError(f"margin must be >= 1, got {margin}")
+    if len(pts) > max_points:
+        step = int(math.ceil(len(pts) / max_points))
+        pts = pts[::step]
+    u = _to_np(up)
+    if u.shape != (3,) or np.linalg.norm(u) == 0:
+        raise ValueError("up must be a non-zero [3] vector")
+    u = u / np.linalg.norm(u)
+    if view_dir is None:
+        if not (-90.0 < elevation_deg < 90.0):
+            raise ValueError("elevation_deg must be in (-90, 90)")
+        h1, h2 = _orthonormal_horizontal(u)
+        az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
+        fwd = math.cos(el) * (math.cos(az) * h1 + math.sin(az) * h2) - math.sin(el) * u
+    else:
+        fwd = _to_np(view_dir)
+        if fwd.shape != (3,) or np.linalg.norm(fwd) == 0:
+            raise ValueError("view_dir must be a non-zero [3] vector")
+    fwd = fwd / np.linalg.norm(fwd)
+    # Orientation only (camera at the origin): rows = camera axes in world coordinates.
+    R = look_at(np.zeros(3), fwd, u)[:3, :3]
+    q = pts @ R.T  # [N, 3] in the camera orientation
+    lo = np.percentile(q, lo_p, axis=0)
+    hi = np.percentile(q, hi_p, axis=0)
+    center = 0.5 * (lo + hi)
+    half = 0.5 * (hi - lo)
+    tan_x = math.tan(math.radians(float(fov_deg)) / 2.0)
+    K = intrinsics_from_fov(fov_deg, width, height)
+    tan_y = tan_x * height / width
+    # corners relative to the box centre; camera at centre - d * z_axis (in this frame)
+    corners = np.array(
+        [[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64
+    ) * half
+    need_x = np.abs(corners[:, 0]) * margin / tan_x - corners[:, 2]
+    need_y = np.abs(corners[:, 1]) * margin / tan_y - corners[:, 2]
+    need_z = half[2] + 1e-3 * max(float(np.max(half)), 1e-6)  # all corners in front
+    extent = max(float(np.max(half)), 1e-6)
+    d = max(float(np.max(need_x)), float(np.max(need_y)), need_z, 1e-3 * extent)
+    center_world = R.T @ center
+    eye = center_world - d * fwd
+    viewmat = look_at(eye, center_world, u)
+    return _like(viewmat, means), _like(K, means)
