@@ -218,12 +218,52 @@ def render_view(pano: np.ndarray, view: View) -> np.ndarray:
 def ownership_mask(rig: Rig, index: int) -> np.ndarray:
     """uint8 [S, S]: 255 where view `index` owns the pixel's ray, else 0.
 
-    A ray belongs to the one view whose optical axis is nearest (largest dot product; ties go
-    to the lower index), so features are detected once per panorama direction.
+    A ray belongs to the one view whose optical axis is nearest (largest dot product), so
+    features are detected once per panorama direction. The boundary with view j is the plane
+    ray . (a_i - a_j) = 0, a straight line in the image of view i, so the owned region is a
+    convex polygon: the image square clipped by one half-plane per other view, filled with
+    ``cv2.fillPoly`` (exact up to the pixel grid; ~1 ms instead of an argmax over S² rays).
     """
-    rays = rig.views[index].pixel_rays()
-    owner = np.argmax(rays @ rig.axes().T, axis=-1)
-    return np.where(owner == index, 255, 0).astype(np.uint8)
+    import cv2
+
+    view = rig.views[index]
+    s, f, c = view.size, view.focal, view.size / 2.0
+    axes = rig.axes()
+    poly = np.array([[0.0, 0.0], [s, 0.0], [s, s], [0.0, s]])  # continuous pixel coords
+    for j in range(len(rig.views)):
+        if j == index:
+            continue
+        d = axes[index] - axes[j]
+        if np.allclose(d, 0.0):  # a duplicate axis: the lower index owns it
+            if j < index:
+                return np.zeros((s, s), np.uint8)
+            continue
+        n = view.cam_from_rig @ d  # ray_cam . n >= 0, ray_cam ~ ((u - c) / f, (v - c) / f, 1)
+        line = np.array([n[0], n[1], n[2] * f - (n[0] + n[1]) * c])
+        poly = _clip_polygon(poly, line)
+        if len(poly) < 3:
+            return np.zeros((s, s), np.uint8)
+    mask = np.zeros((s, s), np.uint8)
+    shift = 4
+    pts = np.round((poly - 0.5) * (1 << shift)).astype(np.int32)  # OpenCV: centres at i
+    cv2.fillPoly(mask, [pts], 255, lineType=cv2.LINE_8, shift=shift)
+    return mask
+
+
+def _clip_polygon(poly: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """Sutherland-Hodgman: the part of convex polygon [K, 2] where a*u + b*v + c >= 0."""
+    if len(poly) == 0:
+        return poly
+    val = poly @ line[:2] + line[2]
+    out = []
+    for k in range(len(poly)):
+        p, q = poly[k], poly[(k + 1) % len(poly)]
+        vp, vq = val[k], val[(k + 1) % len(poly)]
+        if vp >= 0:
+            out.append(p)
+        if (vp >= 0) != (vq >= 0):
+            out.append(p + (q - p) * (vp / (vp - vq)))
+    return np.array(out).reshape(-1, 2)
 
 
 def nadir_mask(view: View, nadir_deg: float) -> np.ndarray:
@@ -232,6 +272,13 @@ def nadir_mask(view: View, nadir_deg: float) -> np.ndarray:
     Hides the operator, the pole and the mount that fill the bottom of handheld or helmet
     captures (the panorama is assumed level, as 360 cameras export it).
     """
-    rays = view.pixel_rays()
-    angle = np.degrees(np.arccos(np.clip(rays[..., 1], -1.0, 1.0)))
-    return np.where(angle < nadir_deg, 0, 255).astype(np.uint8)
+    half_diag = np.degrees(np.arctan(np.sqrt(2.0) * np.tan(np.radians(view.fov_deg) / 2.0)))
+    axis_from_nadir = np.degrees(np.arccos(np.clip(view.rig_from_cam[1, 2], -1.0, 1.0)))
+    if axis_from_nadir - half_diag > nadir_deg:  # the cap is out of view
+        return np.full((view.size, view.size), 255, np.uint8)
+    c = ((np.arange(view.size, dtype=np.float32) + 0.5 - view.size / 2.0) / view.focal)
+    x, y = np.meshgrid(c, c)
+    r = view.rig_from_cam.astype(np.float32)
+    down = r[1, 0] * x + r[1, 1] * y + r[1, 2]  # y component of the (unnormalised) ray
+    cos_angle = down / np.sqrt(x * x + y * y + 1.0)
+    return np.where(cos_angle > np.cos(np.radians(nadir_deg)), 0, 255).astype(np.uint8)

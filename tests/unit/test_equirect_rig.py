@@ -164,3 +164,27 @@ def test_nadir_mask_angle():
     r = np.tan(np.radians(30)) * 100.5
     assert m[100, int(100 + r - 2)] == 0 and m[100, int(100 + r + 2)] == 255
     assert (nadir_mask(View("up", 0.0, 60.0, 90.0, 64), 30.0) == 255).all()
+
+
+@pytest.mark.parametrize("layout", ["splatforge18", "colmap12", "cube6"])
+def test_ownership_polygon_matches_brute_force_argmax(layout):
+    rig = make_rig(layout, 90, 200)
+    axes = rig.axes()
+    for i, view in enumerate(rig.views):
+        brute = np.argmax(view.pixel_rays() @ axes.T, axis=-1) == i
+        fast = ownership_mask(rig, i) > 0
+        differ = brute != fast
+        # only pixels on the boundary may differ (the polygon edge cuts through them)
+        assert differ.mean() < 0.01
+        near = cv2.dilate(brute.astype(np.uint8), np.ones((3, 3))) != cv2.erode(
+            brute.astype(np.uint8), np.ones((3, 3))
+        )
+        assert not (differ & ~near).any()
+
+
+def test_nadir_mask_brute_force():
+    for pitch in (-90.0, -35.0, 0.0, 35.0):
+        view = View("v", 30.0, pitch, 90.0, 120)
+        angle = np.degrees(np.arccos(np.clip(view.pixel_rays()[..., 1], -1, 1)))
+        brute = np.where(angle < 45.0, 0, 255)
+        assert (nadir_mask(view, 45.0) != brute).mean() < 0.002
