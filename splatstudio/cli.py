@@ -110,6 +110,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show the state of every stage")
     _common(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (see README)")
+
+    p = sub.add_parser("render", help="render a splat file (.ply, .splat, .spz) to a PNG")
+    p.add_argument("scene", type=Path, help="splat file: standard or compressed PLY, .splat, .spz")
+    p.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
+    p.add_argument("--eye", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="camera position (scene units); default: automatic framing")
+    p.add_argument("--target", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="point looked at (default: the scene's median)")
+    p.add_argument("--up", type=float, nargs=3, default=(0.0, 0.0, 1.0), metavar=("X", "Y", "Z"),
+                   help="world up (default 0 0 1, ENU; COLMAP-frame scenes often use 0 -1 0)")
+    p.add_argument("--fov", type=float, default=60.0, help="horizontal field of view, degrees")
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--background", type=float, nargs=3, default=(0.0, 0.0, 0.0),
+                   metavar=("R", "G", "B"), help="background colour in [0, 1]")
+    p.add_argument("--device", choices=[d.value for d in Device], default="auto")
+
+    p = sub.add_parser("convert", help="convert a splat file to another format")
+    p.add_argument("src", type=Path, help="input splat file")
+    p.add_argument("dst", type=Path,
+                   help="output: .ply, .compressed.ply, .splat or .spz (format from the name)")
+    p.add_argument("--max-sh-degree", type=int, help="drop SH bands above this degree")
+    p.add_argument("--min-opacity", type=float, help="drop gaussians under this opacity (0..1)")
+    p.add_argument("--crop-min", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="crop box minimum corner (scene units, ENU metres for our scenes)")
+    p.add_argument("--crop-max", type=float, nargs=3, metavar=("X", "Y", "Z"))
+    p.add_argument("--remove-floaters", action="store_true",
+                   help="drop statistical outliers among the gaussian centres")
     return parser
 
 
@@ -270,8 +298,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
     print(f"project {summary['project']}  (input {summary['input_dir']}, preset {summary['preset']})")
+    from .pipeline import is_built
+
     for s, st in summary["stages"].items():
         state = st["state"] + (" (stale)" if st["stale"] else "")
+        if not is_built(s):
+            state += " (not built yet)"
         secs = f"{st['seconds']:.1f} s" if st["seconds"] is not None else ""
         metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in st["metrics"].items())
         print(f"{s:>9}  {state:<17} {secs:>9}  {metrics}")
@@ -280,8 +312,84 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    """``splatstudio render``: one PNG of any splat file from a look-at or automatic camera."""
+    import time
+
+    import cv2
+
+    from .errors import InputError
+    from .render.image import camera_for, render_splats
+    from .splats.io import load_splats
+
+    if not args.scene.is_file():
+        raise InputError(args.scene, "no such file")
+    t0 = time.perf_counter()
+    try:
+        splats = load_splats(args.scene)
+    except ValueError as e:
+        raise InputError(args.scene, str(e).replace(f"{args.scene}: ", "")) from None
+    viewmat, K = camera_for(splats.means, args.width, args.height, fov_deg=args.fov,
+                            eye=args.eye, target=args.target, up=args.up)
+    try:
+        img = render_splats(splats, viewmat, K, args.width, args.height, device=args.device,
+                            background=tuple(args.background))
+    except RuntimeError as e:
+        raise SplatStudioError(str(e)) from None
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(args.output), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+        raise InputError(args.output, "cannot write the PNG")
+    eye = -viewmat[:3, :3].T @ viewmat[:3, 3]
+    print(f"wrote {args.output} ({args.width}x{args.height}, {splats.n} gaussians, "
+          f"eye {eye.round(3).tolist()}, {time.perf_counter() - t0:.1f} s)")
+    return EXIT_OK
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """``splatstudio convert``: any splat file to any other format, with filters."""
+    from .errors import InputError
+    from .splats.io import convert
+
+    if not args.src.is_file():
+        raise InputError(args.src, "no such file")
+    filters = {
+        k: v
+        for k, v in {
+            "max_sh_degree": args.max_sh_degree,
+            "min_opacity": args.min_opacity,
+            "crop_min": args.crop_min,
+            "crop_max": args.crop_max,
+            "remove_floaters": args.remove_floaters or None,
+        }.items()
+        if v is not None
+    }
+    try:
+        info = convert(args.src, args.dst, **filters)
+    except ValueError as e:
+        raise InputError(None, str(e)) from None
+    print(json.dumps(info, indent=2, default=str))
+    return EXIT_OK
+
+
+def _launch_gui(argv: list[str]) -> int:
+    try:
+        from .gui.app import main as gui_main
+    except ImportError as e:
+        print(f"splatstudio: the desktop application is not available ({e}); "
+              "install the 'gui' extra, or use the commands below.\n", file=sys.stderr)
+        build_parser().print_help()
+        return EXIT_USAGE
+    return gui_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``splatstudio`` command; returns the exit code."""
+    """Entry point of the ``splatstudio`` command; returns the exit code.
+
+    With no arguments it opens the desktop application.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        return _launch_gui(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -290,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "render":
+            return cmd_render(args)
+        if args.command == "convert":
+            return cmd_convert(args)
         if args.command == "run":
             project = _open_or_create(args, args.input)
             _apply_config(project, args)
