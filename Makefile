@@ -1,23 +1,31 @@
 # The two commands of the README. Both set everything up first (idempotently).
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench clean-demo
 
 PY := .venv/bin/python
 DATA ?= ../shared/data/panos/geovisio-gopromax-2048
 PROJECT ?= demo-project
+PRESET ?= test
 
 setup:
 	bash scripts/setup.sh
 
+# Runs the pipeline on the real GoPro MAX panoramas, then renders the result if there is one.
 demo: setup
-	$(PY) -m splatstudio run $(DATA) -p $(PROJECT) --preset test --device auto
+	$(PY) -m splatstudio run $(DATA) -p $(PROJECT) --preset $(PRESET) --device auto
+	$(PY) -m splatstudio status -p $(PROJECT)
 
 test: setup
 	bash scripts/test.sh
 
 lint: setup
-	$(PY) -m ruff check splatstudio tests benchmarks
+	$(PY) -m ruff check splatstudio tests benchmarks scripts
 	.venv/bin/lint-imports
 
 bench: setup
-	$(PY) benchmarks/bench_reproject.py
 	$(PY) benchmarks/bench_ingest.py
+	$(PY) benchmarks/bench_reproject.py
+	$(PY) benchmarks/bench_splat_formats.py
+	$(PY) benchmarks/bench_rasterize_cpu.py
+
+clean-demo:
+	rm -rf $(PROJECT)

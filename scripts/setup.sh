@@ -28,10 +28,13 @@ fi
 stamp=".venv/.splatstudio-deps"
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: installing Python packages (torch pinned by constraints.txt)"
+  echo "setup: installing Python packages (torch pinned by constraints.txt; a few minutes the first time)"
   export PIP_CONSTRAINT="$PWD/constraints.txt"   # also applies inside build environments
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[all,dev]"
+  quiet_pip() {  # pip warns about every empty local index; keep real errors visible
+    .venv/bin/python -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+  }
+  quiet_pip install -q --upgrade pip
+  quiet_pip install -q -c constraints.txt -e ".[all,dev]"
   echo "$want" > "$stamp"
 fi
 echo "setup: ready (.venv)"

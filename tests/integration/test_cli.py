@@ -39,7 +39,7 @@ def test_run_panoramas_then_status_json(tmp_path, panos_2048):
     assert "ingest" in out.stderr and "%" in out.stderr  # progress bars on stderr
     status = json.loads(cli("status", "-p", proj, "--json").stdout)
     assert set(status["stages"]) == set(STAGES)
-    for name, st in status["stages"].items():
+    for st in status["stages"].values():
         assert set(st) >= {"state", "started", "finished", "seconds", "metrics", "artifacts"}
         assert st["state"] in ("pending", "running", "done", "failed", "cancelled")
     ing, rep = status["stages"]["ingest"], status["stages"]["reproject"]
