@@ -206,7 +206,7 @@ def main() -> None:
 
     doc = {
         "benchmark": "splatstudio.render.rasterize, CPU torch implementation",
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": {
             "node": platform.node(),
             "processor": platform.processor() or platform.machine(),

@@ -195,7 +195,7 @@ def main() -> None:
         ply = bench_ply_throughput(tmp)
     result = {
         "benchmark": "splat_formats",
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "device": "cpu",
         "machine": {
             "node": platform.node(),

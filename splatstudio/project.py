@@ -39,7 +39,7 @@ STATES = ("pending", "running", "done", "failed", "cancelled")
 
 def now_iso() -> str:
     """Current UTC time, ISO 8601 with seconds."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
@@ -183,7 +183,8 @@ class Project:
         h = hashlib.sha256()
         if self.input_dir.is_dir():
             for dirpath, dirnames, filenames in os.walk(self.input_dir):
-                dirnames.sort()
+                # a project folder inside its own input folder is not input
+                dirnames[:] = sorted(n for n in dirnames if Path(dirpath) / n != self.root)
                 for name in sorted(filenames):
                     p = Path(dirpath) / name
                     try:

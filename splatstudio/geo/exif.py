@@ -271,7 +271,7 @@ def parse_exif(exif: bytes | None) -> ExifInfo:
     if date and isinstance(stamp, tuple) and len(stamp) == 3:
         hms = [_rational(x) for x in stamp]
         try:
-            day = _dt.datetime.strptime(date, "%Y:%m:%d").replace(tzinfo=_dt.timezone.utc)
+            day = _dt.datetime.strptime(date, "%Y:%m:%d").replace(tzinfo=_dt.UTC)
             if all(x is not None for x in hms):
                 t = day + _dt.timedelta(hours=hms[0], minutes=hms[1], seconds=hms[2])
                 info.gps_time = t.isoformat()

@@ -49,7 +49,7 @@ def _write_results():
 
     doc = {
         "test": "tests/gpu/test_render_vs_gsplat.py",
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(0),
         "machine": {"node": platform.node(), "processor": platform.processor()},
         "torch": torch.__version__,

@@ -117,3 +117,14 @@ def test_running_with_dead_pid_reads_as_failed(tmp_path):
     st = p.summary()["stages"]["ingest"]
     assert st["state"] == "failed" and "interrupted" in st["error"]
     assert set(p.summary()["stages"]) == set(STAGES)
+
+
+def test_project_inside_its_input_folder_is_not_input(tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "a.jpg").write_bytes(b"x")
+    p = Project.create(inp / "proj", inp)
+    before = p.input_signature()
+    _mark_done(p, "ingest")
+    (p.root / "ingest" / "more.json").write_text("{}")
+    assert p.input_signature() == before and p.is_done("ingest")
