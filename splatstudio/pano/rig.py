@@ -179,11 +179,26 @@ def auto_view_size(pano_width: int, fov_deg: float, max_size: int) -> int:
 
 @lru_cache(maxsize=16)
 def _base_maps(pitch_deg: float, fov_deg: float, size: int, pano_w: int, pano_h: int):
-    """Float remap coordinates of a view at yaw 0 (OpenCV coordinates: pixel centres at i)."""
-    u, v = ray_to_equirect(View("", 0.0, pitch_deg, fov_deg, size).pixel_rays(), pano_w, pano_h)
-    map_x = (u - 0.5).astype(np.float32)
+    """Float remap coordinates of a view at yaw 0 (OpenCV coordinates: pixel centres at i).
+
+    float32 throughout (u has ~1e-3 px of rounding at 5760 px); rays need no normalising for
+    the two arctangents of :func:`~splatstudio.pano.equirect.ray_to_equirect`.
+    """
+    view = View("", 0.0, pitch_deg, fov_deg, size)
+    c = (np.arange(size, dtype=np.float32) + 0.5 - size / 2.0) / np.float32(view.focal)
+    x, y = np.meshgrid(c, c)
+    r = view.rig_from_cam.astype(np.float32)
+    dx = r[0, 0] * x + r[0, 1] * y + r[0, 2]
+    dy = r[1, 0] * x + r[1, 1] * y + r[1, 2]
+    dz = r[2, 0] * x + r[2, 1] * y + r[2, 2]
+    lon = np.arctan2(dx, dz)
+    lat = np.arctan2(-dy, np.hypot(dx, dz))
+    map_x = (lon * np.float32(pano_w / (2.0 * np.pi)) + np.float32(pano_w / 2.0 - 0.5)).astype(
+        np.float32
+    )
+    v = np.float32(pano_h / 2.0) - lat * np.float32(pano_h / np.pi)
     # Rows beyond the poles are clamped; columns wrap (BORDER_WRAP).
-    map_y = np.clip(v - 0.5, 0.0, pano_h - 1.0).astype(np.float32)
+    map_y = np.clip(v - np.float32(0.5), 0.0, pano_h - 1.0).astype(np.float32)
     return map_x, map_y
 
 
