@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import RigLayout
 from ..errors import ConfigError
-from .equirect import ray_to_equirect, rotation_to_quat_wxyz, yaw_pitch_to_rotation
+from .equirect import rotation_to_quat_wxyz, yaw_pitch_to_rotation
 
 
 @dataclass(frozen=True)
