@@ -82,14 +82,72 @@ class ReprojectConfig:
     workers: int = opt(0, "worker processes (0: one per core)", hash=False)
 
 
+class Mapper(enum.StrEnum):
+    """Structure-from-motion mapper.
+
+    - ``auto``: incremental when the input has panoramas, global for photos only (measured on
+      the real captures: GLOMAP's global positioning collapses rig frames of a short walk onto
+      each other; the incremental mapper splits the Lund photo street into several models).
+    - ``global``: GLOMAP (rotation averaging + global positioning + bundle adjustment),
+      ``pycolmap.global_mapping``.
+    - ``incremental``: COLMAP's incremental mapper, ``pycolmap.incremental_mapping``
+      (uses GPS pose priors in bundle adjustment).
+    """
+
+    AUTO = "auto"
+    GLOBAL = "global"
+    INCREMENTAL = "incremental"
+
+
+class AlignMode(enum.StrEnum):
+    """How georef aligns the SfM model to GPS.
+
+    - ``gravity``: 4 degrees of freedom (scale, heading, translation) after levelling the model
+      with the cameras' up direction; robust for the nearly straight paths of a walk.
+    - ``sim3``: a full 7-DoF similarity from positions alone (needs well spread positions).
+    """
+
+    GRAVITY = "gravity"
+    SIM3 = "sim3"
+
+
 @dataclass(kw_only=True)
 class SfmConfig:
-    """Options of structure-from-motion (arrive with the SfM stage)."""
+    """Options of structure-from-motion (pycolmap SIFT, imported pairs, global/incremental)."""
+
+    max_image_size: int = opt(0, "downscale images to this longest side for SIFT (0: as they are)")
+    max_num_features: int = opt(4096, "most SIFT features per image")
+    peak_threshold: float = opt(
+        0.004, "SIFT peak threshold (lower: more, weaker features; COLMAP's default 0.0067)"
+    )
+    ownership_mask: bool = opt(
+        True, "extract each panorama direction in one view only (off: overlapping views "
+        "detect their shared parts twice: more matches, slower)"
+    )
+    neighbours: int = opt(8, "panoramas/photos matched with each one: k nearest by GPS")
+    radius_m: float = opt(50.0, "GPS neighbours farther than this are not matched, metres")
+    time_neighbours: int = opt(
+        2, "neighbours by capture order on each side (always; all pairs use them without GPS)"
+    )
+    mapper: Mapper = opt(Mapper.AUTO, "mapper: auto, incremental or global (GLOMAP)")
+    gps_priors: bool = opt(True, "use GPS positions as pose priors (incremental mapper)")
+    min_num_inliers: int = opt(15, "fewest verified matches for a pair to count")
+    min_registered_fraction: float = opt(
+        0.5, "fail when fewer than this fraction of the images register"
+    )
+    seed: int = opt(0, "random seed of RANSAC and the mappers")
+    num_threads: int = opt(-1, "threads (-1: all cores)", hash=False)
 
 
 @dataclass(kw_only=True)
 class GeorefConfig:
-    """Options of geo-registration (arrive with the georef stage)."""
+    """Options of geo-registration (SfM frame -> local ENU metres, Z up)."""
+
+    mode: AlignMode = opt(AlignMode.GRAVITY, "alignment: gravity (4-DoF) or sim3 (7-DoF)")
+    max_error_m: float = opt(5.0, "GPS residual above which a position is an outlier, metres")
+    min_positions: int = opt(3, "fewest registered positions with GPS needed to align")
+    export_text: bool = opt(True, "also write the model as COLMAP text (georef/sparse_text)")
+    export_transforms: bool = opt(True, "also write a nerfstudio transforms.json")
 
 
 @dataclass(kw_only=True)

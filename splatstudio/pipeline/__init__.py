@@ -5,8 +5,8 @@ from __future__ import annotations
 STAGE_FUNCTIONS: dict[str, str | None] = {
     "ingest": "splatstudio.pipeline.ingest:run_ingest",
     "reproject": "splatstudio.pipeline.reproject:run_reproject",
-    "sfm": None,
-    "georef": None,
+    "sfm": "splatstudio.pipeline.sfm:run_sfm",
+    "georef": "splatstudio.pipeline.georef:run_georef",
     "train": None,
     "export": None,
 }
@@ -16,8 +16,10 @@ Workers import the function lazily, so the runner (and the GUI) never import hea
 """
 
 NOT_BUILT_MESSAGE = {
-    "sfm": "structure-from-motion is not built in this version yet (coming with pycolmap SfM)",
-    "georef": "geo-registration is not built in this version yet (comes with SfM)",
+    "sfm": "structure-from-motion is not built in this installation (needs pycolmap: "
+    "pip install 'splatstudio[sfm]')",
+    "georef": "geo-registration is not built in this installation (needs pycolmap: "
+    "pip install 'splatstudio[sfm]')",
     "train": "training is not built in this version yet (gsplat / CPU rasterizer)",
     "export": "export is not built in this version yet (splat formats, mesh)",
 }

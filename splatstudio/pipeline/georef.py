@@ -1,0 +1,366 @@
+"""Geo-registration: a robust similarity from the SfM frame to local ENU metres (Z up).
+
+Reads ``sfm/sparse`` (the model), ``sfm/sfm.json``, ``reproject/frames.json`` (GPS ENU per frame)
+and ``reproject/rig.json``; writes into ``georef/``::
+
+    sparse/            the model in ENU metres (COLMAP binary; ``pycolmap.Reconstruction``)
+    sparse_text/       the same as COLMAP text (option export_text)
+    transforms.json    nerfstudio cameras (option export_transforms), see :func:`write_transforms`
+    georef.json        the Sim3 (enu_from_sfm), per frame its GPS residual and inlier flag,
+                       RMS residuals, the ENU origin (WGS84) and a status line
+
+Alignment (``GeorefConfig.mode``):
+
+- ``gravity`` (default): the model is levelled first with the cameras' up direction
+  (panoramas are exported level, so a panorama's -y axis is up; photos are held roughly level),
+  then scale, heading and translation (4 DoF) are fitted to the frame centres vs their GPS ENU
+  positions by RANSAC over pairs of frames and a least-squares refit on the inliers. A walk is
+  nearly a straight line, which leaves a full Sim3 free to roll about it; gravity removes that.
+- ``sim3``: ``pycolmap.estimate_sim3d_robust`` (LO-RANSAC, 7 DoF) on the same points.
+
+Without enough GPS positions the model keeps its own frame, with a warning, and georef.json's
+status says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import AlignMode, GeorefConfig
+from ..errors import InputError, StageError
+from ..events import Emitter
+from ..project import Project, read_json, write_json_atomic
+from .sfm import PHOTO_DIR, frame_centres, frame_of_image, load_inputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Alignment math (numpy only)
+# ---------------------------------------------------------------------------------------------
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Smallest rotation [3, 3] taking unit vector `a` [3] onto unit vector `b` [3]."""
+    a = a / np.linalg.norm(a)
+    b = b / np.linalg.norm(b)
+    v = np.cross(a, b)
+    c = float(np.dot(a, b))
+    if np.linalg.norm(v) < 1e-12:
+        if c > 0:
+            return np.eye(3)
+        # 180 deg about any axis perpendicular to a
+        p = np.array([1.0, 0, 0]) if abs(a[0]) < 0.9 else np.array([0, 1.0, 0])
+        axis = np.cross(a, p)
+        axis /= np.linalg.norm(axis)
+        return 2 * np.outer(axis, axis) - np.eye(3)
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx * (1.0 / (1.0 + c))
+
+
+def _fit_4dof(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares s, Rz [3, 3] (about Z), t [3] with dst ~ s Rz src + t (Umeyama in XY; Z
+    shares the scale). src, dst: [N, 3], N >= 2 with distinct XY."""
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    # complex form: b_xy ~ s e^{i th} a_xy
+    za = a[:, 0] + 1j * a[:, 1]
+    zb = b[:, 0] + 1j * b[:, 1]
+    num = np.sum(np.conj(za) * zb)
+    th = math.atan2(num.imag, num.real)
+    den = float(np.sum(np.abs(za) ** 2) + np.sum(a[:, 2] ** 2))
+    rz = np.array([[math.cos(th), -math.sin(th), 0], [math.sin(th), math.cos(th), 0], [0, 0, 1]])
+    s = float(np.sum((b * (a @ rz.T)).sum(1))) / den if den > 0 else 1.0
+    t = md - s * rz @ ms
+    return s, rz, t
+
+
+def fit_gravity_sim3(
+    src: np.ndarray, dst: np.ndarray, up: np.ndarray, max_error: float
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Robust 4-DoF similarity after levelling: dst ~ s R src + t with R = Rz(heading) @ Rg,
+    where Rg takes the model's `up` [3] onto +Z.
+
+    Args:
+        src: [N, 3] positions in the model frame; dst: [N, 3] ENU metres; N >= 2.
+        up: up direction in the model frame (unit or not).
+        max_error: inlier threshold on the 3D residual, metres.
+
+    Returns:
+        (s, R [3, 3], t [3], inlier mask [N] bool). RANSAC over every pair of points (a random
+        2,000 of them above 64 points), then a least-squares refit on the inliers.
+    """
+    rg = rotation_between(np.asarray(up, float), np.array([0.0, 0.0, 1.0]))
+    lev = src @ rg.T
+    n = len(src)
+    combos = list(itertools.combinations(range(n), 2))
+    if len(combos) > 2000:
+        rng = np.random.default_rng(0)
+        combos = [combos[i] for i in rng.choice(len(combos), 2000, replace=False)]
+    best = None
+    for i, j in combos:
+        if np.linalg.norm(lev[i, :2] - lev[j, :2]) < 1e-9:
+            continue
+        s, rz, t = _fit_4dof(lev[[i, j]], dst[[i, j]])
+        if not (s > 0 and np.isfinite(s)):
+            continue
+        res = np.linalg.norm(s * lev @ rz.T + t - dst, axis=1)
+        inl = res < max_error
+        score = (int(inl.sum()), -float(np.sum(np.minimum(res, max_error) ** 2)))
+        if best is None or score > best[0]:
+            best = (score, inl)
+    if best is None:
+        raise StageError("georef: GPS positions coincide; cannot fit a scale")
+    inl = best[1]
+    for _ in range(3):  # refit, re-select
+        if inl.sum() < 2:
+            break
+        s, rz, t = _fit_4dof(lev[inl], dst[inl])
+        res = np.linalg.norm(s * lev @ rz.T + t - dst, axis=1)
+        new = res < max_error
+        if new.sum() < 2 or np.array_equal(new, inl):
+            break
+        inl = new
+    s, rz, t = _fit_4dof(lev[inl], dst[inl])
+    return s, rz @ rg, t, inl
+
+
+def model_up(centres: dict[str, dict[str, Any]]) -> np.ndarray:
+    """Mean up direction [3] of the frames in the model's world frame (unit).
+
+    Each frame's rotation R is ``pano_from_world`` or ``cam_from_world`` (OpenCV axes, y down),
+    so its up is ``R^T @ (0, -1, 0)``.
+    """
+    ups = np.array([c["R"].T @ np.array([0.0, -1.0, 0.0]) for c in centres.values()])
+    u = ups.sum(0)
+    return u / np.linalg.norm(u)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exports
+# ---------------------------------------------------------------------------------------------
+def image_source(name: str) -> str:
+    """Path of the original image of COLMAP image `name`, relative to the project folder
+    (``reproject/views/<pano>/<view>.jpg`` or ``reproject/photos/<file>``)."""
+    head, tail = name.split("/", 1)
+    if head == PHOTO_DIR:
+        return f"reproject/photos/{tail}"
+    return f"reproject/views/{Path(tail).stem}/{head}.jpg"
+
+
+def write_transforms(rec: Any, path: str | Path, project_root: str | Path | None = None,
+                     nadir_masks: bool = True) -> dict[str, Any]:
+    """Write a nerfstudio ``transforms.json`` of the registered images of `rec`.
+
+    Poses: ``transform_matrix`` is camera-to-world [4, 4] in the model's world frame (ENU metres
+    after georef), camera axes in the OpenGL/nerfstudio convention (x right, y up, z back): the
+    COLMAP world-to-camera pose inverted, with its y and z columns negated (nerfstudio's
+    ``colmap_utils.colmap_to_json``, without its axis swap since ENU is already Z up).
+    Intrinsics per frame in pixels: fl_x, fl_y, cx, cy, w, h (k1 for SIMPLE_RADIAL /
+    RADIAL, camera_model OPENCV). ``file_path`` and ``mask_path`` (the view's nadir mask, 0 =
+    ignore) are relative to the folder of `path` when `project_root` is given.
+
+    Returns:
+        the JSON dict written.
+    """
+    path = Path(path)
+    root = Path(project_root) if project_root else None
+    frames = []
+    for im in sorted(rec.images.values(), key=lambda im: im.name):
+        if not im.has_pose:
+            continue
+        cam = rec.cameras[im.camera_id]
+        w2c = np.eye(4)
+        w2c[:3, :] = np.asarray(im.cam_from_world().matrix())
+        c2w = np.linalg.inv(w2c)
+        c2w[:3, 1:3] *= -1
+        fx, fy = cam.focal_length_x, cam.focal_length_y
+        e: dict[str, Any] = {
+            "file_path": image_source(im.name),
+            "transform_matrix": c2w.tolist(),
+            "colmap_im_id": int(im.image_id),
+            "fl_x": float(fx), "fl_y": float(fy),
+            "cx": float(cam.principal_point_x), "cy": float(cam.principal_point_y),
+            "w": int(cam.width), "h": int(cam.height),
+            "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+        }
+        if cam.model_name in ("SIMPLE_RADIAL", "RADIAL"):
+            e["k1"] = float(cam.params[3])
+            if cam.model_name == "RADIAL":
+                e["k2"] = float(cam.params[4])
+        head = im.name.split("/", 1)[0]
+        if nadir_masks and head != PHOTO_DIR:
+            e["mask_path"] = f"reproject/masks/{head}.nadir.png"
+        if root is not None:
+            for key in ("file_path", "mask_path"):
+                if key in e:
+                    e[key] = os.path.relpath(root / e[key], path.parent).replace(os.sep, "/")
+        frames.append(e)
+    data = {"camera_model": "OPENCV", "frames": frames}
+    write_json_atomic(path, data)
+    return data
+
+
+def write_text_model(rec: Any, folder: str | Path) -> None:
+    """Write `rec` as a COLMAP text model (cameras.txt, images.txt, points3D.txt, rigs.txt,
+    frames.txt) into `folder`, replacing it atomically."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rec.write_text(str(tmp))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------------
+def run_georef(project: Project, config: GeorefConfig, events: Emitter) -> dict[str, Any]:
+    """Geo-registration stage (see the module docstring for the outputs).
+
+    Metrics: gps_frames (registered frames with GPS), inliers, rms_residual_m (inliers),
+    rms_residual_all_m, max_residual_m, scale (metres per SfM unit), georeferenced (1/0).
+
+    Raises:
+        InputError: no SfM model.
+        StageError: the alignment failed (positions coincide).
+    """
+    import pycolmap
+
+    sparse = project.root / "sfm" / "sparse"
+    if not (sparse / "images.bin").exists():
+        raise InputError(sparse, "no SfM model; run the sfm stage first")
+    frames, rig = load_inputs(project)
+    origin = read_json(project.root / "reproject" / "frames.json").get("origin")
+    rec = pycolmap.Reconstruction(str(sparse))
+    out = project.stage_dir("georef")
+    events.progress(0.1, "aligning the model to GPS")
+    centres = frame_centres(rec, rig)
+    by_id = {f["id"]: f for f in frames}
+    ids = [fid for fid in centres if by_id.get(fid, {}).get("enu_m") is not None]
+    src = np.array([centres[i]["centre"] for i in ids]).reshape(-1, 3)
+    dst = np.array([by_id[i]["enu_m"] for i in ids], dtype=np.float64).reshape(-1, 3)
+
+    report: dict[str, Any] = {
+        "schema_version": 1,
+        "origin": origin,
+        "frame": "ENU metres about origin (x east, y north, z up); poses cam_from_world",
+        "mode": str(config.mode),
+    }
+    georeferenced = len(ids) >= max(2, config.min_positions)
+    if georeferenced:
+        if config.mode == AlignMode.GRAVITY:
+            s, r, t, inl = fit_gravity_sim3(src, dst, model_up(centres), config.max_error_m)
+            sim = pycolmap.Sim3d(s, pycolmap.Rotation3d(r), t.reshape(3, 1))
+        else:
+            ro = pycolmap.RANSACOptions()
+            ro.max_error = config.max_error_m
+            ro.random_seed = 0
+            found = pycolmap.estimate_sim3d_robust(src, dst, ro)
+            sim = found.get("tgt_from_src") if isinstance(found, dict) else found
+            if sim is None:
+                raise StageError(
+                    "georef: no similarity fits the GPS positions (try sim3 -> gravity mode, "
+                    "or a larger georef.max_error_m)"
+                )
+            s = float(sim.scale)
+            r = np.asarray(sim.rotation.matrix())
+            t = np.asarray(sim.translation).reshape(3)
+        aligned = s * src @ r.T + t
+        res = np.linalg.norm(aligned - dst, axis=1)
+        inl = res < config.max_error_m
+        rms_in = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else float("nan")
+        rms_all = float(np.sqrt(np.mean(res**2)))
+        rec.transform(sim)
+        report.update(
+            {
+                "status": "georeferenced",
+                "sim3_enu_from_sfm": {
+                    "scale": s,
+                    "rotation_matrix": r.tolist(),
+                    "translation_m": t.tolist(),
+                    "matrix_3x4": np.hstack([s * r, t.reshape(3, 1)]).tolist(),
+                },
+                "rms_residual_m": rms_in,
+                "rms_residual_all_m": rms_all,
+                "max_residual_m": float(res.max()),
+                "inliers": int(inl.sum()),
+                "gps_frames": len(ids),
+            }
+        )
+        per = {}
+        for k, fid in enumerate(ids):
+            per[fid] = {
+                "registered": True,
+                "gps_enu_m": dst[k].tolist(),
+                "sfm_enu_m": aligned[k].tolist(),
+                "residual_m": float(res[k]),
+                "inlier": bool(inl[k]),
+            }
+        events.metric("scale", s)
+        events.metric("gps_frames", len(ids))
+        events.metric("inliers", int(inl.sum()))
+        events.metric("rms_residual_m", rms_in)
+        events.metric("rms_residual_all_m", rms_all)
+        events.metric("max_residual_m", float(res.max()))
+        events.metric("georeferenced", 1)
+        outl = [fid for fid, p in per.items() if not p["inlier"]]
+        if outl:
+            events.warning(f"GPS outliers (residual > {config.max_error_m:g} m): {', '.join(outl)}")
+        events.log(f"aligned {len(ids)} frames to GPS: RMS {rms_in:.2f} m over {int(inl.sum())} "
+                   f"inliers, scale {s:.3f} m/unit")
+    else:
+        report.update(
+            {
+                "status": f"not georeferenced: {len(ids)} registered frames with GPS, "
+                f"{max(2, config.min_positions)} needed; the model keeps its SfM frame",
+                "sim3_enu_from_sfm": None,
+                "rms_residual_m": None,
+                "gps_frames": len(ids),
+            }
+        )
+        per = {}
+        events.metric("georeferenced", 0)
+        events.metric("gps_frames", len(ids))
+        events.warning(
+            f"not georeferenced: only {len(ids)} registered frames have GPS; the model keeps its "
+            "own frame (arbitrary scale and orientation)"
+        )
+    for f in frames:
+        if f["id"] not in per:
+            per[f["id"]] = {
+                "registered": f["id"] in centres,
+                "gps_enu_m": f.get("enu_m"),
+                "residual_m": None,
+                "inlier": None,
+            }
+    report["frames"] = {f["id"]: per[f["id"]] for f in frames}
+    events.check_cancelled()
+
+    events.progress(0.5, "writing the model")
+    tmp = out / "sparse.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    rec.write(str(tmp))
+    shutil.rmtree(out / "sparse", ignore_errors=True)
+    os.replace(tmp, out / "sparse")
+    events.artifact("georef/sparse")
+    if config.export_text:
+        write_text_model(rec, out / "sparse_text")
+        events.artifact("georef/sparse_text")
+    if config.export_transforms:
+        write_transforms(rec, out / "transforms.json", project.root)
+        events.artifact("georef/transforms.json")
+    report["images"] = {
+        "registered": int(rec.num_reg_images()),
+        "frames_registered": sorted({frame_of_image(im.name) for im in rec.images.values()
+                                     if im.has_pose}),
+    }
+    write_json_atomic(out / "georef.json", report)
+    events.artifact("georef/georef.json")
+    events.progress(1.0, report["status"])
+    return report

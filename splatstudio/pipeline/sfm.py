@@ -1,0 +1,743 @@
+"""Structure-from-motion: pycolmap SIFT on the reprojected views, GPS pairs, global/incremental.
+
+Reads ``reproject/frames.json``, ``reproject/rig.json``, the masks and the images; writes into
+``sfm/``::
+
+    images/<view>/<pano id>.jpg   links to reproject/views/<pano id>/<view>.jpg (COLMAP rig
+    images/photos/<file>          layout: the folder names the sensor, the file the frame)
+    masks/<view>/<pano id>.jpg.png  ownership AND nadir mask of the view (255 = keep)
+    database.db                   the COLMAP database (features, matches, rigs, pose priors)
+    pairs.txt                     the image pairs matched ("name1 name2" per line)
+    sparse/                       the largest model, COLMAP binary (cameras, images, points3D,
+                                  rigs, frames .bin), in the SfM frame (arbitrary scale)
+    sfm.json                      metrics, per frame registered or not, other models, timings
+    state.json                    fingerprints of the feature and matching steps (resume)
+
+Every panorama is one *frame* of a rig whose sensors are the virtual views, with the known
+``cam_from_rig`` rotations of ``rig.json`` and fixed PINHOLE intrinsics (COLMAP 4 rigs,
+``pycolmap.RigConfig`` / ``apply_rig_config``; the same arrangement as
+``pycolmap.panorama.reconstruct``). Perspective photos are single-sensor frames with EXIF
+intrinsics that bundle adjustment refines.
+
+Pairs are chosen per *frame*, not per image: the k nearest frames by GPS within a radius plus
+neighbours in capture order (all of them without GPS), expanded to every view pair between two
+panoramas, never inside one frame (COLMAP's own spatial matcher picks neighbours per image, so a
+view's nearest neighbours are its siblings at the same position).
+
+Resume: the database survives a kill. Features are extracted only for images without them, and
+pairs already matched are skipped (COLMAP checks the database); a changed feature option clears
+the database, a changed matching option clears the matches. Long pycolmap calls run in a helper
+thread and get a ``pycolmap.CancellationToken`` when the user cancels; the runner's process
+kill remains the last resort (global mapping takes no token).
+
+Sources: COLMAP 4 / pycolmap 4.2 API (``extract_features``, ``match_image_pairs``,
+``apply_rig_config``, ``global_mapping``, ``incremental_mapping``), COLMAP's
+``python/pycolmap/panorama.py`` for the rig arrangement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Mapper, SfmConfig
+from ..errors import Cancelled, InputError, StageError
+from ..events import Emitter
+from ..project import Project, read_json, write_json_atomic
+
+PHOTO_DIR = "photos"
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+def load_inputs(project: Project) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The frames of ``reproject/frames.json`` and the rig of ``reproject/rig.json`` (or None
+    when there are no panoramas).
+
+    Raises:
+        InputError: reproject has not run, or left no frames.
+    """
+    rp = project.root / "reproject"
+    fj = rp / "frames.json"
+    if not fj.exists():
+        raise InputError(fj, "missing; run the reproject stage first")
+    data = read_json(fj)
+    frames = data.get("frames") or []
+    if not frames:
+        raise InputError(fj, "no frames: the input folder gave no usable images")
+    rig = None
+    if any(f["kind"] == "equirect" for f in frames):
+        rj = rp / (data.get("rig") or "rig.json")
+        if not rj.exists():
+            raise InputError(rj, "missing; run the reproject stage again")
+        rig = read_json(rj)
+    return frames, rig
+
+
+def image_names(frame: dict[str, Any], rig: dict[str, Any] | None) -> list[str]:
+    """COLMAP image names of a frame, relative to ``sfm/images``: ``<view>/<pano id>.jpg`` for
+    a panorama (one per rig view, in rig order), ``photos/<file>`` for a photo."""
+    if frame["kind"] == "equirect":
+        assert rig is not None
+        return [f"{v['name']}/{frame['id']}.jpg" for v in rig["views"]]
+    return [f"{PHOTO_DIR}/{Path(frame['images'][0]).name}"]
+
+
+def _link(src: Path, dst: Path) -> None:
+    """dst -> src as a relative symlink, else a hard link, else a copy."""
+    if dst.is_symlink() or dst.exists():
+        if dst.resolve() == src.resolve() and dst.stat().st_size == src.stat().st_size:
+            return
+        dst.unlink()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.symlink(os.path.relpath(src, dst.parent), dst)
+    except OSError:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+
+
+def prepare_images(
+    project: Project, frames: list[dict[str, Any]], rig: dict[str, Any] | None,
+    ownership: bool = True,
+) -> tuple[Path, Path | None]:
+    """Lay out ``sfm/images`` (links) and ``sfm/masks`` (combined masks) for COLMAP.
+
+    Returns:
+        (image root, mask root or None without panoramas).
+
+    Raises:
+        InputError: an image or mask of reproject is missing.
+    """
+    import cv2
+
+    rp = project.root / "reproject"
+    out = project.stage_dir("sfm")
+    images = out / "images"
+    masks = out / "masks" if rig else None
+    combined: dict[str, bytes] = {}
+    if rig:
+        for v in rig["views"]:
+            m = None
+            for kind in ("ownership", "nadir") if ownership else ("nadir",):
+                p = rp / v["masks"][kind]
+                mk = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+                if mk is None:
+                    raise InputError(p, "mask missing or unreadable; run reproject again")
+                m = mk if m is None else np.minimum(m, mk)
+            ok, buf = cv2.imencode(".png", np.where(m >= 128, 255, 0).astype(np.uint8))
+            combined[v["name"]] = buf.tobytes()
+    for f in frames:
+        for rel, name in zip(f["images"], image_names(f, rig), strict=True):
+            src = rp / rel
+            if not src.exists():
+                raise InputError(src, "image missing; run reproject again")
+            _link(src, images / name)
+            if f["kind"] == "equirect":
+                view = name.split("/")[0]
+                mp = masks / f"{name}.png"
+                if not (mp.exists() and mp.read_bytes() == combined[view]):
+                    mp.parent.mkdir(parents=True, exist_ok=True)
+                    mp.write_bytes(combined[view])
+    return images, masks
+
+
+# ---------------------------------------------------------------------------------------------
+# Pairs
+# ---------------------------------------------------------------------------------------------
+def frame_pairs(
+    frames: list[dict[str, Any]], k: int = 8, radius_m: float = 50.0, order_neighbours: int = 2
+) -> list[tuple[int, int]]:
+    """Frame-level pairs (i < j, indices into `frames`) to match.
+
+    Each frame with ENU coordinates (``enu_m``, metres) is paired with its `k` nearest frames
+    with coordinates within `radius_m`; every frame is also paired with the `order_neighbours`
+    frames on each side in capture order (``time``, else the list order); a frame without
+    coordinates is paired with ``max(k, 2 * order_neighbours)`` frames around it in capture
+    order. Never a frame with itself.
+
+    Returns:
+        sorted unique (i, j) with i < j.
+    """
+    n = len(frames)
+    order = sorted(range(n), key=lambda i: (frames[i].get("time") or "", i))
+    rank = {idx: r for r, idx in enumerate(order)}
+    pairs: set[tuple[int, int]] = set()
+
+    def add(a: int, b: int) -> None:
+        if a != b:
+            pairs.add((min(a, b), max(a, b)))
+
+    have = [i for i in range(n) if frames[i].get("enu_m") is not None]
+    if have:
+        xyz = np.array([frames[i]["enu_m"] for i in have], dtype=np.float64)
+        d = np.linalg.norm(xyz[:, None, :] - xyz[None, :, :], axis=-1)
+        for a in range(len(have)):
+            nearest = [b for b in np.argsort(d[a], kind="stable") if b != a][:k]
+            for b in nearest:
+                if d[a, b] <= radius_m:
+                    add(have[a], have[int(b)])
+    for i in range(n):
+        w = order_neighbours if frames[i].get("enu_m") is not None else max(k // 2, order_neighbours)
+        r = rank[i]
+        for s in range(max(0, r - w), min(n, r + w + 1)):
+            add(i, order[s])
+    return sorted(pairs)
+
+
+def image_pairs(
+    frames: list[dict[str, Any]], rig: dict[str, Any] | None, pairs: list[tuple[int, int]]
+) -> list[tuple[str, str]]:
+    """Expand frame pairs to image-name pairs: every view of one frame with every view of the
+    other (18 x 18 for two panoramas of the default rig); never two images of one frame."""
+    names = [image_names(f, rig) for f in frames]
+    return [(a, b) for i, j in pairs for a in names[i] for b in names[j]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers around pycolmap
+# ---------------------------------------------------------------------------------------------
+def _run_cancellable(events: Emitter, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """Run pycolmap call `fn` in a helper thread; on cancel hand it a CancellationToken.
+
+    `fn` must accept ``cancellation_token`` when ``kw`` holds one (the caller passes it).
+    Raises Cancelled when the user cancelled, and re-raises the call's exception.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn(*args, **kw)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    token = kw.get("cancellation_token")
+    while t.is_alive():
+        t.join(0.2)
+        if events.cancelled() and token is not None and not token.is_cancelled():
+            token.cancel()
+    if events.cancelled():
+        raise Cancelled("stage sfm cancelled (the database is kept; run again to resume)")
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _quiet_glog() -> None:
+    import pycolmap
+
+    try:
+        pycolmap.logging.minloglevel = 2  # warnings and errors only
+    except Exception:
+        pass
+
+
+def _rig_config(rig: dict[str, Any], ref: int):
+    """pycolmap.RigConfig of the virtual rig, sensor `ref` as reference (its cam_from_rig is
+    the identity, so the COLMAP rig frame is that view's camera frame)."""
+    import pycolmap
+
+    rots = [np.asarray(v["cam_from_rig"]["rotation_matrix"], dtype=np.float64) for v in rig["views"]]
+    cams = []
+    for i, v in enumerate(rig["views"]):
+        c = v["camera"]
+        camera = pycolmap.Camera.create_from_model_name(
+            0, c["model"], float(c["params"][0]), int(c["width"]), int(c["height"])
+        )
+        camera.params = np.asarray(c["params"], dtype=np.float64)
+        camera.has_prior_focal_length = True
+        cam_from_ref = None
+        if i != ref:
+            cam_from_ref = pycolmap.Rigid3d(
+                pycolmap.Rotation3d(rots[i] @ rots[ref].T), np.zeros((3, 1))
+            )
+        cams.append(
+            pycolmap.RigConfigCamera(
+                ref_sensor=i == ref,
+                image_prefix=f"{v['name']}/",
+                cam_from_rig=cam_from_ref,
+                camera=camera,
+            )
+        )
+    cams.insert(0, cams.pop(ref))  # COLMAP adds the reference sensor first
+    return pycolmap.RigConfig(cameras=cams)
+
+
+def reference_view(rig: dict[str, Any]) -> int:
+    """Index of the rig's reference sensor: the view nearest the horizon straight ahead."""
+    return int(np.argmin([abs(v["pitch_deg"]) * 10 + min(v["yaw_deg"], 360 - v["yaw_deg"])
+                          for v in rig["views"]]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------
+def extract(
+    db_path: Path,
+    images: Path,
+    masks: Path | None,
+    frames: list[dict[str, Any]],
+    rig: dict[str, Any] | None,
+    config: SfmConfig,
+    events: Emitter,
+) -> None:
+    """SIFT features of every image into the database (images that have them are skipped).
+
+    Views: one PINHOLE camera per view folder with the rig's intrinsics, masks applied.
+    Photos: one camera per distinct EXIF intrinsics (SIMPLE_RADIAL, refined later).
+    """
+    import pycolmap
+
+    ext = pycolmap.FeatureExtractionOptions()
+    ext.max_image_size = config.max_image_size if config.max_image_size > 0 else -1
+    ext.sift.max_num_features = config.max_num_features
+    ext.sift.peak_threshold = config.peak_threshold
+    # -1 ran one extraction thread here (pycolmap 4.2 CPU SIFT): ask for every core.
+    ext.num_threads = config.num_threads if config.num_threads > 0 else (os.cpu_count() or 1)
+    ext.use_gpu = False
+    pano_names = [n for f in frames if f["kind"] == "equirect" for n in image_names(f, rig)]
+    if pano_names:
+        c = rig["views"][0]["camera"]
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = c["model"]
+        reader.camera_params = ",".join(repr(float(p)) for p in c["params"])
+        reader.mask_path = str(masks)
+        _run_cancellable(
+            events,
+            pycolmap.extract_features,
+            db_path,
+            images,
+            image_names=pano_names,
+            camera_mode=pycolmap.CameraMode.PER_FOLDER,
+            reader_options=reader,
+            extraction_options=ext,
+            device=pycolmap.Device.cpu,
+            cancellation_token=pycolmap.CancellationToken(),
+        )
+    groups: dict[str, list[str]] = {}
+    cams: dict[str, dict[str, Any]] = {}
+    for f in frames:
+        if f["kind"] != "equirect":
+            key = _hash(f["camera"])
+            groups.setdefault(key, []).extend(image_names(f, rig))
+            cams[key] = f["camera"]
+    for key, names in groups.items():
+        events.check_cancelled()
+        c = cams[key]
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = c["model"]
+        reader.camera_params = ",".join(repr(float(p)) for p in c["params"])
+        _run_cancellable(
+            events,
+            pycolmap.extract_features,
+            db_path,
+            images,
+            image_names=names,
+            camera_mode=pycolmap.CameraMode.SINGLE,
+            reader_options=reader,
+            extraction_options=ext,
+            device=pycolmap.Device.cpu,
+            cancellation_token=pycolmap.CancellationToken(),
+        )
+
+
+def setup_database(
+    db_path: Path, frames: list[dict[str, Any]], rig: dict[str, Any] | None, gps_priors: bool
+) -> dict[str, Any]:
+    """Apply the rig config (panoramas become frames of the view rig) and write one GPS pose
+    prior per frame (ENU metres, CARTESIAN, on the frame's reference image).
+
+    Returns:
+        {"images": number of images, "keypoints": per image name its keypoint count}.
+    """
+    import pycolmap
+
+    with pycolmap.Database.open(db_path) as db:
+        if rig:
+            ref = reference_view(rig)
+            pycolmap.apply_rig_config([_rig_config(rig, ref)], db)
+        db.clear_pose_priors()
+        by_name = {im.name: im for im in db.read_all_images()}
+        if gps_priors:
+            ref_name = rig["views"][reference_view(rig)]["name"] if rig else None
+            for f in frames:
+                if f.get("enu_m") is None:
+                    continue
+                names = image_names(f, rig)
+                name = f"{ref_name}/{f['id']}.jpg" if f["kind"] == "equirect" else names[0]
+                im = by_name.get(name)
+                if im is None:
+                    continue
+                prior = pycolmap.PosePrior()
+                prior.corr_data_id = im.data_id
+                prior.position = np.asarray(f["enu_m"], dtype=np.float64)
+                prior.position_covariance = np.eye(3) * 4.0  # 2 m standard deviation
+                prior.coordinate_system = pycolmap.PosePriorCoordinateSystem.CARTESIAN
+                db.write_pose_prior(prior)
+        kp = {name: db.num_keypoints_for_image(im.image_id) for name, im in by_name.items()}
+    return {"images": len(by_name), "keypoints": kp}
+
+
+def match(db_path: Path, pairs_path: Path, config: SfmConfig, rig_verification: bool,
+          events: Emitter) -> None:
+    """Match the imported pairs and verify them geometrically (rig-aware for panoramas)."""
+    import pycolmap
+
+    mo = pycolmap.FeatureMatchingOptions()
+    mo.num_threads = config.num_threads
+    mo.use_gpu = False
+    mo.rig_verification = rig_verification
+    mo.skip_image_pairs_in_same_frame = True
+    po = pycolmap.ImportedPairingOptions()
+    po.match_list_path = str(pairs_path)
+    vo = pycolmap.TwoViewGeometryOptions()
+    vo.min_num_inliers = config.min_num_inliers
+    vo.ransac.random_seed = config.seed
+    _run_cancellable(
+        events,
+        pycolmap.match_image_pairs,
+        db_path,
+        matching_options=mo,
+        pairing_options=po,
+        verification_options=vo,
+        device=pycolmap.Device.cpu,
+        cancellation_token=pycolmap.CancellationToken(),
+    )
+
+
+def mapper_for(mapper: Mapper, has_panos: bool) -> Mapper:
+    """The mapper that runs: `mapper`, or for ``auto`` incremental with panoramas and global
+    for photos only (see :class:`splatstudio.config.Mapper` for the measurements)."""
+    if mapper != Mapper.AUTO:
+        return Mapper(mapper)
+    return Mapper.INCREMENTAL if has_panos else Mapper.GLOBAL
+
+
+def map_model(
+    db_path: Path,
+    images: Path,
+    out_dir: Path,
+    config: SfmConfig,
+    has_panos: bool,
+    has_photos: bool,
+    n_images: int,
+    events: Emitter,
+) -> dict[int, Any]:
+    """Run the mapper; returns {index: pycolmap.Reconstruction} (possibly several models).
+
+    Rig views keep their intrinsics and rig rotations; photo intrinsics are refined.
+    """
+    import pycolmap
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    refine_intrinsics = has_photos
+    if mapper_for(config.mapper, has_panos) == Mapper.INCREMENTAL:
+        o = pycolmap.IncrementalPipelineOptions()
+        o.num_threads = config.num_threads
+        o.random_seed = config.seed
+        o.ba_refine_sensor_from_rig = False
+        o.ba_refine_focal_length = refine_intrinsics
+        o.ba_refine_extra_params = refine_intrinsics
+        o.ba_refine_principal_point = False
+        o.min_num_matches = config.min_num_inliers
+        o.min_model_size = 3
+        o.use_prior_position = config.gps_priors
+        o.use_robust_loss_on_prior_position = True
+        # Short baselines (a walk: 1-3 m between panoramas, scene at 5-30 m) and few features
+        # per small view: the defaults (16 deg, 100 inliers) never find an initial pair.
+        o.mapper.init_min_tri_angle = 4.0
+        o.mapper.init_min_num_inliers = 50
+        o.mapper.abs_pose_min_num_inliers = 15
+        o.mapper.max_reg_trials = 10
+        # Each panorama direction has its features in one view only (ownership masks), so a
+        # point seen by two panoramas is a two-view track: keep those.
+        o.triangulation.ignore_two_view_tracks = False
+        if has_panos and has_photos:
+            with pycolmap.Database.open(db_path) as db:
+                rig_cams = {
+                    im.camera_id for im in db.read_all_images() if not im.name.startswith("photos/")
+                }
+            o.constant_cameras = rig_cams
+        registered = [0]
+
+        def on_image() -> None:
+            registered[0] += 1
+            events.progress(
+                0.55 + 0.4 * min(1.0, registered[0] / max(1, n_images)),
+                f"mapping: {registered[0]} registrations",
+            )
+
+        return _run_cancellable(
+            events,
+            pycolmap.incremental_mapping,
+            db_path,
+            images,
+            out_dir,
+            o,
+            next_image_callback=on_image,
+            cancellation_token=pycolmap.CancellationToken(),
+        )
+    o = pycolmap.GlobalPipelineOptions()
+    o.num_threads = config.num_threads
+    o.random_seed = config.seed
+    o.min_num_matches = config.min_num_inliers
+    o.min_model_size = 3
+    o.mapper.num_threads = config.num_threads
+    o.mapper.random_seed = config.seed
+    o.mapper.refine_sensor_from_rig = False
+    o.mapper.rotation_averaging.refine_sensor_from_rig = False
+    o.mapper.global_positioning.refine_sensor_from_rig = False
+    o.mapper.global_positioning.use_gpu = False
+    o.mapper.bundle_adjustment.refine_sensor_from_rig = False
+    o.mapper.bundle_adjustment.refine_focal_length = refine_intrinsics
+    o.mapper.bundle_adjustment.refine_extra_params = refine_intrinsics
+    o.mapper.bundle_adjustment.refine_principal_point = False
+    o.mapper.bundle_adjustment.ceres.use_gpu = False
+    o.mapper.retriangulation.ignore_two_view_tracks = False
+    return _run_cancellable(events, pycolmap.global_mapping, db_path, images, out_dir, o)
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis of a model
+# ---------------------------------------------------------------------------------------------
+def frame_of_image(name: str) -> str:
+    """Frame id of a COLMAP image name of this stage (``<view>/<id>.jpg`` or
+    ``photos/<id>.<ext>``)."""
+    return Path(name).stem
+
+
+def model_frames(rec: Any) -> dict[str, int]:
+    """Per frame id, the number of registered images of `rec` (a pycolmap.Reconstruction)."""
+    out: dict[str, int] = {}
+    for im in rec.images.values():
+        if im.has_pose:
+            fid = frame_of_image(im.name)
+            out[fid] = out.get(fid, 0) + 1
+    return out
+
+
+def frame_centres(rec: Any, rig: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per registered frame id: its centre [3] and ``pano_from_world`` / ``cam_from_world``
+    rotation [3, 3] in the model's world frame.
+
+    For a panorama the rotation is the panorama (rig.json rig frame, OpenCV axes) from world,
+    ``cam_from_rig_v^T @ cam_from_world`` of any registered view v; for a photo, its camera's.
+    """
+    rots = {}
+    if rig:
+        rots = {v["name"]: np.asarray(v["cam_from_rig"]["rotation_matrix"]) for v in rig["views"]}
+    out: dict[str, dict[str, Any]] = {}
+    for im in sorted(rec.images.values(), key=lambda im: im.name):
+        if not im.has_pose:
+            continue
+        fid = frame_of_image(im.name)
+        if fid in out:
+            continue
+        cfw = im.cam_from_world()
+        r = np.asarray(cfw.rotation.matrix())
+        prefix = im.name.split("/")[0]
+        if prefix != PHOTO_DIR and prefix in rots:
+            r = rots[prefix].T @ r
+        out[fid] = {"centre": np.asarray(im.projection_center(), dtype=np.float64), "R": r,
+                    "kind": "photo" if prefix == PHOTO_DIR else "pano"}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------------
+def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, Any]:
+    """Structure-from-motion stage (see the module docstring for the outputs).
+
+    Metrics: images, frames, pairs (image pairs matched), frame_pairs, verified_pairs,
+    registered_images, registered_fraction, registered_frames, registered_frames_fraction,
+    points3D, mean_reprojection_error_px, models, and seconds of each step
+    (seconds_features, seconds_matching, seconds_mapping).
+
+    Raises:
+        InputError: reproject outputs missing.
+        StageError: no model, or fewer than ``min_registered_fraction`` of the images
+            registered (the message lists the frames that failed and what to try).
+        Cancelled: the user cancelled (the database is kept; a re-run resumes).
+    """
+    import pycolmap
+
+    _quiet_glog()
+    pycolmap.set_random_seed(config.seed)
+    frames, rig = load_inputs(project)
+    out = project.stage_dir("sfm")
+    db_path = out / "database.db"
+    state_path = out / "state.json"
+    state = read_json(state_path) if state_path.exists() else {}
+    timings: dict[str, float] = {}
+    has_panos = rig is not None
+    has_photos = any(f["kind"] != "equirect" for f in frames)
+
+    # 1. images, masks, features -------------------------------------------------------------
+    t0 = time.monotonic()
+    events.progress(0.0, "preparing images")
+    images, masks = prepare_images(project, frames, rig, config.ownership_mask)
+    feat_key = _hash(
+        {"rig": rig, "frames": [[f["id"], f["kind"], f["images"], f.get("camera")] for f in frames],
+         "max_image_size": config.max_image_size, "max_num_features": config.max_num_features,
+         "peak": config.peak_threshold, "ownership": config.ownership_mask,
+         "sizes": sorted((str(p), p.stat().st_size) for p in images.rglob("*.jpg"))}
+    )
+    if state.get("features") != feat_key and db_path.exists():
+        events.log("feature inputs or options changed: starting a new database")
+        db_path.unlink()
+        state = {}
+    write_json_atomic(state_path, {**state, "features": feat_key})
+    events.progress(0.02, "extracting SIFT features")
+    extract(db_path, images, masks, frames, rig, config, events)
+    info = setup_database(db_path, frames, rig, config.gps_priors)
+    timings["features"] = time.monotonic() - t0
+    n_images = info["images"]
+    kps = list(info["keypoints"].values())
+    events.metric("images", n_images)
+    events.metric("frames", len(frames))
+    events.metric("mean_keypoints", float(np.mean(kps)) if kps else 0.0)
+    events.log(f"features: {n_images} images, {np.mean(kps) if kps else 0:.0f} keypoints each "
+               f"({timings['features']:.1f} s)")
+    events.check_cancelled()
+
+    # 2. pairs and matching --------------------------------------------------------------------
+    t0 = time.monotonic()
+    fpairs = frame_pairs(frames, config.neighbours, config.radius_m, config.time_neighbours)
+    ipairs = image_pairs(frames, rig, fpairs)
+    pairs_path = out / "pairs.txt"
+    tmp = pairs_path.with_name("pairs.txt.tmp")
+    tmp.write_text("".join(f"{a} {b}\n" for a, b in ipairs))
+    os.replace(tmp, pairs_path)
+    events.artifact("sfm/pairs.txt")
+    match_key = _hash({"f": feat_key, "n": config.min_num_inliers, "seed": config.seed})
+    if state.get("matching") != match_key:
+        with pycolmap.Database.open(db_path) as db:
+            db.clear_matches()
+            db.clear_two_view_geometries()
+    write_json_atomic(state_path, {"features": feat_key, "matching": match_key})
+    events.progress(0.1, f"matching {len(ipairs)} image pairs of {len(fpairs)} frame pairs")
+    match(db_path, pairs_path, config, has_panos, events)
+    with pycolmap.Database.open(db_path) as db:
+        _, inliers = db.read_two_view_geometry_num_inliers()
+        verified = int(np.count_nonzero(np.asarray(inliers) >= config.min_num_inliers))
+    timings["matching"] = time.monotonic() - t0
+    events.metric("frame_pairs", len(fpairs))
+    events.metric("pairs", len(ipairs))
+    events.metric("verified_pairs", verified)
+    events.log(f"matching: {len(ipairs)} pairs, {verified} verified ({timings['matching']:.1f} s)")
+    events.check_cancelled()
+
+    # 3. mapping ----------------------------------------------------------------------------
+    t0 = time.monotonic()
+    mapper = mapper_for(config.mapper, has_panos)
+    events.progress(0.55, f"{mapper} mapping")
+    work = out / "models.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    recs = map_model(db_path, images, work, config, has_panos, has_photos, n_images, events)
+    timings["mapping"] = time.monotonic() - t0
+    recs = {k: r for k, r in (recs or {}).items() if r.num_reg_images() > 0}
+    total_views = n_images
+    if not recs:
+        shutil.rmtree(work, ignore_errors=True)
+        raise StageError(
+            f"sfm: no model could be built from {len(frames)} frames ({verified} verified image "
+            "pairs); check the images overlap, try more features (sfm.max_num_features) or more "
+            "neighbours (sfm.neighbours), or the other mapper (sfm.mapper)"
+        )
+    best = max(recs, key=lambda k: (recs[k].num_reg_images(), recs[k].num_points3D()))
+    rec = recs[best]
+    reg = model_frames(rec)
+    frame_ids = [f["id"] for f in frames]
+    others = []
+    for k, r in recs.items():
+        if k != best:
+            others.append(sorted(model_frames(r)))
+    failed = [fid for fid in frame_ids if fid not in reg]
+    n_reg = rec.num_reg_images()
+    frac = n_reg / max(1, total_views)
+    n_pano = sum(1 for f in frames if f["kind"] == "equirect")
+    events.metric("models", len(recs))
+    events.metric("registered_images", n_reg)
+    events.metric("registered_fraction", frac)
+    events.metric("registered_frames", len(reg))
+    events.metric("registered_frames_fraction", len(reg) / len(frames))
+    if n_pano:
+        events.metric("registered_panoramas", sum(1 for f in frames
+                                                  if f["kind"] == "equirect" and f["id"] in reg))
+    events.metric("points3D", rec.num_points3D())
+    events.metric("mean_reprojection_error_px", float(rec.compute_mean_reprojection_error()))
+    for k, v in timings.items():
+        events.metric(f"seconds_{k}", round(v, 3))
+    if others:
+        events.warning(
+            f"{len(recs)} disconnected models: kept the largest ({len(reg)} frames); frames in "
+            f"the others: {', '.join(', '.join(o) for o in others)}"
+        )
+    report = {
+        "schema_version": 1,
+        "mapper": str(mapper),
+        "frame": "SfM world frame (arbitrary scale and orientation); poses cam_from_world",
+        "images": n_images,
+        "registered_images": n_reg,
+        "frames": {
+            fid: {"registered": fid in reg, "registered_images": reg.get(fid, 0)}
+            for fid in frame_ids
+        },
+        "other_models": others,
+        "pairs": len(ipairs),
+        "frame_pairs": [[frames[i]["id"], frames[j]["id"]] for i, j in fpairs],
+        "verified_pairs": verified,
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+        "metrics": dict(events.metrics),
+        "image_root": "sfm/images",
+    }
+    write_json_atomic(out / "sfm.json", report)
+    events.artifact("sfm/sfm.json")
+    if frac < config.min_registered_fraction:
+        shutil.rmtree(work, ignore_errors=True)
+        raise StageError(
+            f"sfm: only {n_reg}/{total_views} images ({frac:.0%}) registered; frames not in the "
+            f"model: {', '.join(failed) or 'none'}"
+            + (f"; in separate models: {others}" if others else "")
+            + ". Try more features (sfm.max_num_features), more neighbours (sfm.neighbours, "
+            "sfm.time_neighbours), the other mapper (sfm.mapper), or remove frames that do not "
+            "overlap (details in sfm/sfm.json)"
+        )
+    if failed:
+        events.warning(f"frames not registered: {', '.join(failed)}")
+
+    # 4. write the model ------------------------------------------------------------------------
+    sparse = out / "sparse"
+    tmp_sparse = out / "sparse.tmp"
+    shutil.rmtree(tmp_sparse, ignore_errors=True)
+    tmp_sparse.mkdir()
+    rec.write(tmp_sparse)
+    shutil.rmtree(sparse, ignore_errors=True)
+    os.replace(tmp_sparse, sparse)
+    shutil.rmtree(work, ignore_errors=True)
+    events.artifact("sfm/sparse")
+    events.artifact("sfm/database.db")
+    events.progress(
+        1.0, f"{n_reg}/{total_views} images, {len(reg)}/{len(frames)} frames registered, "
+        f"{rec.num_points3D()} points"
+    )
+    return report
