@@ -1,0 +1,326 @@
+"""The open project as a Qt model: stage states, progress, logs, metrics, and the run thread.
+
+Views never talk to the runner: they read :class:`ProjectModel` and subscribe to its signals.
+The model drives :class:`~splatstudio.pipeline.runner.PipelineRunner` from a
+:class:`PipelineThread` (the runner's ``run()`` blocks and calls ``on_event`` in that thread);
+events cross to the GUI thread through a queued Qt signal, so the window stays responsive while
+the stages run in their worker processes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from ..config import STAGES
+from ..events import Event
+from ..pipeline import NOT_BUILT_MESSAGE, is_built
+from ..project import Project
+
+#: States a stage shows: the project's (pending, running, done, failed, cancelled) plus the
+#: runner's ``skipped`` (up to date) and ``unavailable`` (not built in this version).
+FINAL_STATES = ("done", "skipped", "failed", "cancelled", "unavailable")
+MAX_LOG_LINES = 5000
+
+
+@dataclass
+class StageInfo:
+    """What the GUI knows about one stage.
+
+    Attributes:
+        state: pending, running, done, skipped, failed, cancelled or unavailable.
+        fraction: progress in [0, 1]; message: the stage's last progress message.
+        started: ``time.monotonic()`` when it started running in this session, else None.
+        seconds: wall time of the last finished run (seconds), from status.json or measured.
+        metrics: last value of each metric; error: the message a failed stage gave.
+        stale: done before, but its config or inputs changed since (it will run again).
+        log: (level, message) lines of this session and of the last run's warnings.
+    """
+
+    state: str = "pending"
+    fraction: float = 0.0
+    message: str = ""
+    started: float | None = None
+    seconds: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    stale: bool = False
+    log: list[tuple[str, str]] = field(default_factory=list)
+
+    def elapsed(self) -> float | None:
+        """Seconds since the stage started (running), or its last run's duration."""
+        if self.state == "running" and self.started is not None:
+            return time.monotonic() - self.started
+        return self.seconds
+
+    def eta(self) -> float | None:
+        """Estimated seconds left while running (linear in the progress fraction)."""
+        if self.state != "running" or self.started is None or self.fraction < 0.02:
+            return None
+        el = time.monotonic() - self.started
+        return max(0.0, el * (1.0 - self.fraction) / self.fraction)
+
+
+class PipelineThread(QThread):
+    """Runs :class:`PipelineRunner` off the GUI thread.
+
+    Args:
+        project: the project to run.
+        stages: stages to run in order (None: all); force: run even stages already done.
+        device: "auto", "cpu" or "cuda"; grace_s: cancel grace period in seconds.
+        functions: per stage, a "module:function" replacing the built-in one (tests, plugins).
+
+    Signals:
+        event(object): every :class:`~splatstudio.events.Event`, emitted from this thread
+            (connect with the default AutoConnection: the slot runs in the receiver's thread).
+        result(object): the :class:`~splatstudio.pipeline.runner.PipelineResult`.
+        crashed(str): the runner itself raised (e.g. the project is locked by another process).
+    """
+
+    event = Signal(object)
+    result = Signal(object)
+    crashed = Signal(str)
+
+    def __init__(
+        self,
+        project: Project,
+        stages: list[str] | None = None,
+        *,
+        force: bool = False,
+        device: str | None = None,
+        grace_s: float = 10.0,
+        functions: dict[str, str] | None = None,
+        parent: QObject | None = None,
+    ):
+        super().__init__(parent)
+        from ..pipeline.runner import PipelineRunner
+
+        self.stages = stages
+        self.force = force
+        self.runner = PipelineRunner(
+            project, self.event.emit, grace_s=grace_s, device=device, functions=functions
+        )
+
+    def run(self) -> None:  # noqa: D102 - QThread entry point
+        try:
+            res = self.runner.run(self.stages, force=self.force)
+        except Exception as e:  # noqa: BLE001 - shown to the user, never crashes the app
+            self.crashed.emit(f"{type(e).__name__}: {e}" if not str(e) else str(e))
+            return
+        self.result.emit(res)
+
+    def cancel(self) -> None:
+        """Cancel the running stage (cooperative, then kill after the grace period)."""
+        self.runner.cancel()
+
+
+class ProjectModel(QObject):
+    """The open project and the live state of its stages.
+
+    Signals:
+        projectChanged: a project was opened or closed (``project`` may be None).
+        stageChanged(str): a stage's state, progress, metrics or error changed.
+        logAdded(str, str, str): stage, level, message of a new log line.
+        runningChanged(bool): a run started or ended.
+        runFinished(object): the PipelineResult of a run (None when the runner crashed).
+        runError(str): the runner could not run at all (message for the user).
+    """
+
+    projectChanged = Signal()
+    stageChanged = Signal(str)
+    logAdded = Signal(str, str, str)
+    runningChanged = Signal(bool)
+    runFinished = Signal(object)
+    runError = Signal(str)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.project: Project | None = None
+        self.stages: dict[str, StageInfo] = {s: StageInfo() for s in STAGES}
+        self._thread: PipelineThread | None = None
+        self.functions: dict[str, str] | None = None  # stage function overrides (tests)
+
+    # -- opening ------------------------------------------------------------------------
+    def open(self, project: Project) -> None:
+        """Show `project` (its states from ``Project.summary()``)."""
+        if self.is_running:
+            raise RuntimeError("cannot switch projects while stages are running")
+        self.project = project
+        self.stages = {s: StageInfo() for s in STAGES}
+        self.reload()
+        self.projectChanged.emit()
+
+    def close(self) -> None:
+        """Forget the open project."""
+        if self.is_running:
+            raise RuntimeError("cannot close the project while stages are running")
+        self.project = None
+        self.stages = {s: StageInfo() for s in STAGES}
+        self.projectChanged.emit()
+
+    def reload(self) -> None:
+        """Re-read every stage's stored status (keeps this session's log lines)."""
+        if self.project is None:
+            return
+        summary = self.project.summary()["stages"]
+        for s in STAGES:
+            st = summary[s]
+            info = self.stages[s]
+            info.state = st["state"]
+            info.stale = bool(st["stale"])
+            info.seconds = st["seconds"]
+            info.metrics = dict(st["metrics"])
+            info.error = st["error"] if st["state"] in ("failed", "cancelled") else None
+            info.fraction = 1.0 if st["state"] == "done" else 0.0
+            info.message = ""
+            info.started = None
+            if not is_built(s) and info.state == "pending":
+                info.state = "unavailable"
+                info.message = NOT_BUILT_MESSAGE.get(s, "")
+            if not info.log:
+                for w in st.get("warnings") or []:
+                    info.log.append(("warning", w))
+            self.stageChanged.emit(s)
+
+    # -- running ------------------------------------------------------------------------
+    @property
+    def is_running(self) -> bool:
+        """True while a PipelineThread is running."""
+        return self._thread is not None
+
+    def run(
+        self,
+        stages: list[str] | None = None,
+        *,
+        force: bool = False,
+        device: str | None = None,
+        grace_s: float = 10.0,
+    ) -> None:
+        """Start running `stages` (None: every stage not done, in order) in a thread."""
+        if self.project is None or self.is_running:
+            return
+        for s in stages or STAGES:
+            info = self.stages[s]
+            if info.state not in ("done", "unavailable") or force:
+                info.error = None
+                info.fraction = 0.0 if force or info.state != "done" else info.fraction
+        thread = PipelineThread(
+            self.project,
+            stages,
+            force=force,
+            device=device,
+            grace_s=grace_s,
+            functions=self.functions,
+            parent=self,
+        )
+        thread.event.connect(self.handle_event)
+        thread.result.connect(self._on_result)
+        thread.crashed.connect(self._on_crash)
+        thread.finished.connect(self._on_thread_finished)
+        self._thread = thread
+        self.runningChanged.emit(True)
+        thread.start()
+
+    def run_from(self, stage: str, **kw: Any) -> None:
+        """Re-run `stage` and every stage after it (forced, even if done)."""
+        self.run(list(STAGES[STAGES.index(stage) :]), force=True, **kw)
+
+    def cancel(self) -> None:
+        """Ask the running stage to stop (no-op when nothing runs)."""
+        if self._thread is not None:
+            self._thread.cancel()
+            self.logAdded.emit("", "warning", "cancelling...")
+
+    def wait(self, ms: int = 60000) -> bool:
+        """Block until the run thread ends (for shutdown); True if it ended."""
+        return self._thread is None or self._thread.wait(ms)
+
+    # -- events -------------------------------------------------------------------------
+    def handle_event(self, event: Event) -> None:
+        """Apply one runner event to the stage states (runs in the GUI thread)."""
+        stage = event.stage
+        if stage not in self.stages:
+            return
+        info = self.stages[stage]
+        kind = event.kind
+        if kind == "progress":
+            info.fraction = float(event.fraction)
+            info.message = event.message
+        elif kind == "log":
+            self._log(stage, event.level, event.message)
+            return
+        elif kind == "metric":
+            info.metrics[event.name] = float(event.value)
+        elif kind == "stagestate":
+            self._on_state(stage, info, event.state, event.error)
+        elif kind in ("artifact", "preview"):
+            return
+        self.stageChanged.emit(stage)
+
+    def _on_state(self, stage: str, info: StageInfo, state: str, error: str | None) -> None:
+        info.state = state
+        if state == "running":
+            info.started = time.monotonic()
+            info.fraction, info.message, info.error = 0.0, "", None
+            info.metrics = {}
+            info.stale = False
+            self._log(stage, "info", f"{stage} started")
+        elif state in ("done", "skipped"):
+            if info.started is not None:
+                info.seconds = time.monotonic() - info.started
+            info.fraction = 1.0
+            info.error = None
+            what = "up to date, skipped" if state == "skipped" else "done"
+            self._log(stage, "info", f"{stage} {what}")
+        elif state == "unavailable":
+            info.message = error or NOT_BUILT_MESSAGE.get(stage, "")
+            self._log(stage, "info", f"{stage} is not available yet: {info.message}")
+        else:  # failed, cancelled
+            if info.started is not None:
+                info.seconds = time.monotonic() - info.started
+            info.error = error
+            self._log(stage, "error" if state == "failed" else "warning", f"{state}: {error}")
+        info.started = None if state != "running" else info.started
+
+    def _log(self, stage: str, level: str, message: str) -> None:
+        log = self.stages[stage].log
+        log.append((level, message))
+        if len(log) > MAX_LOG_LINES:
+            del log[: len(log) - MAX_LOG_LINES]
+        self.logAdded.emit(stage, level, message)
+
+    def _on_result(self, result: Any) -> None:
+        # Final metrics and durations come from status.json; states of this run stay.
+        runtime = {s: (i.state, i.error, i.message) for s, i in self.stages.items()}
+        self.reload()
+        for s, state in result.states.items():
+            info = self.stages[s]
+            if state == "skipped":
+                info.state = "skipped"
+            elif state in ("unavailable", "failed", "cancelled"):
+                info.state, info.error, info.message = runtime[s]
+            self.stageChanged.emit(s)
+        self.runFinished.emit(result)
+
+    def _on_crash(self, message: str) -> None:
+        self.runError.emit(message)
+        self.runFinished.emit(None)
+
+    def _on_thread_finished(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.deleteLater()
+        self.runningChanged.emit(False)
+
+    # -- helpers for views --------------------------------------------------------------
+    def stage_dir(self, stage: str) -> Path | None:
+        """The folder of `stage` in the open project (None without a project)."""
+        if self.project is None:
+            return None
+        from ..project import STAGE_DIRS
+
+        return self.project.root / STAGE_DIRS[stage]

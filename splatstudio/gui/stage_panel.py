@@ -1,0 +1,363 @@
+"""The stage panel: every pipeline stage with its state, progress, time, metrics and log."""
+
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QMouseEvent, QTextCursor
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..config import STAGES
+from .model import ProjectModel, StageInfo
+
+STATE_TEXT = {
+    "pending": "pending",
+    "running": "running",
+    "done": "done",
+    "skipped": "done (up to date)",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "unavailable": "not built yet",
+}
+
+STAGE_TITLES = {
+    "ingest": "Ingest",
+    "reproject": "Reproject",
+    "sfm": "Structure from motion",
+    "georef": "Geo-registration",
+    "train": "Train",
+    "export": "Export",
+}
+
+
+def format_seconds(s: float | None) -> str:
+    """``75.2`` -> ``"1:15"``, ``4.21`` -> ``"4.2 s"``; None -> ``""``."""
+    if s is None:
+        return ""
+    if s < 60:
+        return f"{s:.1f} s"
+    m, sec = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m}:{sec:02d}"
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}"
+
+
+def format_metric(v: float) -> str:
+    """Integers without decimals, other values with 3 significant digits."""
+    if float(v).is_integer() and abs(v) < 1e12:
+        return str(int(v))
+    return f"{v:.3g}"
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """``{"images": 5.0, "path_m": 9.58}`` -> ``"images 5 · path_m 9.58"``."""
+    return "  ·  ".join(f"{k} {format_metric(v)}" for k, v in metrics.items())
+
+
+class StageRow(QFrame):
+    """One stage: name, state badge, progress bar, elapsed/ETA, metrics and error.
+
+    Signals:
+        clicked(str): the user clicked the row (the panel shows this stage's log).
+    """
+
+    clicked = Signal(str)
+
+    def __init__(self, stage: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.stage = stage
+        self.setObjectName("stageRow")
+        self.setProperty("selected", False)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        grid = QGridLayout(self)
+        grid.setContentsMargins(10, 6, 10, 6)
+        grid.setHorizontalSpacing(10)
+        grid.setVerticalSpacing(3)
+        self.name_label = QLabel(STAGE_TITLES.get(stage, stage))
+        self.name_label.setObjectName("stageName")
+        self.name_label.setFixedWidth(190)
+        self.state_label = QLabel()
+        self.state_label.setObjectName("badge")
+        self.state_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.state_label.setFixedWidth(130)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(True)
+        self.progress.setMinimumWidth(200)
+        self.time_label = QLabel()
+        self.time_label.setObjectName("muted")
+        self.time_label.setFixedWidth(150)
+        self.time_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.message_label = QLabel()
+        self.message_label.setObjectName("muted")
+        # never widens the first columns (that would shift this row's badge and bar)
+        self.message_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.metrics_label = QLabel()
+        self.metrics_label.setObjectName("muted")
+        self.metrics_label.setWordWrap(True)
+        self.metrics_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label = QLabel()
+        self.error_label.setObjectName("error")
+        self.error_label.setWordWrap(True)
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.hide()
+        grid.addWidget(self.name_label, 0, 0)
+        grid.addWidget(self.state_label, 0, 1)
+        grid.addWidget(self.progress, 0, 2)
+        grid.addWidget(self.time_label, 0, 3)
+        grid.addWidget(self.message_label, 1, 0, 1, 2)
+        grid.addWidget(self.metrics_label, 1, 2, 1, 2)
+        grid.addWidget(self.error_label, 2, 0, 1, 4)
+        grid.setColumnStretch(2, 1)
+
+    def set_selected(self, selected: bool) -> None:
+        """Highlight the row whose log is shown."""
+        self.setProperty("selected", selected)
+        self.style().unpolish(self)
+        self.style().polish(self)
+
+    def update_from(self, info: StageInfo) -> None:
+        """Show `info`."""
+        state = "stale" if info.stale and info.state == "pending" else info.state
+        text = STATE_TEXT.get(info.state, info.state)
+        if state == "stale":
+            text = "stale: will re-run"
+        if self.state_label.text() != text or self.state_label.property("state") != state:
+            self.state_label.setText(text)
+            self.state_label.setProperty("state", state)
+            self.state_label.style().unpolish(self.state_label)
+            self.state_label.style().polish(self.state_label)
+        self.progress.setValue(int(round(info.fraction * 1000)))
+        self.progress.setFormat(f"{info.fraction * 100:.0f}%")
+        self.progress.setEnabled(info.state != "unavailable")
+        self.update_time(info)
+        msg = info.message if info.state == "running" else ""
+        self.message_label.setText(msg)
+        self.message_label.setToolTip(msg)
+        if info.state == "unavailable":
+            self.metrics_label.setText(info.message)  # why it cannot run
+        else:
+            self.metrics_label.setText(format_metrics(info.metrics))
+        if info.error and info.state in ("failed", "cancelled"):
+            self.error_label.setText(info.error.strip())
+            self.error_label.show()
+        else:
+            self.error_label.clear()
+            self.error_label.hide()
+
+    def update_time(self, info: StageInfo) -> None:
+        """Refresh the elapsed time and ETA (called every second while running)."""
+        el = info.elapsed()
+        eta = info.eta()
+        parts = []
+        if el is not None and info.state not in ("pending", "unavailable"):
+            parts.append(format_seconds(el))
+        if eta is not None:
+            parts.append(f"ETA {format_seconds(eta)}")
+        self.time_label.setText("  ·  ".join(parts))
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        self.clicked.emit(self.stage)
+        super().mousePressEvent(event)
+
+
+class StagePanel(QWidget):
+    """Every stage of the open project, the run/cancel/re-run buttons and the log.
+
+    Subscribes to :class:`ProjectModel` signals; asks the model to run through
+    :attr:`runRequested` / :attr:`cancelRequested` (the window adds the device and grace
+    period from the settings).
+
+    Signals:
+        runRequested(object): None to run every stage not done, or a stage name to re-run
+            from that stage on.
+        cancelRequested: the user pressed Cancel.
+    """
+
+    runRequested = Signal(object)
+    cancelRequested = Signal()
+
+    def __init__(self, model: ProjectModel, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model = model
+        self.selected: str = STAGES[0]
+        self._follow = True  # the log follows the running stage until the user picks one
+
+        self.title = QLabel("No project open")
+        self.title.setObjectName("title")
+        self.subtitle = QLabel()
+        self.subtitle.setObjectName("muted")
+        self.subtitle.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.run_button = QPushButton("Run")
+        self.run_button.setObjectName("primary")
+        self.run_button.setToolTip("Run every stage that is not done yet (Ctrl+R)")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running stage (Esc)")
+        self.rerun_combo = QComboBox()
+        for s in STAGES:
+            self.rerun_combo.addItem(STAGE_TITLES.get(s, s), s)
+        self.rerun_button = QPushButton("Re-run from")
+        self.rerun_button.setToolTip("Run the chosen stage and every stage after it again")
+
+        head = QHBoxLayout()
+        titles = QVBoxLayout()
+        titles.addWidget(self.title)
+        titles.addWidget(self.subtitle)
+        head.addLayout(titles, 1)
+        head.addWidget(self.rerun_button)
+        head.addWidget(self.rerun_combo)
+        head.addSpacing(12)
+        head.addWidget(self.cancel_button)
+        head.addWidget(self.run_button)
+
+        rows_widget = QWidget()
+        rows_layout = QVBoxLayout(rows_widget)
+        rows_layout.setContentsMargins(0, 0, 0, 0)
+        rows_layout.setSpacing(6)
+        self.rows: dict[str, StageRow] = {}
+        for s in STAGES:
+            row = StageRow(s)
+            row.clicked.connect(self._on_row_clicked)
+            rows_layout.addWidget(row)
+            self.rows[s] = row
+        rows_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(rows_widget)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+
+        self.log_title = QLabel()
+        self.log_title.setObjectName("muted")
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+        self.log_view.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        log_box = QWidget()
+        log_layout = QVBoxLayout(log_box)
+        log_layout.setContentsMargins(0, 0, 0, 0)
+        log_layout.addWidget(self.log_title)
+        log_layout.addWidget(self.log_view)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(scroll)
+        split.addWidget(log_box)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(head)
+        lay.addWidget(split, 1)
+
+        self.run_button.clicked.connect(lambda: self.runRequested.emit(None))
+        self.cancel_button.clicked.connect(self.cancelRequested.emit)
+        self.rerun_button.clicked.connect(
+            lambda: self.runRequested.emit(self.rerun_combo.currentData())
+        )
+
+        model.projectChanged.connect(self.refresh)
+        model.stageChanged.connect(self._on_stage_changed)
+        model.logAdded.connect(self._on_log)
+        model.runningChanged.connect(self._on_running)
+
+        self._ticker = QTimer(self)
+        self._ticker.setInterval(500)
+        self._ticker.timeout.connect(self._tick)
+        self.refresh()
+
+    # -- model -> view --------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Show the whole model again (a project was opened)."""
+        p = self.model.project
+        if p is None:
+            self.title.setText("No project open")
+            self.subtitle.setText("Create or open a project in the Projects tab.")
+        else:
+            self.title.setText(p.root.name)
+            self.subtitle.setText(
+                f"{p.root}   ·   input {p.input_dir}   ·   preset {p.config.preset}"
+                f"   ·   device {p.config.device}"
+            )
+        for s in STAGES:
+            self.rows[s].update_from(self.model.stages[s])
+        self._follow = True
+        self._select(self._first_interesting())
+        self._on_running(self.model.is_running)
+
+    def _first_interesting(self) -> str:
+        for s in STAGES:
+            if self.model.stages[s].state in ("running", "failed", "cancelled"):
+                return s
+        return STAGES[0]
+
+    def _on_stage_changed(self, stage: str) -> None:
+        info = self.model.stages[stage]
+        self.rows[stage].update_from(info)
+        if self._follow and info.state in ("running", "failed", "cancelled"):
+            self._select(stage)
+
+    def _on_log(self, stage: str, level: str, message: str) -> None:
+        if stage in ("", self.selected):
+            self._append(level, message)
+
+    def _on_running(self, running: bool) -> None:
+        has_project = self.model.project is not None
+        self.run_button.setEnabled(has_project and not running)
+        self.rerun_button.setEnabled(has_project and not running)
+        self.rerun_combo.setEnabled(has_project and not running)
+        self.cancel_button.setEnabled(running)
+        if running:
+            self._follow = True
+            self._ticker.start()
+        else:
+            self._ticker.stop()
+            for s in STAGES:
+                self.rows[s].update_time(self.model.stages[s])
+
+    def _tick(self) -> None:
+        for s in STAGES:
+            info = self.model.stages[s]
+            if info.state == "running":
+                self.rows[s].update_time(info)
+
+    # -- log ------------------------------------------------------------------------------
+    def _on_row_clicked(self, stage: str) -> None:
+        self._follow = False
+        self._select(stage)
+
+    def _select(self, stage: str) -> None:
+        if stage != self.selected or not self.log_view.toPlainText():
+            self.selected = stage
+            for s, row in self.rows.items():
+                row.set_selected(s == stage)
+            self.log_title.setText(f"Log: {STAGE_TITLES.get(stage, stage)}")
+            self.log_view.clear()
+            for level, message in self.model.stages[stage].log:
+                self._append(level, message)
+        else:
+            for s, row in self.rows.items():
+                row.set_selected(s == stage)
+
+    def _append(self, level: str, message: str) -> None:
+        colours = {"error": "#ff7b72", "warning": "#e3b341", "debug": "#6e7681"}
+        text = html.escape(message).replace("\n", "<br>")
+        if level in colours:
+            text = f"{level}: {text}"
+        text = f'<span style="color:{colours.get(level, "#dfe3ea")}">{text}</span>'
+        self.log_view.appendHtml(text)
+        self.log_view.moveCursor(QTextCursor.MoveOperation.End)

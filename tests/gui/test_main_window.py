@@ -1,0 +1,206 @@
+"""The main window: opening, drops, running stages, cancelling, errors, the capture map."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from splatstudio.config import STAGES
+from splatstudio.gui.main_window import TAB_MAP, TAB_PROJECTS, TAB_STAGES
+from splatstudio.pipeline import is_built
+from splatstudio.project import Project
+
+pytestmark = pytest.mark.gui
+RUN_TIMEOUT_MS = 120_000
+#: Ingest and reproject take seconds; SfM and georef (once built) about a minute on 2 cores.
+FULL_RUN_TIMEOUT_MS = 300_000
+
+
+def _drop(widget, path: Path) -> None:
+    """Drag `path` onto `widget` and drop it (enter first: Qt delivers drops to the target
+    that accepted the drag)."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    enter = QDragEnterEvent(
+        QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    event = QDropEvent(
+        QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    QApplication.sendEvent(widget, event)
+
+
+def _small_input(tmp_path: Path, panos_2048: Path, n: int = 2) -> Path:
+    d = tmp_path / "my panoramas"
+    d.mkdir()
+    for i in range(1, n + 1):
+        shutil.copy(panos_2048 / f"{i}.jpg", d / f"{i}.jpg")
+    return d
+
+
+def test_main_window_opens(window):
+    assert window.windowTitle() == "SplatStudio"
+    assert [window.tabs.tabText(i) for i in range(window.tabs.count())] == [
+        "Projects", "Stages", "Capture map", "Viewer"
+    ]
+    assert window.tabs.currentIndex() == TAB_PROJECTS
+    assert not window.tabs.isTabEnabled(TAB_STAGES) and not window.tabs.isTabEnabled(TAB_MAP)
+    assert window.browser.list.count() == 0 and window.browser.empty_label.isVisible()
+    shortcuts = {a.text(): a.shortcut().toString() for a in window.actions()}
+    assert shortcuts["&New project…"] == "Ctrl+N"
+    assert shortcuts["&Open project…"] == "Ctrl+O"
+    assert shortcuts["&Run"] == "Ctrl+R"
+    assert shortcuts["&Cancel"] == "Esc"
+    assert shortcuts["&Quit"] == "Ctrl+Q"
+
+
+def test_drop_folder_creates_project(window, settings, tmp_path, panos_2048, qtbot):
+    src = _small_input(tmp_path, panos_2048)
+    with qtbot.waitSignal(window.projectOpened, timeout=10_000) as sig:
+        _drop(window, src)
+    project = sig.args[0]
+    assert project.root.parent == settings.projects_dir
+    assert project.root.name == "my panoramas"
+    assert (project.root / "project.json").exists()
+    assert project.input_dir == src.resolve()
+    assert project.config.preset == "test"
+    assert settings.recent() == [project.root]
+    assert window.tabs.currentIndex() == TAB_STAGES
+    assert window.windowTitle() == "SplatStudio - my panoramas"
+    rows = window.stage_panel.rows
+    assert rows["ingest"].state_label.text() == "pending"
+    assert rows["train"].state_label.text() == "not built yet"
+    assert rows["sfm"].state_label.text() == ("pending" if is_built("sfm") else "not built yet")
+    assert list(src.iterdir()) and sorted(p.name for p in src.iterdir()) == ["1.jpg", "2.jpg"]
+
+    # Dropping the same folder again makes a second project; dropping the project opens it.
+    _drop(window, src)
+    assert window.model.project.root.name == "my panoramas-2"
+    _drop(window, project.root)
+    assert window.model.project.root == project.root
+    window.tabs.setCurrentIndex(TAB_PROJECTS)
+    assert window.browser.list.count() == 2
+    window.remove_project(project.root, ask=False)
+    assert window.browser.list.count() == 1
+    assert (project.root / "project.json").exists()  # removing from the list deletes nothing
+
+
+def test_run_end_to_end(window, settings, panos_2048, qtbot):
+    """New project from the 5 panoramas (test preset), click Run, watch the stages."""
+    project = window.new_project(panos_2048)
+    assert project is not None and window.model.project is project
+    panel = window.stage_panel
+    with qtbot.waitSignal(window.model.runFinished, timeout=FULL_RUN_TIMEOUT_MS) as sig:
+        qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+        assert not panel.run_button.isEnabled() and panel.cancel_button.isEnabled()
+    result = sig.args[0]
+    qtbot.waitUntil(lambda: not window.model.is_running, timeout=10_000)
+    assert result.states["ingest"] == "done" and result.states["reproject"] == "done"
+    assert result.states["sfm"] in ("unavailable", "done")
+
+    rows = panel.rows
+    assert rows["ingest"].state_label.text() == "done"
+    assert rows["reproject"].state_label.text() == "done"
+    assert rows["sfm"].state_label.text() in ("not built yet", "done")
+    assert rows["ingest"].progress.value() == 1000
+    ingest_metrics = rows["ingest"].metrics_label.text()
+    for text in ("images 5", "equirect 5", "with_gps 5", "skipped 1"):
+        assert text in ingest_metrics
+    reproject_metrics = rows["reproject"].metrics_label.text()
+    for text in ("panoramas 5", "views 90", "view_size 512"):
+        assert text in reproject_metrics
+    assert rows["ingest"].time_label.text().endswith(" s")
+    assert not rows["ingest"].error_label.isVisible()
+    assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
+    # the LICENSE file is reported in the ingest log as skipped
+    panel.rows["ingest"].clicked.emit("ingest")
+    assert "skipped LICENSE" in panel.log_view.toPlainText()
+
+    # The capture map shows the 5 panoramas, their state, and the views of a clicked one.
+    window.tabs.setCurrentIndex(TAB_MAP)
+    cmap = window.capture_map
+    assert cmap.point_count() == 5
+    states = [c.state for c in cmap.captures]
+    if result.states.get("georef") == "done":  # SfM may leave a panorama unregistered
+        assert set(states) <= {"registered", "not registered"} and "registered" in states
+    else:
+        assert set(states) == {"reprojected"}
+    cmap.select("3")
+    assert cmap.views.count() == 18
+    assert "east" in cmap.info.text() and cmap.thumb.pixmap() is not None
+
+    # A second run skips what is done; the browser lists the project with its state.
+    with qtbot.waitSignal(window.model.runFinished, timeout=RUN_TIMEOUT_MS) as sig:
+        window.run_action.trigger()
+    assert sig.args[0].states["ingest"] == "skipped"
+    assert rows["ingest"].state_label.text() == "done (up to date)"
+    qtbot.waitUntil(lambda: not window.model.is_running, timeout=10_000)
+    window.tabs.setCurrentIndex(TAB_PROJECTS)
+    item = window.browser.list.item(0)
+    assert any(f"{s} done" in item.text() for s in ("reproject", "sfm", "georef"))
+
+
+def test_escape_cancels_a_running_stage(window, settings, tmp_path, panos_2048, qtbot):
+    project = window.new_project(_small_input(tmp_path, panos_2048, 1))
+    assert project is not None
+    window.model.functions = {"ingest": "helpers.stages:cooperative"}
+    window.run()
+    qtbot.waitUntil(
+        lambda: window.model.stages["ingest"].state == "running"
+        and window.model.stages["ingest"].fraction > 0,
+        timeout=30_000,
+    )
+    assert window.stage_panel.rows["ingest"].state_label.text() == "running"
+    with qtbot.waitSignal(window.model.runFinished, timeout=30_000):
+        qtbot.keyClick(window, Qt.Key.Key_Escape)
+    row = window.stage_panel.rows["ingest"]
+    assert row.state_label.text() == "cancelled"
+    assert Project.open(project.root).read_status("ingest")["state"] == "cancelled"
+
+
+def test_stage_error_shows_the_offending_folder(window, tmp_path, qtbot):
+    empty = tmp_path / "empty input"
+    empty.mkdir()
+    window.new_project(empty)
+    with qtbot.waitSignal(window.model.runFinished, timeout=RUN_TIMEOUT_MS):
+        window.run()
+    row = window.stage_panel.rows["ingest"]
+    assert row.state_label.text() == "failed"
+    assert row.error_label.isVisible()
+    assert str(empty) in row.error_label.text() and "empty" in row.error_label.text()
+    assert window.stage_panel.rows["reproject"].state_label.text() == "pending"
+    assert window.stage_panel.selected == "ingest"
+    assert "failed" in window.stage_panel.log_view.toPlainText()
+
+
+def test_open_bad_folder_shows_error_not_crash(window, tmp_path, qtbot):
+    with qtbot.waitSignal(window.errorShown, timeout=5_000):
+        window.open_project(tmp_path)
+    assert "not a SplatStudio project" in window.last_error
+    assert window.model.project is None
+
+
+def test_recent_projects_survive_a_restart(window, settings, tmp_path, panos_2048, qtbot):
+    from splatstudio.gui.main_window import MainWindow
+
+    project = window.new_project(_small_input(tmp_path, panos_2048, 1))
+    again = MainWindow(settings)
+    qtbot.addWidget(again)
+    assert again.browser.list.count() == 1
+    assert "new" in again.browser.list.item(0).text()
+    assert again.browser.selected_root() is None
+    again.browser.list.setCurrentRow(0)
+    assert again.browser.selected_root() == project.root
+
+
+def test_all_stages_have_rows(window):
+    assert list(window.stage_panel.rows) == list(STAGES)
