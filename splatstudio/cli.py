@@ -31,22 +31,26 @@ from .errors import SplatStudioError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
 
+# Short spellings the issue texts promise (``splatstudio export -p P --format F -o DIR``).
+OPTION_ALIASES = {("export", "formats"): ["--format"], ("export", "output_dir"): ["-o", "--output"]}
+
+
 def _add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
     cfg_type = STAGE_CONFIGS[stage]
     types = field_types(cfg_type)
     group = parser.add_argument_group(f"{stage} options (saved in project.json)")
     for f in fields(cfg_type):
         typ = types[f.name]
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *OPTION_ALIASES.get((stage, f.name), [])]
         help_ = f.metadata.get("help", "") + f" (default: {_plain_default(f.default)})"
         dest = f"{stage}__{f.name}"
         if typ is bool:
-            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_)
+            group.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, help=help_)
         elif isinstance(typ, type) and hasattr(typ, "__members__"):
             choices = [m.value for m in typ]
-            group.add_argument(flag, dest=dest, choices=choices, help=help_)
+            group.add_argument(*flags, dest=dest, choices=choices, help=help_)
         else:
-            group.add_argument(flag, dest=dest, type=typ, metavar=f.name.upper(), help=help_)
+            group.add_argument(*flags, dest=dest, type=typ, metavar=f.name.upper(), help=help_)
 
 
 def _plain_default(v: Any) -> Any:

@@ -56,9 +56,9 @@ def test_run_panoramas_then_status_json(tmp_path, panos_2048):
     assert cfg["reproject"]["fov_deg"] == 100 and cfg["preset"] == "test"
 
 
-def test_full_run_stops_cleanly_at_the_first_unbuilt_stage(tmp_path, lund):
+def test_photos_run_and_status(tmp_path, lund):
     proj = tmp_path / "lund"
-    out = cli("run", lund, "-p", proj, "--preset", "test", "-q")
+    out = cli("run", lund, "-p", proj, "--preset", "test", "-q", "--until", "reproject")
     assert out.returncode == 0
     status = json.loads(cli("status", "-p", proj, "--json").stdout)["stages"]
     assert status["ingest"]["metrics"]["perspective"] == 29
