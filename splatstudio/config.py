@@ -152,12 +152,82 @@ class GeorefConfig:
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    """Options of training (arrive with the training stage)."""
+    """Options of training (3DGS on the georeferenced views; CUDA via gsplat, or the CPU).
+
+    Defaults are the ``balanced`` preset: the 3DGS paper's / gsplat's ``simple_trainer.py``
+    hyper-parameters for 15k steps with at most 3M Gaussians (``quality``: 30k steps, no cap).
+    ``downscale`` is the only place image resolution is lowered.
+    """
+
+    steps: int = opt(15000, "optimisation steps (one view per step)")
+    downscale: float = opt(1.0, "shrink the views by this factor for training (1: full size)")
+    sh_degree: int = opt(3, "spherical-harmonics degree of the colours (0..3)")
+    sh_degree_interval: int = opt(1000, "raise the SH degree by one every this many steps")
+    max_gaussians: int = opt(3_000_000, "cap on the number of Gaussians (0: no cap)")
+    max_init_points: int = opt(0, "start from at most this many SfM points (0: all)")
+    holdout_every: int = opt(8, "hold out every n-th image (by name) for evaluation (0: none)")
+    ssim_lambda: float = opt(0.2, "weight of the (1 - SSIM) term of the loss against L1")
+    init_opacity: float = opt(0.1, "opacity of the initial Gaussians")
+    refine_start: int = opt(500, "step where densification starts")
+    refine_stop: int = opt(15000, "step where densification stops")
+    refine_every: int = opt(100, "densify and prune every this many steps")
+    reset_every: int = opt(3000, "reset opacities every this many steps")
+    grow_grad2d: float = opt(0.0002, "image-space gradient above which a Gaussian is split/cloned")
+    prune_opacity: float = opt(0.005, "prune Gaussians below this opacity")
+    seed: int = opt(0, "random seed (view order, initial rotations)")
+    eval_every: int = opt(
+        0, "evaluate on the held-out views every this many steps (0: at the start and the end)",
+        hash=False,
+    )
+    preview_every: int = opt(100, "render train/preview.png every this many steps (0: never)",
+                             hash=False)
+    preview_view: str = opt(
+        "", "image the preview is rendered from, e.g. '00/2.jpg' (default: the first training "
+        "view); a GUI may override it with train/preview_camera.json", hash=False,
+    )
+    checkpoint_every: int = opt(500, "save a checkpoint every this many steps", hash=False)
+    metrics_every: int = opt(10, "report gaussians, steps/s and memory every this many steps",
+                             hash=False)
+    cpu_limit_s: float = opt(
+        3600.0, "on the CPU, refuse a run estimated longer than this, seconds", hash=False
+    )
+    allow_slow: bool = opt(False, "train on the CPU even when over cpu_limit_s", hash=False)
 
 
 @dataclass(kw_only=True)
 class ExportConfig:
-    """Options of export (arrive with the export stage)."""
+    """Options of export (splat formats, textured mesh, georeferencing sidecars).
+
+    Coordinates (crop box) are ENU metres about the project origin (x east, y north, z up).
+    """
+
+    formats: str = opt(
+        "ply,splat,spz,compressed_ply",
+        "comma-separated formats to write: ply, splat, spz, compressed_ply (gaussians), "
+        "glb, obj (textured mesh); 'all' for every one",
+    )
+    output_dir: str = opt("", "write here instead of the project's exports/ folder", hash=False)
+    name: str = opt("scene", "base name of the exported files (scene.ply, scene.spz ...)")
+    spz_version: int = opt(4, "SPZ format version: 4 (ZSTD, current) or 3 (gzip, older viewers)")
+    crop_min: str = opt("", "crop box lower corner 'x,y,z', ENU metres (empty: no crop)")
+    crop_max: str = opt("", "crop box upper corner 'x,y,z', ENU metres (empty: no crop)")
+    min_opacity: float = opt(0.0, "drop gaussians with opacity below this (0..1; 0: keep all)")
+    remove_floaters: bool = opt(False, "remove isolated gaussians (statistical outliers)")
+    floater_k: int = opt(16, "floater removal: neighbours per gaussian")
+    floater_std_ratio: float = opt(3.0, "floater removal: threshold in standard deviations")
+    max_sh_degree: int = opt(3, "cap the spherical-harmonics degree of splat files (0..3)")
+    mesh_method: str = opt(
+        "poisson", "surface from the splat: poisson (screened Poisson on the gaussian centres)"
+    )
+    mesh_faces: int = opt(300_000, "target triangle count of the mesh after decimation")
+    mesh_min_opacity: float = opt(0.5, "mesh: only gaussians at least this opaque shape it")
+    texture_size: int = opt(4096, "mesh texture width = height, pixels")
+    bake_views: int = opt(12, "mesh texture: views of the splat rendered and projected")
+    converter: str = opt(
+        "", "external converter run after the export without a shell, e.g. 'kexconv {obj} {out}' "
+        "({obj}, {glb}, {ply}, {spz} ...: files of this run; {out}: the output folder; {name}); "
+        "empty: none"
+    )
 
 
 STAGE_CONFIGS: dict[str, type] = {
@@ -171,10 +241,24 @@ STAGE_CONFIGS: dict[str, type] = {
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # A CPU run in minutes: small views.
-    "test": {"reproject": {"max_size": 512}},
-    "fast": {"reproject": {"max_size": 1024}},
-    "balanced": {"reproject": {"max_size": 1600}},
-    "quality": {"reproject": {"max_size": 1600}},
+    "test": {
+        "reproject": {"max_size": 512},
+        "train": {"steps": 300, "downscale": 2.0, "sh_degree": 1, "sh_degree_interval": 100,
+                  "max_gaussians": 60000, "refine_start": 100, "refine_every": 50,
+                  "preview_every": 50, "checkpoint_every": 100},
+    },
+    "fast": {
+        "reproject": {"max_size": 1024},
+        "train": {"steps": 7000, "downscale": 1.0, "max_gaussians": 1_000_000},
+    },
+    "balanced": {
+        "reproject": {"max_size": 1600},
+        "train": {"steps": 15000, "downscale": 1.0, "max_gaussians": 3_000_000},
+    },
+    "quality": {
+        "reproject": {"max_size": 1600},
+        "train": {"steps": 30000, "downscale": 1.0, "max_gaussians": 0},
+    },
 }
 """Named presets: per stage, the fields they set. Anything a user sets on top wins."""
 

@@ -7,8 +7,8 @@ STAGE_FUNCTIONS: dict[str, str | None] = {
     "reproject": "splatstudio.pipeline.reproject:run_reproject",
     "sfm": "splatstudio.pipeline.sfm:run_sfm",
     "georef": "splatstudio.pipeline.georef:run_georef",
-    "train": None,
-    "export": None,
+    "train": "splatstudio.pipeline.train:run_train",
+    "export": "splatstudio.pipeline.export:run_export",
 }
 """Where each stage's function lives ("module:function"), or None while it is not built yet.
 
@@ -20,7 +20,8 @@ NOT_BUILT_MESSAGE = {
     "pip install 'splatstudio[sfm]')",
     "georef": "geo-registration is not built in this installation (needs pycolmap: "
     "pip install 'splatstudio[sfm]')",
-    "train": "training is not built in this version yet (gsplat / CPU rasterizer)",
+    "train": "training is not built in this installation (needs torch and gsplat: "
+    "pip install 'splatstudio[train]')",
     "export": "export is not built in this version yet (splat formats, mesh)",
 }
 

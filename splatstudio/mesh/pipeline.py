@@ -1,0 +1,92 @@
+"""``build_textured_mesh``: splat -> surface -> decimation -> UV atlas -> baked texture."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..splats.model import Splats
+from .model import MeshOptions, TexturedMesh
+
+METHODS = ("poisson",)
+
+
+def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *,
+                        events=None) -> TexturedMesh:  # fmt: skip
+    """Build a textured triangle mesh of `splats` (see :mod:`splatstudio.mesh`).
+
+    Args:
+        splats: gaussians, metres, z-up frame (ENU for SplatStudio scenes).
+        options: :class:`MeshOptions`.
+        events: an :class:`~splatstudio.events.Emitter` for logs and cancellation, or None.
+
+    Returns:
+        :class:`TexturedMesh` in the splats' frame; ``timings`` in seconds.
+
+    Raises:
+        ValueError: an unknown method, bad sizes, or too few opaque gaussians.
+    """
+    from ..render.camera import intrinsics_from_fov
+    from .bake import bake_texture, render_views, ring_cameras
+    from .surface import decimate, gaussian_normals, opaque, poisson_surface
+    from .uv import unwrap
+
+    o = options or MeshOptions()
+    if o.method not in METHODS:
+        raise ValueError(f"unknown mesh method {o.method!r}; choose one of {', '.join(METHODS)}")
+    if not 64 <= o.texture_size <= 16384:
+        raise ValueError(f"texture_size must be in 64..16384, got {o.texture_size}")
+    if o.target_faces < 100:
+        raise ValueError(f"target_faces must be >= 100, got {o.target_faces}")
+    if o.bake_views < 1:
+        raise ValueError(f"bake_views must be >= 1, got {o.bake_views}")
+
+    def log(msg: str) -> None:
+        if events is not None:
+            events.log(msg)
+            events.check_cancelled()
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    solid = opaque(splats, o.min_opacity)
+    if solid.n < 100:
+        raise ValueError(
+            f"only {solid.n} gaussians are at least {o.min_opacity} opaque; lower the mesh "
+            "opacity threshold"
+        )
+    fov = 60.0
+    vm, eyes, _, _ = ring_cameras(splats.means.astype(np.float64), o.bake_views, fov_deg=fov)
+    K = np.asarray(intrinsics_from_fov(fov, o.bake_resolution, o.bake_resolution), np.float64)
+    renders = render_views(splats, vm, K, o.bake_resolution, o.device, events)
+    timings["render"] = time.perf_counter() - t
+    log(f"mesh: rendered {o.bake_views} views ({timings['render']:.1f} s)")
+
+    t = time.perf_counter()
+    normals = gaussian_normals(solid, eyes)
+    v, f = poisson_surface(solid.means.astype(np.float64), normals, depth=o.poisson_depth,
+                           density_quantile=o.density_quantile)  # fmt: skip
+    timings["surface"] = time.perf_counter() - t
+    log(f"mesh: {o.method} surface: {len(f)} faces ({timings['surface']:.1f} s)")
+    if len(f) == 0:
+        raise ValueError("the surface reconstruction produced no triangles")
+
+    t = time.perf_counter()
+    v, f = decimate(v, f, o.target_faces)
+    timings["decimate"] = time.perf_counter() - t
+    log(f"mesh: decimated to {len(f)} faces ({timings['decimate']:.1f} s)")
+
+    t = time.perf_counter()
+    v, f, uv = unwrap(v, f, texture_size=o.texture_size)
+    timings["uv"] = time.perf_counter() - t
+    log(f"mesh: UV atlas, {len(v)} vertices ({timings['uv']:.1f} s)")
+
+    t = time.perf_counter()
+    tex, stats = bake_texture(splats, v, f, uv, size=o.texture_size, views=o.bake_views,
+                              resolution=o.bake_resolution, device=o.device,
+                              events=events, renders=renders)  # fmt: skip
+    timings["bake"] = time.perf_counter() - t
+    log(f"mesh: texture {o.texture_size}^2 baked from {o.bake_views} views, "
+        f"{stats['seen_fraction']:.0%} of texels seen ({timings['bake']:.1f} s)")  # fmt: skip
+    return TexturedMesh(vertices=v, faces=f, uvs=uv, texture=tex, method=o.method,
+                        timings=timings)  # fmt: skip

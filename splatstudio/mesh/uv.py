@@ -1,0 +1,105 @@
+"""UV atlas with xatlas, in spatial blocks.
+
+xatlas is slow on big meshes (about 5 s for 40k faces in one chart set on this machine) and
+crashed on 360k faces, so the mesh is split into spatial blocks of at most
+``block_faces`` faces (median cuts of the face centroids along the longest axis), each block
+is parametrised by xatlas at one common texel density, and the blocks' atlases are packed
+onto one square by a shelf packer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _split(centroids: np.ndarray, idx: np.ndarray, limit: int, out: list[np.ndarray]) -> None:
+    if idx.size <= limit:
+        out.append(idx)
+        return
+    c = centroids[idx]
+    axis = int(np.argmax(c.max(axis=0) - c.min(axis=0)))
+    order = np.argsort(c[:, axis], kind="stable")
+    half = idx.size // 2
+    _split(centroids, idx[order[:half]], limit, out)
+    _split(centroids, idx[order[half:]], limit, out)
+
+
+def unwrap(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    *,
+    texture_size: int = 4096,
+    block_faces: int = 5_000,
+    padding: int = 2,
+    chart_split: float = 100.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UV-unwrap a triangle mesh.
+
+    Args:
+        vertices: ``[V, 3]`` positions (metres).
+        faces: ``[F, 3]`` vertex indices.
+        texture_size: the texture side in pixels the atlas is laid out for.
+        block_faces: most faces given to one xatlas call.
+        padding: texels between charts.
+
+    Returns:
+        ``(vertices [V', 3] float64, faces [F, 3] int64, uvs [V', 2] float32)``: vertices
+        are duplicated along chart seams; uvs in ``[0, 1]``, ``(0, 0)`` at the top-left of
+        the texture; the faces keep their order.
+    """
+    import xatlas
+
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    tri = v[f]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    total = float(area.sum())
+    # texels per metre so the charts would fill ~55% of the texture
+    tpu = float(np.sqrt(0.55 * texture_size**2 / max(total, 1e-12)))
+    blocks: list[np.ndarray] = []
+    _split(tri.mean(axis=1), np.arange(f.shape[0]), block_faces, blocks)
+
+    parts = []
+    for b in blocks:
+        used, local = np.unique(f[b], return_inverse=True)
+        local = local.reshape(-1, 3).astype(np.uint32)
+        atlas = xatlas.Atlas()
+        atlas.add_mesh(v[used].astype(np.float32), local)
+        co, po = xatlas.ChartOptions(), xatlas.PackOptions()
+        co.max_iterations = 1
+        co.max_chart_area = max(float(area[b].sum()) / chart_split, 1e-12)
+        po.texels_per_unit = tpu
+        po.padding = padding
+        po.bilinear = True
+        po.bruteForce = False
+        atlas.generate(co, po)
+        vmap, ind, uv = atlas.get_mesh(0)
+        w, h = int(atlas.width), int(atlas.height)
+        parts.append((b, used[vmap], ind.astype(np.int64), uv.astype(np.float64) * [w, h], w, h))
+
+    # shelf-pack the block rectangles (sizes in texels) into a square
+    sizes = np.array([(p[4] + padding, p[5] + padding) for p in parts], np.float64)
+    side = float(np.sqrt((sizes[:, 0] * sizes[:, 1]).sum()) * 1.08)
+    side = max(side, sizes[:, 0].max())
+    order = np.argsort(-sizes[:, 1], kind="stable")
+    offsets = np.zeros((len(parts), 2))
+    x = y = shelf_h = 0.0
+    for i in order:
+        w, h = sizes[i]
+        if x + w > side:
+            x, y, shelf_h = 0.0, y + shelf_h, 0.0
+        offsets[i] = (x, y)
+        x += w
+        shelf_h = max(shelf_h, h)
+    extent = max(side, y + shelf_h)
+
+    out_v, out_uv = [], []
+    out_f = np.empty_like(f)
+    base = 0
+    for (b, vsrc, ind, uv, _, _), off in zip(parts, offsets, strict=True):
+        out_v.append(v[vsrc])
+        out_uv.append((uv + off) / extent)
+        out_f[b] = ind + base
+        base += vsrc.size
+    uvs = np.concatenate(out_uv).astype(np.float32)
+    return np.concatenate(out_v), out_f, uvs

@@ -1,0 +1,579 @@
+"""Train: fit 3D Gaussians to the georeferenced views (3DGS, Kerbl et al. 2023).
+
+Reads ``georef/sparse`` (``pycolmap.Reconstruction`` in local ENU metres, Z up), the views and
+photos of ``reproject/`` (COLMAP image ``<view>/<pano id>.jpg`` is
+``reproject/views/<pano id>/<view>.jpg``, ``photos/<file>`` is ``reproject/photos/<file>``) and
+the nadir masks ``reproject/masks/<view>.nadir.png`` (255 = keep; photos have none). Writes into
+``train/``::
+
+    splat.ply            the trained Gaussians, standard INRIA 3DGS PLY, ENU metres
+    metrics.json         per evaluation: step, psnr (dB), ssim, gaussians, seconds, peak memory
+    preview.png          the latest preview render (every ``preview_every`` steps)
+    checkpoints/         ckpt_<step>.pt (exact resume) and latest.json (which one, for which
+                         config fingerprint); written atomically
+    preview_camera.json  optional, written by a GUI: {viewmat [4x4] world-to-camera OpenCV,
+                         K [3x3] pixels, width, height}; read before each preview
+
+Cameras: each registered image's ``cam_from_world`` is the world-to-camera viewmat (OpenCV
+axes: x right, y down, z forward; world = ENU metres). Intrinsics come from the PINHOLE /
+SIMPLE_PINHOLE / SIMPLE_RADIAL / RADIAL camera; radial distortion, when non-zero, is removed by
+undistorting the image and its mask to the pinhole part of the camera (``cv2.remap``), so the
+rasterizer's pinhole model is exact. Images are shrunk by the explicit ``downscale`` factor
+(``cv2.INTER_AREA``), never silently. Every ``holdout_every``-th image by sorted name is held
+out for evaluation. Gaussians start at the model's 3D points with their colours.
+
+Device: ``SPLATSTUDIO_DEVICE`` (auto | cpu | cuda; set by the runner). On the CPU the stage
+times its first steps (median of steps 4-8) and stops a run whose estimate exceeds
+``cpu_limit_s`` unless ``allow_slow`` is set (the message gives the estimate and the largest
+preset that fits, from a cost per pixel and step). On CUDA an out-of-memory error saves a checkpoint and retries with a lower
+Gaussian cap (``OOM_TIERS``); past the last tier it raises :class:`OutOfGpuMemory`.
+
+A re-run after a kill or a cancel resumes from the latest checkpoint when the stage's
+fingerprint (its config and everything upstream) is unchanged; otherwise it starts over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import PRESETS, TrainConfig, update_config
+from ..errors import Cancelled, InputError, OutOfGpuMemory, StageError
+from ..events import Emitter
+from ..project import Project, read_json, write_json_atomic
+
+OOM_TIERS: tuple[int, ...] = (3_000_000, 2_000_000, 1_000_000, 500_000, 250_000)
+"""Gaussian caps tried in turn after a CUDA out-of-memory error (those below the current count)."""
+
+ESTIMATE_WARMUP, ESTIMATE_STEPS = 3, 5
+"""CPU estimate: steps skipped (first calls are slow), then steps whose median time counts."""
+
+GROWTH_FACTOR = 2.0
+"""Assumed mean cost of a step over a run relative to the first steps (densification grows the
+Gaussians; the cap and pruning bound it). A deliberately rough factor for the CPU estimate."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Camera:
+    """A registered image: where to read it and its pinhole camera at full resolution.
+
+    Attributes:
+        name: COLMAP image name (``<view>/<pano id>.jpg`` or ``photos/<file>``).
+        image: image path relative to the project folder.
+        mask: nadir mask path relative to the project folder (255 = keep) or None.
+        viewmat: [4, 4] world-to-camera (OpenCV axes), world = ENU metres, float64.
+        K: [3, 3] pinhole intrinsics in pixels (pixel centres at +0.5), float64.
+        width, height: image size in pixels.
+        dist: radial coefficients (k1, k2) of the camera, zeros for a pinhole.
+    """
+
+    name: str
+    image: str
+    mask: str | None
+    viewmat: np.ndarray
+    K: np.ndarray
+    width: int
+    height: int
+    dist: tuple[float, float] = (0.0, 0.0)
+
+
+def image_paths(name: str) -> tuple[str, str | None]:
+    """(image, nadir mask or None), relative to the project folder, of COLMAP image `name`."""
+    from .georef import image_source
+    from .sfm import PHOTO_DIR
+
+    head = name.split("/", 1)[0]
+    mask = None if head == PHOTO_DIR else f"reproject/masks/{head}.nadir.png"
+    return image_source(name), mask
+
+
+def load_cameras(rec: Any) -> list[Camera]:
+    """Registered images of pycolmap Reconstruction `rec`, sorted by name.
+
+    Raises:
+        StageError: a camera model other than (SIMPLE_)PINHOLE / SIMPLE_RADIAL / RADIAL.
+    """
+    out = []
+    for im in sorted(rec.images.values(), key=lambda im: im.name):
+        if not im.has_pose:
+            continue
+        cam = rec.cameras[im.camera_id]
+        p = [float(x) for x in cam.params]
+        model = cam.model_name
+        if model == "PINHOLE":
+            fx, fy, cx, cy, dist = p[0], p[1], p[2], p[3], (0.0, 0.0)
+        elif model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
+            fx = fy = p[0]
+            cx, cy = p[1], p[2]
+            dist = (p[3] if len(p) > 3 else 0.0, p[4] if len(p) > 4 else 0.0)
+        else:
+            raise StageError(
+                f"train: camera model {model} of image {im.name} is not supported "
+                "(PINHOLE, SIMPLE_PINHOLE, SIMPLE_RADIAL, RADIAL)"
+            )
+        vm = np.eye(4)
+        vm[:3, :] = np.asarray(im.cam_from_world().matrix())
+        K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+        img, mask = image_paths(im.name)
+        out.append(Camera(im.name, img, mask, vm, K, int(cam.width), int(cam.height), dist))
+    return out
+
+
+def split_views(cameras: list[Camera], holdout_every: int) -> tuple[list[Camera], list[Camera]]:
+    """(train, eval): every `holdout_every`-th camera by sorted name (indices 0, n, 2n ...) is
+    held out; 0 holds out none. With fewer than 2 cameras nothing is held out."""
+    cams = sorted(cameras, key=lambda c: c.name)
+    if holdout_every <= 0 or len(cams) < 2:
+        return cams, []
+    ev = [c for i, c in enumerate(cams) if i % holdout_every == 0]
+    tr = [c for i, c in enumerate(cams) if i % holdout_every != 0]
+    return tr, ev
+
+
+def _undistort(img: np.ndarray, K: np.ndarray, dist: tuple[float, float], interp: int) -> np.ndarray:
+    """Remove radial distortion (COLMAP RADIAL model, +0.5 pixel centres) keeping `K`."""
+    import cv2
+
+    Kcv = K.copy()
+    Kcv[0, 2] -= 0.5  # OpenCV puts pixel centres at integers
+    Kcv[1, 2] -= 0.5
+    d = np.array([dist[0], dist[1], 0.0, 0.0], np.float64)
+    h, w = img.shape[:2]
+    m1, m2 = cv2.initUndistortRectifyMap(Kcv, d, None, Kcv, (w, h), cv2.CV_32FC1)
+    return cv2.remap(img, m1, m2, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def load_view(root: Path, cam: Camera, downscale: float) -> Any:
+    """A :class:`~splatstudio.train.trainer.TrainView` of `cam`: RGB uint8 [H, W, 3] and mask
+    [H, W] bool, both shrunk by `downscale` (>= 1), K scaled to match, distortion removed.
+
+    Raises:
+        InputError: the image or its mask is missing or unreadable.
+    """
+    import cv2
+
+    from ..train.trainer import TrainView
+
+    path = root / cam.image
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputError(path, "image missing or unreadable; run reproject again")
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if rgb.shape[:2] != (cam.height, cam.width):
+        raise InputError(
+            path, f"image is {rgb.shape[1]}x{rgb.shape[0]}, the model says {cam.width}x{cam.height}"
+        )
+    mask = None
+    if cam.mask is not None:
+        mp = root / cam.mask
+        mask = cv2.imread(str(mp), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise InputError(mp, "mask missing or unreadable; run reproject again")
+    if any(cam.dist):
+        rgb = _undistort(rgb, cam.K, cam.dist, cv2.INTER_LINEAR)
+        valid = _undistort(np.full(rgb.shape[:2], 255, np.uint8), cam.K, cam.dist, cv2.INTER_NEAREST)
+        mask = valid if mask is None else np.minimum(mask, valid)
+    K = cam.K.copy()
+    if downscale > 1.0:
+        w = max(1, round(cam.width / downscale))
+        h = max(1, round(cam.height / downscale))
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        if mask is not None:
+            mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA)
+        K[0] *= w / cam.width
+        K[1] *= h / cam.height
+    return TrainView(
+        cam.name,
+        cam.viewmat.astype(np.float32),
+        K.astype(np.float32),
+        np.ascontiguousarray(rgb),
+        None if mask is None else mask >= 128,
+    )
+
+
+def load_points(rec: Any, max_points: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(xyz [N,3] float64 ENU metres, rgb [N,3] uint8) of the model's 3D points; at most
+    `max_points` (0: all), a random subset.
+
+    Raises:
+        StageError: the model has no 3D points.
+    """
+    pts = rec.points3D
+    if len(pts) == 0:
+        raise StageError("train: the georeferenced model has no 3D points to start from")
+    ids = sorted(pts.keys())
+    xyz = np.array([pts[i].xyz for i in ids], np.float64)
+    rgb = np.array([pts[i].color for i in ids], np.uint8)
+    if max_points and len(ids) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(ids), max_points, replace=False))
+        xyz, rgb = xyz[keep], rgb[keep]
+    return xyz, rgb
+
+
+# ---------------------------------------------------------------------------------------------
+# Device, estimate, presets
+# ---------------------------------------------------------------------------------------------
+def resolve_device() -> Any:
+    """torch device from ``SPLATSTUDIO_DEVICE`` (auto: CUDA when available, else CPU).
+
+    Raises:
+        StageError: cuda asked for without a CUDA GPU, or an unknown value.
+    """
+    import torch
+
+    want = os.environ.get("SPLATSTUDIO_DEVICE", "auto").lower() or "auto"
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            raise StageError("train: device cuda was asked for, but torch sees no CUDA GPU")
+        return torch.device("cuda")
+    if want == "cpu":
+        return torch.device("cpu")
+    raise StageError(f"train: unknown device {want!r} (auto, cpu or cuda)")
+
+
+def preset_train_config(name: str) -> TrainConfig:
+    """The :class:`TrainConfig` of preset `name` (defaults plus its "train" entries)."""
+    return update_config(TrainConfig(), PRESETS.get(name, {}).get("train", {}))
+
+
+def estimate_seconds(cfg: TrainConfig, seconds_per_pixel_step: float, pixels: float,
+                     steps_left: int | None = None) -> float:
+    """Rough training time in seconds of `cfg` on views of `pixels` pixels each at full size
+    (before `cfg.downscale`), from a measured cost per pixel and step (early steps), times
+    :data:`GROWTH_FACTOR` for the Gaussians densification adds."""
+    steps = cfg.steps if steps_left is None else steps_left
+    px = pixels / (cfg.downscale**2)
+    return seconds_per_pixel_step * px * steps * GROWTH_FACTOR
+
+
+def _fmt_s(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints, previews
+# ---------------------------------------------------------------------------------------------
+def _latest_checkpoint(ck_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The sidecar of the latest checkpoint when it belongs to `fingerprint` and exists."""
+    p = ck_dir / "latest.json"
+    if not p.exists():
+        return None
+    try:
+        meta = read_json(p)
+    except Exception:  # noqa: BLE001 - a broken sidecar only means "start over"
+        return None
+    if meta.get("fingerprint") != fingerprint or not (ck_dir / meta.get("file", "")).exists():
+        return None
+    return meta
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write RGB uint8 [H, W, 3] as PNG atomically."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise StageError(f"train: could not encode the preview {path}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)
+
+
+def preview_camera(out: Path, default: Any) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(viewmat [4,4], K [3,3], width, height) of ``train/preview_camera.json`` when present
+    and valid, else of TrainView `default`."""
+    p = out / "preview_camera.json"
+    if p.exists():
+        try:
+            d = json.loads(p.read_text())
+            vm = np.asarray(d["viewmat"], np.float32).reshape(4, 4)
+            K = np.asarray(d["K"], np.float32).reshape(3, 3)
+            w, h = int(d["width"]), int(d["height"])
+            if w > 0 and h > 0 and np.isfinite(vm).all() and np.isfinite(K).all():
+                return vm, K, w, h
+        except (ValueError, KeyError, TypeError, OSError):
+            pass
+    return default.viewmat, default.K, default.width, default.height
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------------
+def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[str, Any]:
+    """Train stage (see the module docstring for inputs and outputs).
+
+    Metrics (status): psnr, ssim (held-out, last evaluation), psnr_step0, gaussians, steps,
+    seconds (training time, across resumes), plus per-step loss, steps_per_s, memory_mb.
+
+    Raises:
+        InputError: no georeferenced model, or a missing image or mask.
+        StageError: a CPU run estimated over ``cpu_limit_s`` without ``allow_slow``, an
+            unsupported camera model, no points.
+        OutOfGpuMemory: CUDA ran out of memory at the strictest Gaussian cap.
+        Cancelled: the user cancelled (a checkpoint is saved first).
+    """
+    import pycolmap
+    import torch
+
+    from ..splats.io import save_splats
+    from ..train.model import to_splats
+    from ..train.trainer import Trainer, TrainerConfig
+
+    root = project.root
+    sparse = root / "georef" / "sparse"
+    if not (sparse / "images.bin").exists() and not (sparse / "images.txt").exists():
+        raise InputError(sparse, "no georeferenced model; run the georef stage first")
+    if config.downscale < 1.0:
+        raise StageError(f"train: downscale must be >= 1, got {config.downscale}")
+    out = project.stage_dir("train")
+    ck_dir = out / "checkpoints"
+    fingerprint = project.fingerprints()["train"]
+    device = resolve_device()
+    torch.manual_seed(config.seed)
+
+    rec = pycolmap.Reconstruction(str(sparse))
+    cams = load_cameras(rec)
+    if not cams:
+        raise StageError("train: the georeferenced model has no registered images")
+    train_cams, eval_cams = split_views(cams, config.holdout_every)
+    events.log(
+        f"train: {len(train_cams)} training and {len(eval_cams)} held-out views, "
+        f"{cams[0].width}x{cams[0].height} px / downscale {config.downscale:g}, device {device}"
+    )
+    views = []
+    for i, c in enumerate(train_cams + eval_cams):
+        events.check_cancelled()
+        views.append(load_view(root, c, config.downscale))
+        events.progress(0.02 * (i + 1) / len(cams), f"loading views {i + 1}/{len(cams)}")
+    train_views, eval_views = views[: len(train_cams)], views[len(train_cams) :]
+    xyz, rgb = load_points(rec, config.max_init_points, config.seed)
+
+    tcfg = TrainerConfig(
+        steps=config.steps,
+        sh_degree=config.sh_degree,
+        sh_degree_interval=config.sh_degree_interval,
+        ssim_lambda=config.ssim_lambda,
+        init_opacity=config.init_opacity,
+        refine_start=config.refine_start,
+        refine_stop=config.refine_stop,
+        refine_every=config.refine_every,
+        reset_every=config.reset_every,
+        grow_grad2d=config.grow_grad2d,
+        prune_opacity=config.prune_opacity,
+        max_gaussians=config.max_gaussians,
+        seed=config.seed,
+    )
+    trainer = Trainer(train_views, eval_views, xyz, rgb, tcfg, device)
+
+    # -- resume --------------------------------------------------------------------------------
+    history: list[dict[str, Any]] = []
+    seconds_before = 0.0
+    meta = _latest_checkpoint(ck_dir, fingerprint)
+    if meta is not None:
+        trainer.load_checkpoint(ck_dir / meta["file"])
+        trainer.cfg.max_gaussians = int(meta.get("max_gaussians", trainer.cfg.max_gaussians))
+        seconds_before = float(meta.get("seconds", 0.0))
+        mp = out / "metrics.json"
+        if mp.exists():
+            history = [e for e in read_json(mp).get("evals", []) if e["step"] <= trainer.step]
+        events.log(f"train: resuming from checkpoint {meta['file']} at step {trainer.step}")
+        events.metric("resumed_step", trainer.step, step=trainer.step)
+    else:  # a fresh start: drop another config's checkpoints and results
+        shutil.rmtree(ck_dir, ignore_errors=True)
+        for stale in ("splat.ply", "metrics.json", "preview.png"):
+            (out / stale).unlink(missing_ok=True)
+    ck_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def peak_mb() -> float:
+        if device.type == "cuda":
+            return torch.cuda.max_memory_allocated(device) / 2**20
+        try:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+        except ImportError:  # Windows
+            return 0.0
+
+    t_start = time.monotonic()
+
+    def elapsed() -> float:
+        return seconds_before + time.monotonic() - t_start
+
+    def save_ckpt() -> None:
+        name = f"ckpt_{trainer.step:07d}.pt"
+        trainer.save_checkpoint(ck_dir / name)
+        write_json_atomic(
+            ck_dir / "latest.json",
+            {"file": name, "step": trainer.step, "fingerprint": fingerprint,
+             "seconds": round(elapsed(), 3), "max_gaussians": trainer.cfg.max_gaussians},
+        )
+        for old in ck_dir.glob("ckpt_*.pt"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def evaluate() -> dict[str, Any]:
+        ev = trainer.evaluate() or trainer.evaluate(trainer.train_views[:8])
+        entry = {
+            "step": trainer.step,
+            "psnr": round(ev["psnr"], 4),
+            "ssim": round(ev["ssim"], 5),
+            "gaussians": len(trainer.splats["means"]),
+            "seconds": round(elapsed(), 3),
+            "peak_memory_mb": round(peak_mb(), 1),
+            "views": len(trainer.eval_views) or min(8, len(trainer.train_views)),
+            "held_out": bool(trainer.eval_views),
+        }
+        history[:] = [e for e in history if e["step"] != trainer.step] + [entry]
+        write_json_atomic(
+            out / "metrics.json",
+            {"device": str(device), "evals": history, "config": dataclasses.asdict(config)},
+        )
+        events.metric("psnr", entry["psnr"], step=trainer.step)
+        events.metric("ssim", entry["ssim"], step=trainer.step)
+        return entry
+
+    def cpu_estimate(sec: float, steps_left: int) -> None:
+        """Refuse (StageError) a CPU run estimated over the limit, from `sec` per step."""
+        px_full = float(np.mean([c.width * c.height for c in train_cams]))
+        per_px = sec / float(np.mean([v.width * v.height for v in train_views]))
+        est = estimate_seconds(config, per_px, px_full, steps_left)
+        events.metric("estimated_seconds", est, step=trainer.step)
+        events.log(f"train: {sec:.2f} s per step on the CPU; about {_fmt_s(est)} to go")
+        if est <= config.cpu_limit_s:
+            return
+        fits = [n for n in PRESETS
+                if estimate_seconds(preset_train_config(n), per_px, px_full) <= config.cpu_limit_s]
+        hint = (f"the largest preset that fits is {fits[-1]!r}" if fits
+                else "no preset fits; raise downscale or lower steps")
+        raise StageError(
+            f"train: this run would take about {_fmt_s(est)} on the CPU ({steps_left} steps "
+            f"at {sec:.2f} s now, more as Gaussians grow), over the limit of "
+            f"{_fmt_s(config.cpu_limit_s)} (cpu_limit_s); {hint} for these views; or set "
+            "allow_slow to train anyway, or use a CUDA GPU"
+        )
+
+    by_name = {v.name: v for v in views}
+    if config.preview_view and config.preview_view not in by_name:
+        events.warning(f"train: preview_view {config.preview_view!r} is not a registered image; "
+                       "previewing from the first training view")
+    preview_default = by_name.get(config.preview_view, train_views[0])
+
+    def preview() -> None:
+        vm, K, w, h = preview_camera(out, preview_default)
+        try:
+            with torch.no_grad():
+                img, _, _ = trainer.render(vm, K, w, h)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            events.warning(f"train: no preview at step {trainer.step}: CUDA out of memory")
+            return
+        rgb8 = img[0].clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+        _write_png(out / "preview.png", rgb8)
+        events.preview(str(out / "preview.png"), trainer.step)
+
+    if not history or history[0]["step"] != 0:
+        if trainer.step == 0:
+            evaluate()
+            preview()
+    cap0 = trainer.cfg.max_gaussians
+    tiers = [t for t in OOM_TIERS if not cap0 or t < cap0]
+    # CPU estimate: from the median time of real steps after a few warm-up steps
+    check_cpu = device.type == "cpu" and not config.allow_slow
+    step_times: list[float] = []
+    last_t, last_step = time.monotonic(), trainer.step
+    losses: list[float] = []
+    steps = config.steps
+    while trainer.step < steps:
+        try:
+            events.check_cancelled()
+        except Cancelled:
+            save_ckpt()
+            events.artifact("train/checkpoints")
+            raise
+        try:
+            t_step = time.perf_counter()
+            stats = trainer.train_step()
+            step_times.append(time.perf_counter() - t_step)
+        except torch.cuda.OutOfMemoryError as e:
+            for o in trainer.optimizers.values():
+                o.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            n = len(trainer.splats["means"])
+            fitting = [t for t in tiers if t < n]
+            if not fitting:
+                raise OutOfGpuMemory(
+                    f"train: CUDA out of memory with {n} Gaussians at "
+                    f"{train_views[0].width}x{train_views[0].height} px even at the strictest cap; "
+                    "raise downscale, lower max_gaussians or use a smaller preset (or the CPU)"
+                ) from e
+            cap = fitting[0]
+            tiers = [t for t in tiers if t < cap]
+            trainer.cfg.max_gaussians = cap
+            trainer._prune_to(cap)
+            torch.cuda.empty_cache()
+            save_ckpt()
+            events.warning(
+                f"train: CUDA out of memory at step {trainer.step} with {n} Gaussians; "
+                f"continuing with at most {cap}"
+            )
+            continue
+        s = trainer.step
+        if check_cpu and len(step_times) == ESTIMATE_WARMUP + ESTIMATE_STEPS:
+            check_cpu = False
+            cpu_estimate(float(np.median(step_times[ESTIMATE_WARMUP:])), steps - s)
+        now = time.monotonic()
+        events.progress(0.02 + 0.96 * s / steps, f"step {s}/{steps}")
+        losses.append(stats["loss"])
+        if s % max(1, config.metrics_every) == 0 or s == steps:
+            sps = (s - last_step) / max(1e-9, now - last_t)
+            last_t, last_step = now, s
+            events.metric("loss", float(np.mean(losses)), step=s)
+            losses.clear()
+            events.metric("gaussians", stats["gaussians"], step=s)
+            events.metric("steps_per_s", sps, step=s)
+            events.metric("memory_mb", peak_mb(), step=s)
+        if config.eval_every and s % config.eval_every == 0 and s < steps:
+            evaluate()
+        if config.preview_every and s % config.preview_every == 0 and s < steps:
+            preview()
+        if config.checkpoint_every and s % config.checkpoint_every == 0 and s < steps:
+            save_ckpt()
+
+    # -- outputs -------------------------------------------------------------------------------
+    final = evaluate()
+    preview()
+    save_ckpt()
+    info = save_splats(to_splats(trainer.splats), out / "splat.ply")
+    for a in ("train/splat.ply", "train/metrics.json", "train/preview.png", "train/checkpoints"):
+        events.artifact(a)
+    result = {
+        "psnr": final["psnr"],
+        "ssim": final["ssim"],
+        "psnr_step0": history[0]["psnr"] if history and history[0]["step"] == 0 else math.nan,
+        "gaussians": final["gaussians"],
+        "steps": trainer.step,
+        "seconds": round(elapsed(), 3),
+    }
+    for k in ("psnr_step0", "steps", "seconds"):
+        events.metric(k, result[k])
+    events.metric("gaussians", result["gaussians"], step=trainer.step)
+    events.progress(1.0, f"done: {final['psnr']:.2f} dB held-out PSNR, {info['n']} Gaussians")
+    return result
