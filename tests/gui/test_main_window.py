@@ -106,6 +106,11 @@ def test_run_end_to_end(window, settings, panos_2048, qtbot):
     qtbot.waitUntil(lambda: not window.model.is_running, timeout=10_000)
     assert result.states["ingest"] == "done" and result.states["reproject"] == "done"
     assert result.states["sfm"] in ("unavailable", "done")
+    if result.states.get("export") == "done":  # the whole test preset ran through
+        root = window.model.project.root
+        assert (root / "train" / "splat.ply").exists()
+        assert (root / "exports" / "manifest.json").exists()
+        assert panel.rows["export"].state_label.text() == "done"
 
     rows = panel.rows
     assert rows["ingest"].state_label.text() == "done"
@@ -146,7 +151,7 @@ def test_run_end_to_end(window, settings, panos_2048, qtbot):
     qtbot.waitUntil(lambda: not window.model.is_running, timeout=10_000)
     window.tabs.setCurrentIndex(TAB_PROJECTS)
     item = window.browser.list.item(0)
-    assert any(f"{s} done" in item.text() for s in ("reproject", "sfm", "georef"))
+    assert any(f"{s} done" in item.text() for s in ("reproject", "sfm", "georef", "train", "export"))
 
 
 def test_escape_cancels_a_running_stage(window, settings, tmp_path, panos_2048, qtbot):
