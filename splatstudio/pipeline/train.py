@@ -230,18 +230,13 @@ def resolve_device() -> Any:
     Raises:
         StageError: cuda asked for without a CUDA GPU, or an unknown value.
     """
-    import torch
+    from ..render.image import resolve_device
 
     want = os.environ.get("SPLATSTUDIO_DEVICE", "auto").lower() or "auto"
-    if want == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if want == "cuda":
-        if not torch.cuda.is_available():
-            raise StageError("train: device cuda was asked for, but torch sees no CUDA GPU")
-        return torch.device("cuda")
-    if want == "cpu":
-        return torch.device("cpu")
-    raise StageError(f"train: unknown device {want!r} (auto, cpu or cuda)")
+    try:
+        return resolve_device(want)
+    except RuntimeError as e:
+        raise StageError(f"train: {e}") from None
 
 
 def preset_train_config(name: str) -> TrainConfig:
@@ -365,21 +360,11 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
     train_views, eval_views = views[: len(train_cams)], views[len(train_cams) :]
     xyz, rgb = load_points(rec, config.max_init_points, config.seed)
 
-    tcfg = TrainerConfig(
-        steps=config.steps,
-        sh_degree=config.sh_degree,
-        sh_degree_interval=config.sh_degree_interval,
-        ssim_lambda=config.ssim_lambda,
-        init_opacity=config.init_opacity,
-        refine_start=config.refine_start,
-        refine_stop=config.refine_stop,
-        refine_every=config.refine_every,
-        reset_every=config.reset_every,
-        grow_grad2d=config.grow_grad2d,
-        prune_opacity=config.prune_opacity,
-        max_gaussians=config.max_gaussians,
-        seed=config.seed,
-    )
+    # TrainerConfig takes every training hyper-parameter of TrainConfig under the same name.
+    shared = {f.name for f in dataclasses.fields(TrainerConfig)} & {
+        f.name for f in dataclasses.fields(TrainConfig)
+    }
+    tcfg = TrainerConfig(**{name: getattr(config, name) for name in shared})
     trainer = Trainer(train_views, eval_views, xyz, rgb, tcfg, device)
 
     # -- resume --------------------------------------------------------------------------------

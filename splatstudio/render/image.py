@@ -16,11 +16,17 @@ from .rasterize import rasterize
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" -> CUDA when available else CPU; "cuda" without a GPU raises RuntimeError."""
+    """"auto" -> CUDA when available else CPU; "cpu"; "cuda".
+
+    Raises:
+        RuntimeError: "cuda" without a CUDA GPU, or an unknown device name.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU")
+        raise RuntimeError("device cuda was asked for, but torch sees no CUDA GPU")
+    if device not in ("cpu", "cuda"):
+        raise RuntimeError(f"unknown device {device!r} (auto, cpu or cuda)")
     return torch.device(device)
 
 
