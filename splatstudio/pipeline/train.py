@@ -13,6 +13,7 @@ the nadir masks ``reproject/masks/<view>.nadir.png`` (255 = keep; photos have no
                          config fingerprint); written atomically
     preview_camera.json  optional, written by a GUI: {viewmat [4x4] world-to-camera OpenCV,
                          K [3x3] pixels, width, height}; read before each preview
+    pause                optional, an empty flag file: training pauses while it exists
 
 Cameras: each registered image's ``cam_from_world`` is the world-to-camera viewmat (OpenCV
 axes: x right, y down, z forward; world = ENU metres). Intrinsics come from the PINHOLE /
@@ -27,6 +28,12 @@ times its first steps (median of steps 4-8) and stops a run whose estimate excee
 ``cpu_limit_s`` unless ``allow_slow`` is set (the message gives the estimate and the largest
 preset that fits, from a cost per pixel and step). On CUDA an out-of-memory error saves a checkpoint and retries with a lower
 Gaussian cap (``OOM_TIERS``); past the last tier it raises :class:`OutOfGpuMemory`.
+
+Pause: while ``train/pause`` exists the loop sleeps between steps (:func:`wait_while_paused`),
+still honouring cancel, and reports "paused at step N"; paused time counts neither in the
+training seconds nor in steps/s. The GUI's Pause button creates the file; from a shell,
+``touch PROJECT/train/pause`` pauses a running ``splatstudio train`` and ``rm`` resumes it. A run
+started while the file exists starts paused.
 
 A re-run after a kill or a cancel resumes from the latest checkpoint when the stage's
 fingerprint (its config and everything upstream) is unchanged; otherwise it starts over.
@@ -52,6 +59,12 @@ from ..project import Project, read_json, write_json_atomic
 
 OOM_TIERS: tuple[int, ...] = (3_000_000, 2_000_000, 1_000_000, 500_000, 250_000)
 """Gaussian caps tried in turn after a CUDA out-of-memory error (those below the current count)."""
+
+PAUSE_FILE = "pause"
+"""Name of the flag file in ``train/`` that pauses the training loop while it exists."""
+
+PAUSE_POLL_S = 0.2
+"""Seconds between checks of the pause file (and of cancel) while paused."""
 
 ESTIMATE_WARMUP, ESTIMATE_STEPS = 3, 5
 """CPU estimate: steps skipped (first calls are slow), then steps whose median time counts."""
@@ -308,6 +321,30 @@ def preview_camera(out: Path, default: Any) -> tuple[np.ndarray, np.ndarray, int
     return default.viewmat, default.K, default.width, default.height
 
 
+def wait_while_paused(out: Path, events: Emitter, step: int, steps: int) -> float:
+    """Block while the pause flag ``out/pause`` exists; return the seconds spent paused (0.0
+    when the file is absent, the usual case: one ``stat`` per step).
+
+    While paused: logs "train: paused at step N" once, then every :data:`PAUSE_POLL_S`
+    seconds checks cancel (raises :class:`Cancelled`, so Stop works while paused) and reports
+    progress "paused at step N"; logs the resume. The caller removes the returned seconds from
+    its clocks (training seconds, steps/s).
+    """
+    flag = out / PAUSE_FILE
+    if not flag.exists():
+        return 0.0
+    t0 = time.monotonic()
+    events.log(f"train: paused at step {step} (remove train/{PAUSE_FILE} to resume)")
+    fraction = 0.02 + 0.96 * step / max(1, steps)
+    while flag.exists():
+        events.check_cancelled()
+        events.progress(fraction, f"paused at step {step}")
+        time.sleep(PAUSE_POLL_S)
+    paused = time.monotonic() - t0
+    events.log(f"train: resumed at step {step} after {paused:.1f} s paused")
+    return paused
+
+
 # ---------------------------------------------------------------------------------------------
 # The stage
 # ---------------------------------------------------------------------------------------------
@@ -489,10 +526,13 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
     while trainer.step < steps:
         try:
             events.check_cancelled()
+            paused_s = wait_while_paused(out, events, trainer.step, steps)
         except Cancelled:
             save_ckpt()
             events.artifact("train/checkpoints")
             raise
+        t_start += paused_s  # paused time is not training time (seconds, steps/s)
+        last_t += paused_s
         try:
             t_step = time.perf_counter()
             stats = trainer.train_step()
