@@ -99,6 +99,20 @@ class Mapper(enum.StrEnum):
     INCREMENTAL = "incremental"
 
 
+class Strategy(enum.StrEnum):
+    """How training adds and removes Gaussians (gsplat strategies).
+
+    - ``default``: 3DGS adaptive density control (clone, split, prune, opacity reset),
+      ``gsplat.strategy.DefaultStrategy``; the count follows the scene, capped by max_gaussians.
+    - ``mcmc``: 3DGS as Markov chain Monte Carlo (Kheradmand et al. 2024),
+      ``gsplat.strategy.MCMCStrategy``: low-opacity Gaussians are relocated, the count grows to
+      max_gaussians exactly; with its opacity and scale regularisers.
+    """
+
+    DEFAULT = "default"
+    MCMC = "mcmc"
+
+
 class AlignMode(enum.StrEnum):
     """How georef aligns the SfM model to GPS.
 
@@ -174,6 +188,16 @@ class TrainConfig:
     reset_every: int = opt(3000, "reset opacities every this many steps")
     grow_grad2d: float = opt(0.0002, "image-space gradient above which a Gaussian is split/cloned")
     prune_opacity: float = opt(0.005, "prune Gaussians below this opacity")
+    strategy: Strategy = opt(
+        Strategy.DEFAULT, "densification: default (3DGS split/clone/prune) or mcmc (3DGS-MCMC: "
+        "relocates dead Gaussians, grows to max_gaussians exactly)"
+    )
+    opacity_reg: float = opt(
+        -1.0, "weight of the mean-opacity regulariser (-1: 0.01 with mcmc, as gsplat, else 0)"
+    )
+    scale_reg: float = opt(
+        -1.0, "weight of the mean-scale regulariser (-1: 0.01 with mcmc, as gsplat, else 0)"
+    )
     seed: int = opt(0, "random seed (view order, initial rotations)")
     eval_every: int = opt(
         0, "evaluate on the held-out views every this many steps (0: at the start and the end)",

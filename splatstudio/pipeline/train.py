@@ -410,7 +410,7 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
     meta = _latest_checkpoint(ck_dir, fingerprint)
     if meta is not None:
         trainer.load_checkpoint(ck_dir / meta["file"])
-        trainer.cfg.max_gaussians = int(meta.get("max_gaussians", trainer.cfg.max_gaussians))
+        trainer.set_max_gaussians(int(meta.get("max_gaussians", trainer.cfg.max_gaussians)))
         seconds_before = float(meta.get("seconds", 0.0))
         mp = out / "metrics.json"
         if mp.exists():
@@ -551,7 +551,7 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
                 ) from e
             cap = fitting[0]
             tiers = [t for t in tiers if t < cap]
-            trainer.cfg.max_gaussians = cap
+            trainer.set_max_gaussians(cap)
             trainer._prune_to(cap)
             torch.cuda.empty_cache()
             save_ckpt()

@@ -4,7 +4,10 @@ The loop is gsplat's ``examples/simple_trainer.py`` reduced to what SplatStudio 
 Kerbl et al. 2023): one view per step, SH degree raised by one every `sh_degree_interval`
 steps, loss (1 - 0.2) L1 + 0.2 (1 - SSIM) over the view's mask, densification and pruning by
 ``gsplat.strategy.DefaultStrategy`` (pure torch, so it runs on the CPU with our rasterizer
-too), held-out evaluation (PSNR, SSIM) and checkpoints written atomically that resume exactly.
+too) or ``gsplat.strategy.MCMCStrategy`` (Kheradmand et al. 2024; a hard cap on the count, with
+the opacity and scale regularisers of gsplat's MCMC recipe; on the CPU through
+:mod:`splatstudio.train.mcmc`), held-out evaluation (PSNR, SSIM) and checkpoints written
+atomically that resume exactly.
 Rendering goes through :func:`splatstudio.render.rasterize`: gsplat's CUDA kernels on a GPU,
 our differentiable torch rasterizer on the CPU.
 """
@@ -68,10 +71,46 @@ class TrainerConfig:
     reset_every: int = 3000
     grow_grad2d: float = 0.0002
     prune_opacity: float = 0.005
-    max_gaussians: int = 0  # 0: no cap
+    max_gaussians: int = 0  # 0: no cap (mcmc: 1M, gsplat's default cap)
+    strategy: str = "default"  # "default" (3DGS split/clone/prune) or "mcmc"
+    opacity_reg: float = -1.0  # < 0: 0.01 with mcmc (gsplat's MCMC recipe), else 0
+    scale_reg: float = -1.0  # < 0: 0.01 with mcmc, else 0
+    noise_lr: float = 5e5  # mcmc: position noise scale (gsplat's default)
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_strategy(config: TrainerConfig) -> Any:
+    """The gsplat densification strategy of `config` (``default`` or ``mcmc``).
+
+    Raises:
+        ValueError: an unknown strategy name.
+    """
+    from gsplat.strategy import DefaultStrategy, MCMCStrategy
+
+    if config.strategy == "default":
+        return DefaultStrategy(
+            prune_opa=config.prune_opacity,
+            grow_grad2d=config.grow_grad2d,
+            refine_start_iter=config.refine_start,
+            refine_stop_iter=config.refine_stop,
+            reset_every=config.reset_every,
+            refine_every=config.refine_every,
+        )
+    if config.strategy == "mcmc":
+        from .mcmc import enable_cpu_mcmc
+
+        enable_cpu_mcmc()
+        return MCMCStrategy(
+            cap_max=config.max_gaussians or 1_000_000,
+            noise_lr=config.noise_lr,
+            refine_start_iter=config.refine_start,
+            refine_stop_iter=config.refine_stop,
+            refine_every=config.refine_every,
+            min_opacity=config.prune_opacity,
+        )
+    raise ValueError(f"unknown densification strategy {config.strategy!r} (default, mcmc)")
 
 
 def scene_scale_from_cameras(viewmats: np.ndarray) -> float:
@@ -90,7 +129,7 @@ class Trainer:
         device: torch device ("cpu" or "cuda").
 
     Raises:
-        ValueError: no training views or no points.
+        ValueError: no training views, no points, or an unknown strategy.
     """
 
     def __init__(
@@ -102,8 +141,6 @@ class Trainer:
         config: TrainerConfig,
         device: str | torch.device = "cpu",
     ):
-        from gsplat.strategy import DefaultStrategy
-
         if not train_views:
             raise ValueError("no training views")
         self.cfg = config
@@ -122,20 +159,30 @@ class Trainer:
         )
         self.optimizers = make_optimizers(self.splats, self.scene_scale)
         self.scheduler = means_lr_scheduler(self.optimizers["means"], config.steps)
-        self.strategy = DefaultStrategy(
-            prune_opa=config.prune_opacity,
-            grow_grad2d=config.grow_grad2d,
-            refine_start_iter=config.refine_start,
-            refine_stop_iter=config.refine_stop,
-            reset_every=config.reset_every,
-            refine_every=config.refine_every,
-        )
+        self.strategy = make_strategy(config)
         self.strategy.check_sanity(self.splats, self.optimizers)
-        self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_scale)
+        self.strategy_state = self._initial_strategy_state()
         self.step = 0
         self.rng = np.random.default_rng(config.seed)
         self._order: list[int] = []
         self._bg = torch.tensor(config.background, dtype=torch.float32, device=self.device)
+
+    @property
+    def mcmc(self) -> bool:
+        """True when the MCMC strategy densifies."""
+        return self.cfg.strategy == "mcmc"
+
+    @property
+    def regularisers(self) -> tuple[float, float]:
+        """(opacity_reg, scale_reg) in effect: negative config values mean 0.01 with MCMC
+        (gsplat's MCMC recipe) and 0 with the default strategy."""
+        auto = 0.01 if self.mcmc else 0.0
+        return tuple(auto if r < 0 else r for r in (self.cfg.opacity_reg, self.cfg.scale_reg))
+
+    def _initial_strategy_state(self) -> dict[str, Any]:
+        if self.mcmc:
+            return self.strategy.initialize_state()
+        return self.strategy.initialize_state(scene_scale=self.scene_scale)
 
     # -- rendering ------------------------------------------------------------------------
     def render(
@@ -177,18 +224,37 @@ class Trainer:
         self.strategy.step_pre_backward(self.splats, self.optimizers, self.strategy_state, step, info)
         gt, mask = self._target(view)
         loss = photometric_loss(colors, gt, mask, self.cfg.ssim_lambda)
+        opacity_reg, scale_reg = self.regularisers
+        if opacity_reg:
+            loss = loss + opacity_reg * torch.sigmoid(self.splats["opacities"]).mean()
+        if scale_reg:
+            loss = loss + scale_reg * torch.exp(self.splats["scales"]).mean()
         loss.backward()
         for opt in self.optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        self.strategy.step_post_backward(
-            self.splats, self.optimizers, self.strategy_state, step, info, packed=False
-        )
+        if self.mcmc:
+            # MCMC's position noise scales with the current means learning rate (gsplat).
+            lr = self.scheduler.get_last_lr()[0]
+            self.scheduler.step()
+            self.strategy.step_post_backward(
+                self.splats, self.optimizers, self.strategy_state, step, info, lr=lr
+            )
+        else:
+            self.scheduler.step()
+            self.strategy.step_post_backward(
+                self.splats, self.optimizers, self.strategy_state, step, info, packed=False
+            )
         if self.cfg.max_gaussians and len(self.splats["means"]) > self.cfg.max_gaussians:
             self._prune_to(self.cfg.max_gaussians)
         self.step += 1
         return {"loss": float(loss.detach()), "gaussians": float(len(self.splats["means"]))}
+
+    def set_max_gaussians(self, n: int) -> None:
+        """Change the cap on the Gaussian count (0: none); MCMC's own cap follows it."""
+        self.cfg.max_gaussians = int(n)
+        if self.mcmc:
+            self.strategy.cap_max = int(n) or 1_000_000
 
     def _prune_to(self, n: int) -> None:
         """Keep the `n` most opaque Gaussians (the cap of the memory tiers)."""
