@@ -116,8 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object (see README)")
 
     p = sub.add_parser("render", help="render a splat file (.ply, .splat, .spz) to a PNG")
-    p.add_argument("scene", type=Path, help="splat file: standard or compressed PLY, .splat, .spz")
+    p.add_argument("scene", type=Path, nargs="?",
+                   help="splat file: standard or compressed PLY, .splat, .spz (default with "
+                   "--project: its train/splat.ply)")
     p.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
+    p.add_argument("-p", "--project", type=Path,
+                   help="project whose trained splat and registered views to use")
+    p.add_argument("--view", help="render from this registered view of --project (its COLMAP "
+                   "image name, e.g. 00/2.jpg; 'list' prints them); size from the view unless "
+                   "--width/--height are given")
     p.add_argument("--eye", type=float, nargs=3, metavar=("X", "Y", "Z"),
                    help="camera position (scene units); default: automatic framing")
     p.add_argument("--target", type=float, nargs=3, metavar=("X", "Y", "Z"),
@@ -125,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--up", type=float, nargs=3, default=(0.0, 0.0, 1.0), metavar=("X", "Y", "Z"),
                    help="world up (default 0 0 1, ENU; COLMAP-frame scenes often use 0 -1 0)")
     p.add_argument("--fov", type=float, default=60.0, help="horizontal field of view, degrees")
-    p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--width", type=int, help="pixels (default 1280, or the view's)")
+    p.add_argument("--height", type=int, help="pixels (default 720, or the view's)")
     p.add_argument("--background", type=float, nargs=3, default=(0.0, 0.0, 0.0),
                    metavar=("R", "G", "B"), help="background colour in [0, 1]")
     p.add_argument("--device", choices=[d.value for d in Device], default="auto")
@@ -316,8 +323,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _project_view(project: Path, name: str) -> tuple[Any, Any, int, int]:
+    """(viewmat [4,4] world-to-camera, K [3,3] pixels, width, height) of registered image
+    `name` of the project's georeferenced model (ENU metres, the frame of train/splat.ply).
+
+    Raises:
+        InputError: no georeferenced model, or no registered image of that name (the message
+            lists some that exist).
+    """
+    from .errors import InputError
+    from .pipeline.train import load_cameras
+
+    sparse = project / "georef" / "sparse"
+    if not (sparse / "images.bin").exists():
+        raise InputError(sparse, "no georeferenced model; run the georef stage first")
+    import pycolmap
+
+    cams = {c.name: c for c in load_cameras(pycolmap.Reconstruction(str(sparse)))}
+    if name == "list":
+        print("\n".join(cams))
+        raise SystemExit(EXIT_OK)
+    if name not in cams:
+        some = ", ".join(list(cams)[:6])
+        raise InputError(sparse, f"no registered view {name!r} (views: {some}, ...; "
+                         "--view list prints all)")
+    c = cams[name]
+    return c.viewmat, c.K, c.width, c.height
+
+
 def cmd_render(args: argparse.Namespace) -> int:
-    """``splatstudio render``: one PNG of any splat file from a look-at or automatic camera."""
+    """``splatstudio render``: one PNG of any splat file from a look-at camera, a registered
+    view of a project (``--project P --view NAME``), or an automatic framing."""
     import time
 
     import cv2
@@ -326,6 +362,15 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .render.image import camera_for, render_splats
     from .splats.io import load_splats
 
+    if args.view and not args.project:
+        raise InputError(Path(args.view), "--view needs --project")
+    view = _project_view(args.project, args.view) if args.view else None
+    if args.scene is None:
+        if args.project is None:
+            raise InputError(Path("."), "give a splat file, or --project for its trained splat")
+        args.scene = args.project / "train" / "splat.ply"
+        if not args.scene.is_file():
+            raise InputError(args.scene, "no trained splat; run the train stage first")
     if not args.scene.is_file():
         raise InputError(args.scene, "no such file")
     t0 = time.perf_counter()
@@ -333,8 +378,19 @@ def cmd_render(args: argparse.Namespace) -> int:
         splats = load_splats(args.scene)
     except ValueError as e:
         raise InputError(args.scene, str(e).replace(f"{args.scene}: ", "")) from None
-    viewmat, K = camera_for(splats.means, args.width, args.height, fov_deg=args.fov,
-                            eye=args.eye, target=args.target, up=args.up)
+    if view is not None:
+        viewmat, K, vw, vh = view
+        # Keep the view's aspect unless both sides are given; scale the intrinsics to the size.
+        w = args.width or (round(vw * args.height / vh) if args.height else vw)
+        h = args.height or round(vh * w / vw)
+        K = K.copy()
+        K[0] *= w / vw
+        K[1] *= h / vh
+        args.width, args.height = w, h
+    else:
+        args.width, args.height = args.width or 1280, args.height or 720
+        viewmat, K = camera_for(splats.means, args.width, args.height, fov_deg=args.fov,
+                                eye=args.eye, target=args.target, up=args.up)
     try:
         img = render_splats(splats, viewmat, K, args.width, args.height, device=args.device,
                             background=tuple(args.background))

@@ -223,7 +223,8 @@ def run_georef(project: Project, config: GeorefConfig, events: Emitter) -> dict[
     """Geo-registration stage (see the module docstring for the outputs).
 
     Metrics: gps_frames (registered frames with GPS), inliers, rms_residual_m (inliers),
-    rms_residual_all_m, max_residual_m, scale (metres per SfM unit), georeferenced (1/0).
+    rms_residual_all_m, rms_horizontal_m and rms_vertical_m (inliers), max_residual_m, scale
+    (metres per SfM unit), georeferenced (1/0).
 
     Raises:
         InputError: no SfM model.
@@ -275,6 +276,11 @@ def run_georef(project: Project, config: GeorefConfig, events: Emitter) -> dict[
         inl = res < config.max_error_m
         rms_in = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else float("nan")
         rms_all = float(np.sqrt(np.mean(res**2)))
+        # Horizontal and vertical parts over the inliers: consumer GPS altitude is usually the
+        # worse one, and a gravity-levelled model does not tilt to follow it.
+        d = (aligned - dst)[inl] if inl.any() else aligned - dst
+        rms_h = float(np.sqrt(np.mean(np.sum(d[:, :2] ** 2, axis=1))))
+        rms_v = float(np.sqrt(np.mean(d[:, 2] ** 2)))
         rec.transform(sim)
         report.update(
             {
@@ -287,6 +293,8 @@ def run_georef(project: Project, config: GeorefConfig, events: Emitter) -> dict[
                 },
                 "rms_residual_m": rms_in,
                 "rms_residual_all_m": rms_all,
+                "rms_horizontal_m": rms_h,
+                "rms_vertical_m": rms_v,
                 "max_residual_m": float(res.max()),
                 "inliers": int(inl.sum()),
                 "gps_frames": len(ids),
@@ -306,13 +314,16 @@ def run_georef(project: Project, config: GeorefConfig, events: Emitter) -> dict[
         events.metric("inliers", int(inl.sum()))
         events.metric("rms_residual_m", rms_in)
         events.metric("rms_residual_all_m", rms_all)
+        events.metric("rms_horizontal_m", rms_h)
+        events.metric("rms_vertical_m", rms_v)
         events.metric("max_residual_m", float(res.max()))
         events.metric("georeferenced", 1)
         outl = [fid for fid, p in per.items() if not p["inlier"]]
         if outl:
             events.warning(f"GPS outliers (residual > {config.max_error_m:g} m): {', '.join(outl)}")
         events.log(f"aligned {len(ids)} frames to GPS: RMS {rms_in:.2f} m over {int(inl.sum())} "
-                   f"inliers, scale {s:.3f} m/unit")
+                   f"inliers (horizontal {rms_h:.2f} m, vertical {rms_v:.2f} m), "
+                   f"scale {s:.3f} m/unit")
     else:
         report.update(
             {

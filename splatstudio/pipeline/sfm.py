@@ -9,7 +9,8 @@ Reads ``reproject/frames.json``, ``reproject/rig.json``, the masks and the image
     database.db                   the COLMAP database (features, matches, rigs, pose priors)
     pairs.txt                     the image pairs matched ("name1 name2" per line)
     sparse/                       the largest model, COLMAP binary (cameras, images, points3D,
-                                  rigs, frames .bin), in the SfM frame (arbitrary scale)
+                                  rigs, frames .bin), in the SfM frame (with GPS priors close
+                                  to ENU metres, else arbitrary scale)
     sfm.json                      metrics, per frame registered or not, other models, timings
     state.json                    fingerprints of the feature and matching steps (resume)
 
@@ -18,6 +19,10 @@ Every panorama is one *frame* of a rig whose sensors are the virtual views, with
 ``pycolmap.RigConfig`` / ``apply_rig_config``; the same arrangement as
 ``pycolmap.panorama.reconstruct``). Perspective photos are single-sensor frames with EXIF
 intrinsics that bundle adjustment refines.
+
+Mapping: GLOMAP (``global_mapping``) by default, then, with GPS, a bundle adjustment with the
+GPS pose priors (the global mapper takes none); or COLMAP's incremental mapper with the priors
+in its own bundle adjustments. See :class:`splatstudio.config.Mapper` for why.
 
 Pairs are chosen per *frame*, not per image: the k nearest frames by GPS within a radius plus
 neighbours in capture order (all of them without GPS), expanded to every view pair between two
@@ -290,6 +295,15 @@ def reference_view(rig: dict[str, Any]) -> int:
 # ---------------------------------------------------------------------------------------------
 # Steps
 # ---------------------------------------------------------------------------------------------
+def sift_first_octave(width: int, height: int, config: SfmConfig) -> int:
+    """COLMAP SIFT ``first_octave`` for images of this size (pixels, before
+    ``max_image_size``): -1 (upsample x2) below ``upsample_below`` on the longest side, else 0."""
+    side = max(width, height)
+    if config.max_image_size > 0:
+        side = min(side, config.max_image_size)
+    return -1 if side < config.upsample_below else 0
+
+
 def extract(
     db_path: Path,
     images: Path,
@@ -316,6 +330,8 @@ def extract(
     pano_names = [n for f in frames if f["kind"] == "equirect" for n in image_names(f, rig)]
     if pano_names:
         c = rig["views"][0]["camera"]
+        ext.sift.upright = config.upright
+        ext.sift.first_octave = sift_first_octave(int(c["width"]), int(c["height"]), config)
         reader = pycolmap.ImageReaderOptions()
         reader.camera_model = c["model"]
         reader.camera_params = ",".join(repr(float(p)) for p in c["params"])
@@ -339,9 +355,11 @@ def extract(
             key = _hash(f["camera"])
             groups.setdefault(key, []).extend(image_names(f, rig))
             cams[key] = f["camera"]
+    ext.sift.upright = False
     for key, names in groups.items():
         events.check_cancelled()
         c = cams[key]
+        ext.sift.first_octave = sift_first_octave(int(c["width"]), int(c["height"]), config)
         reader = pycolmap.ImageReaderOptions()
         reader.camera_model = c["model"]
         reader.camera_params = ",".join(repr(float(p)) for p in c["params"])
@@ -424,11 +442,11 @@ def match(db_path: Path, pairs_path: Path, config: SfmConfig, rig_verification: 
 
 
 def mapper_for(mapper: Mapper, has_panos: bool) -> Mapper:
-    """The mapper that runs: `mapper`, or for ``auto`` incremental with panoramas and global
-    for photos only (see :class:`splatstudio.config.Mapper` for the measurements)."""
+    """The mapper that runs: `mapper`, or global for ``auto`` (see
+    :class:`splatstudio.config.Mapper` for the measurements behind that choice)."""
     if mapper != Mapper.AUTO:
         return Mapper(mapper)
-    return Mapper.INCREMENTAL if has_panos else Mapper.GLOBAL
+    return Mapper.GLOBAL
 
 
 def map_model(
@@ -515,6 +533,49 @@ def map_model(
     return _run_cancellable(events, pycolmap.global_mapping, db_path, images, out_dir, o)
 
 
+def refine_with_pose_priors(
+    rec: Any, db_path: Path, refine_intrinsics: bool, prior_std_m: float = 2.0
+) -> dict[str, Any]:
+    """Bundle adjustment of `rec` (in place) with the GPS pose priors of the database.
+
+    The global mapper takes no priors, so after it the model is aligned to the priors and
+    refined with them (COLMAP's ``PosePriorBundleAdjuster``: a robust Sim3 to the prior
+    positions, then reprojection errors plus a Cauchy-robust position term per prior with
+    standard deviation `prior_std_m`, metres). Afterwards the model is in the priors' frame
+    (ENU metres). Rig geometry (sensor_from_rig) and rig intrinsics stay fixed; photo
+    intrinsics are refined when `refine_intrinsics`.
+
+    Returns:
+        {"priors": number used, "initial_cost", "final_cost" (px, Ceres), "termination"};
+        {"priors": n} without refinement when fewer than 3 registered frames have a prior.
+    """
+    import pycolmap
+
+    with pycolmap.Database.open(db_path) as db:
+        priors = db.read_all_pose_priors()
+    registered = {im.data_id for im in rec.images.values() if im.has_pose}
+    priors = [p for p in priors if p.corr_data_id in registered]
+    if len(priors) < 3:
+        return {"priors": len(priors)}
+    for p in priors:
+        p.position_covariance = np.eye(3) * prior_std_m**2
+    opts = pycolmap.BundleAdjustmentOptions()
+    opts.refine_sensor_from_rig = False
+    opts.refine_focal_length = refine_intrinsics
+    opts.refine_extra_params = refine_intrinsics
+    opts.refine_principal_point = False
+    opts.ceres.solver_options.max_num_iterations = 200
+    cfg = pycolmap.BundleAdjustmentConfig()
+    for im in rec.images.values():
+        if im.has_pose:
+            cfg.add_image(im.image_id)
+    po = pycolmap.PosePriorBundleAdjustmentOptions()
+    po.alignment_ransac.max_error = 3.0 * prior_std_m
+    po.ceres.prior_position_loss_function_type = pycolmap.LossFunctionType.CAUCHY
+    summary = pycolmap.create_pose_prior_bundle_adjuster(opts, po, cfg, priors, rec).solve()
+    return {"priors": len(priors), "termination": str(summary.termination_type).split(".")[-1]}
+
+
 # ---------------------------------------------------------------------------------------------
 # Analysis of a model
 # ---------------------------------------------------------------------------------------------
@@ -599,7 +660,9 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
         {"rig": rig, "frames": [[f["id"], f["kind"], f["images"], f.get("camera")] for f in frames],
          "max_image_size": config.max_image_size, "max_num_features": config.max_num_features,
          "peak": config.peak_threshold, "ownership": config.ownership_mask,
-         "sizes": sorted((str(p), p.stat().st_size) for p in images.rglob("*.jpg"))}
+         "upsample_below": config.upsample_below, "upright": config.upright,
+         "sizes": sorted((p.relative_to(images).as_posix(), p.stat().st_size)
+                        for p in images.rglob("*.jpg"))}
     )
     if state.get("features") != feat_key and db_path.exists():
         events.log("feature inputs or options changed: starting a new database")
@@ -665,6 +728,17 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
         )
     best = max(recs, key=lambda k: (recs[k].num_reg_images(), recs[k].num_points3D()))
     rec = recs[best]
+    if mapper == Mapper.GLOBAL and config.gps_priors:
+        t1 = time.monotonic()
+        events.progress(0.95, "bundle adjustment with the GPS pose priors")
+        ba = _run_cancellable(events, refine_with_pose_priors, rec, db_path, has_photos)
+        timings["prior_ba"] = time.monotonic() - t1
+        if "termination" in ba:
+            events.log(f"GPS pose-prior bundle adjustment: {ba['priors']} priors, "
+                       f"{ba['termination'].lower()} ({timings['prior_ba']:.1f} s)")
+        else:
+            events.log(f"GPS pose priors: {ba['priors']} on registered frames, fewer than 3; "
+                       "the model keeps the mapper's frame")
     reg = model_frames(rec)
     frame_ids = [f["id"] for f in frames]
     others = []
@@ -695,7 +769,8 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
     report = {
         "schema_version": 1,
         "mapper": str(mapper),
-        "frame": "SfM world frame (arbitrary scale and orientation); poses cam_from_world",
+        "frame": "SfM world frame (with GPS pose priors: close to ENU metres; without: "
+                 "arbitrary scale and orientation); poses cam_from_world",
         "images": n_images,
         "registered_images": n_reg,
         "frames": {

@@ -34,21 +34,29 @@ def _status(project, stage):
 def test_panoramas_register_and_match_gps(panos_project):
     sfm = _status(panos_project, "sfm")["metrics"]
     geo = json.loads((panos_project.root / "georef" / "georef.json").read_text())
-    # The target is >= 90 % of views and RMS <= 1.0 m. This version does not reach it
-    # reliably: fresh runs on this data gave 100 % / 0.13 m, 100 % / 1.65 m and twice 80 %
-    # (panorama 5 in a model of its own) / 0.17 m. The test guards what it does reach.
-    assert sfm["registered_fraction"] >= 0.8
+    # The targets: >= 90 % of views, RMS <= 1.0 m. With the global mapper the run is
+    # deterministic here: 90/90 views, RMS 0.90-0.94 m.
+    assert sfm["registered_fraction"] >= 0.9
+    assert sfm["models"] == 1
     assert sfm["pairs"] == 10 * 18 * 18  # 5 panoramas, all pano pairs, 18 x 18 views each
-    assert sfm["mean_reprojection_error_px"] < 2.0 and sfm["points3D"] > 100
+    assert sfm["mean_reprojection_error_px"] < 2.0 and sfm["points3D"] > 300
     assert geo["status"] == "georeferenced"
-    assert geo["rms_residual_m"] <= 2.0
-    # consecutive panorama distances vs the GPS steps (the first GPS step, 1.05 m, is the
-    # shortest and least certain: SfM measures ~1.3 m there)
-    pts = [(np.array(f["sfm_enu_m"]), np.array(f["gps_enu_m"]))
-           for f in geo["frames"].values() if f.get("sfm_enu_m")]
-    sfm_len = sum(np.linalg.norm(pts[i + 1][0] - pts[i][0]) for i in range(len(pts) - 1))
-    gps_len = sum(np.linalg.norm(pts[i + 1][1] - pts[i][1]) for i in range(len(pts) - 1))
-    assert sfm_len == pytest.approx(gps_len, rel=0.2)
+    assert geo["rms_residual_m"] <= 1.0
+    # Consecutive panorama distances vs the GPS steps (target: within 20 %). Steps 2-4 are
+    # (measured -17 %, -8 %, +3 %); the first is not: SfM puts panoramas 1 and 2 ~1.9 m apart
+    # where the GPS says 1.05 m, and COLMAP's own panorama pipeline (other views, exhaustive
+    # matching, full resolution too) agrees with us (an even ~2.3 m pace every 2 s), so the
+    # test does not hold the first GPS step as truth.
+    ids = sorted(geo["frames"], key=int)
+    sfm_xyz = np.array([geo["frames"][i]["sfm_enu_m"] for i in ids])
+    gps_xyz = np.array([geo["frames"][i]["gps_enu_m"] for i in ids])
+    sfm_steps = np.linalg.norm(np.diff(sfm_xyz, axis=0), axis=1)
+    gps_steps = np.linalg.norm(np.diff(gps_xyz, axis=0), axis=1)
+    rel = (sfm_steps - gps_steps) / gps_steps
+    print(f"\nsteps sfm {sfm_steps.round(2)} gps {gps_steps.round(2)}; RMS "
+          f"{geo['rms_residual_m']:.2f} m; {sfm['registered_images']:.0f} views")
+    assert np.all(np.abs(rel[1:]) <= 0.2), rel
+    assert sfm_steps.sum() == pytest.approx(gps_steps.sum(), rel=0.2)
     # stages together under 2 minutes on 2 cores (generous: shared CI machines)
     assert _status(panos_project, "sfm")["seconds"] + _status(panos_project, "georef")[
         "seconds"] < 180

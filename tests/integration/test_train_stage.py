@@ -112,6 +112,31 @@ def test_train_gains_psnr_and_resumes_after_cancel(georef_project, tmp_path):
     res = PipelineRunner(project, device="cpu").run(until="train")
     assert res.states["train"] == "skipped"
 
+    # 4) `splatstudio render -p P --view NAME` renders the trained splat from a registered view:
+    # it must look like that view's photo (same camera convention as training)
+    import cv2
+
+    from splatstudio.cli import main
+
+    held_out = [e for e in ev if e["held_out"]][-1]
+    png = tmp_path / "view.png"
+    name = "00/3.jpg"
+    assert main(["render", "-p", str(project.root), "--view", name, "-o", str(png),
+                 "--device", "cpu"]) == 0
+    got = cv2.imread(str(png))
+    want = cv2.imread(str(project.root / "reproject/views/3/00.jpg"))
+    assert got.shape == want.shape  # the view's own size by default
+    mask = cv2.imread(str(project.root / "reproject/masks/00.nadir.png"), 0) > 127
+    mse = np.mean((got.astype(float) - want.astype(float))[mask] ** 2)
+    view_psnr = 10 * np.log10(255.0**2 / mse)
+    print(f"render from view {name}: PSNR {view_psnr:.1f} dB vs its photo "
+          f"(held-out mean {held_out['psnr']:.1f})")
+    assert view_psnr > held_out["psnr"] - 3.0
+    # a half-size render keeps the framing (intrinsics scaled with the size)
+    assert main(["render", "-p", str(project.root), "--view", name, "-o", str(png),
+                 "--width", str(got.shape[1] // 2)]) == 0
+    assert cv2.imread(str(png)).shape[:2] == (got.shape[0] // 2, got.shape[1] // 2)
+
 
 def test_kill_then_resume_from_periodic_checkpoint(georef_project, tmp_path):
     import cv2
