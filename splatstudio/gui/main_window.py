@@ -1,4 +1,5 @@
-"""The main window: tabs (Projects, Stages, Capture map, Viewer), menus, shortcuts, drops."""
+"""The main window: tabs (Projects, Stages, Training, Capture map, Viewer), menus, shortcuts,
+drops, the Export dialog."""
 
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ from ..errors import SplatStudioError
 from ..project import Project
 from .capture_map import CaptureMap
 from .dialogs import SettingsDialog, show_about
+from .export_dialog import ExportDialog
 from .model import ProjectModel
 from .project_browser import ProjectBrowser
 from .stage_panel import StagePanel
 from .store import AppSettings
+from .train_view import LiveTrainView
 
-TAB_PROJECTS, TAB_STAGES, TAB_MAP, TAB_VIEWER = range(4)
+TAB_PROJECTS, TAB_STAGES, TAB_TRAIN, TAB_MAP, TAB_VIEWER = range(5)
 
 
 def unique_project_dir(parent: Path, name: str) -> Path:
@@ -93,18 +96,21 @@ class MainWindow(QMainWindow):
         self.settings = settings or AppSettings(parent=self)
         self.model = model or ProjectModel(self)
         self.last_error: str | None = None
+        self._train_followed = False  # the Training tab was shown for this run
         self.setWindowTitle("SplatStudio")
         self.setAcceptDrops(True)
         self.resize(1280, 820)
 
         self.browser = ProjectBrowser(self.settings)
         self.stage_panel = StagePanel(self.model)
+        self.train_view = LiveTrainView(self.model)
         self.capture_map = CaptureMap(self.model)
         self.viewer_tab = _LazyViewer()
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.browser, "Projects")
         self.tabs.addTab(self.stage_panel, "Stages")
+        self.tabs.addTab(self.train_view, "Training")
         self.tabs.addTab(self.capture_map, "Capture map")
         self.tabs.addTab(self.viewer_tab, "Viewer")
         self.tabs.currentChanged.connect(self._on_tab)
@@ -119,6 +125,10 @@ class MainWindow(QMainWindow):
         self.browser.removeRequested.connect(self.remove_project)
         self.stage_panel.runRequested.connect(self.run)
         self.stage_panel.cancelRequested.connect(self.cancel)
+        self.stage_panel.exportRequested.connect(self.export_dialog)
+        self.train_view.stopRequested.connect(self.cancel)
+        self.model.stageChanged.connect(self._on_stage_changed)
+        self.export_dialog_window: ExportDialog | None = None
         self.model.runningChanged.connect(self._on_running)
         self.model.runError.connect(lambda msg: self.show_error("Cannot run", msg))
         self.model.runFinished.connect(self._on_run_finished)
@@ -144,10 +154,13 @@ class MainWindow(QMainWindow):
         self.quit_action = self._action("&Quit", "Ctrl+Q", self.close)
         self.run_action = self._action("&Run", "Ctrl+R", lambda: self.run(None))
         self.cancel_action = self._action("&Cancel", "Esc", self.cancel)
+        self.export_action = self._action("&Export…", "Ctrl+E", self.export_dialog)
         self.about_action = self._action("&About SplatStudio", None, self.about)
         m = self.menuBar().addMenu("&File")
         for a in (self.new_action, self.open_action, self.open_splat_action):
             m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.export_action)
         m.addSeparator()
         m.addAction(self.settings_action)
         m.addSeparator()
@@ -249,7 +262,7 @@ class MainWindow(QMainWindow):
 
     def _on_project_changed(self) -> None:
         p = self.model.project
-        for tab in (TAB_STAGES, TAB_MAP):
+        for tab in (TAB_STAGES, TAB_TRAIN, TAB_MAP):
             self.tabs.setTabEnabled(tab, p is not None)
         self.setWindowTitle(f"SplatStudio - {p.root.name}" if p else "SplatStudio")
         self.status_label.setText(str(p.root) if p else "No project open")
@@ -277,10 +290,33 @@ class MainWindow(QMainWindow):
         has = self.model.project is not None
         self.run_action.setEnabled(has and not running)
         self.cancel_action.setEnabled(running)
+        self.export_action.setEnabled(has and not running)
         self.new_action.setEnabled(not running)
         self.open_action.setEnabled(not running)
         if running:
+            self._train_followed = False
             self.status_label.setText("Running...")
+
+    def _on_stage_changed(self, stage: str) -> None:
+        # training started: follow it in the Training tab (only from the Stages tab)
+        if (stage == "train" and self.model.stages["train"].state == "running"
+                and self.tabs.currentIndex() == TAB_STAGES and not self._train_followed):
+            self._train_followed = True
+            self.tabs.setCurrentIndex(TAB_TRAIN)
+
+    # -- export ---------------------------------------------------------------------------
+    def export_dialog(self) -> ExportDialog | None:
+        """Show the Export dialog for the open project (window-modal, not blocking)."""
+        if self.model.project is None:
+            self.show_error("Export", "Open a project first.")
+            return None
+        if self.export_dialog_window is not None:
+            self.export_dialog_window.deleteLater()
+        dlg = ExportDialog(self.model, self, grace_s=self.settings.grace_s)
+        dlg.exportFinished.connect(lambda _m: self.browser.refresh())
+        self.export_dialog_window = dlg
+        dlg.open()
+        return dlg
 
     def _on_run_finished(self, result) -> None:
         if result is None:

@@ -19,12 +19,16 @@ from PySide6.QtCore import QObject, QThread, Signal
 from ..config import STAGES
 from ..events import Event
 from ..pipeline import NOT_BUILT_MESSAGE, is_built
-from ..project import Project
+from ..project import Project, read_json
 
 #: States a stage shows: the project's (pending, running, done, failed, cancelled) plus the
 #: runner's ``skipped`` (up to date) and ``unavailable`` (not built in this version).
 FINAL_STATES = ("done", "skipped", "failed", "cancelled", "unavailable")
 MAX_LOG_LINES = 5000
+MAX_HISTORY_POINTS = 200_000
+"""Most (step, value) points kept per metric (the oldest half is thinned out beyond it)."""
+PAUSED_PREFIX = "paused"
+"""A progress message starting with this means the stage is paused (train: "paused at step N")."""
 
 
 @dataclass
@@ -39,6 +43,11 @@ class StageInfo:
         metrics: last value of each metric; error: the message a failed stage gave.
         stale: done before, but its config or inputs changed since (it will run again).
         log: (level, message) lines of this session and of the last run's warnings.
+        history: per metric name, the (step, value) points of metrics reported with a step
+            (this session's run, or the evaluations stored in ``train/metrics.json``).
+        preview: (path, step) of the stage's latest preview image, or None.
+        paused: the stage reports that it is paused; paused_s: seconds paused in this run
+            (finished pauses), paused_since: ``time.monotonic()`` of the current pause.
     """
 
     state: str = "pending"
@@ -50,6 +59,17 @@ class StageInfo:
     error: str | None = None
     stale: bool = False
     log: list[tuple[str, str]] = field(default_factory=list)
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    preview: tuple[str, int | None] | None = None
+    paused: bool = False
+    paused_s: float = 0.0
+    paused_since: float | None = None
+
+    def paused_seconds(self) -> float:
+        """Seconds this run has been paused so far (the current pause included)."""
+        now = time.monotonic()
+        current = now - self.paused_since if self.paused and self.paused_since else 0.0
+        return self.paused_s + current
 
     def elapsed(self) -> float | None:
         """Seconds since the stage started (running), or its last run's duration."""
@@ -58,11 +78,26 @@ class StageInfo:
         return self.seconds
 
     def eta(self) -> float | None:
-        """Estimated seconds left while running (linear in the progress fraction)."""
+        """Estimated seconds left while running (linear in the progress fraction; paused
+        time does not count, so the estimate stands still during a pause)."""
         if self.state != "running" or self.started is None or self.fraction < 0.02:
             return None
-        el = time.monotonic() - self.started
+        el = time.monotonic() - self.started - self.paused_seconds()
         return max(0.0, el * (1.0 - self.fraction) / self.fraction)
+
+    def add_point(self, name: str, step: int, value: float) -> None:
+        """Append (step, value) to metric `name`'s history (a repeated step replaces it)."""
+        pts = self.history.setdefault(name, [])
+        if pts and pts[-1][0] == step:
+            pts[-1] = (step, value)
+            return
+        if pts and step < pts[-1][0]:  # a resumed run went back: drop what it redoes
+            while pts and pts[-1][0] >= step:
+                pts.pop()
+        pts.append((step, value))
+        if len(pts) > MAX_HISTORY_POINTS:
+            half = len(pts) // 2
+            pts[:half] = pts[:half:2]
 
 
 class PipelineThread(QThread):
@@ -125,6 +160,9 @@ class ProjectModel(QObject):
         projectChanged: a project was opened or closed (``project`` may be None).
         stageChanged(str): a stage's state, progress, metrics or error changed.
         logAdded(str, str, str): stage, level, message of a new log line.
+        metricAdded(str, str, int, float): stage, name, step, value of a metric reported
+            with a training step (also kept in ``StageInfo.history``).
+        previewChanged(str, str, int): stage, path of the new preview image, step (-1: none).
         runningChanged(bool): a run started or ended.
         runFinished(object): the PipelineResult of a run (None when the runner crashed).
         runError(str): the runner could not run at all (message for the user).
@@ -133,6 +171,8 @@ class ProjectModel(QObject):
     projectChanged = Signal()
     stageChanged = Signal(str)
     logAdded = Signal(str, str, str)
+    metricAdded = Signal(str, str, int, float)
+    previewChanged = Signal(str, str, int)
     runningChanged = Signal(bool)
     runFinished = Signal(object)
     runError = Signal(str)
@@ -152,6 +192,7 @@ class ProjectModel(QObject):
         self.project = project
         self.stages = {s: StageInfo() for s in STAGES}
         self.reload()
+        self.load_train_history()
         self.projectChanged.emit()
 
     def close(self) -> None:
@@ -185,6 +226,27 @@ class ProjectModel(QObject):
                 for w in st.get("warnings") or []:
                     info.log.append(("warning", w))
             self.stageChanged.emit(s)
+
+    def load_train_history(self) -> None:
+        """Seed the train stage's history from ``train/metrics.json`` (held-out psnr, ssim and
+        gaussians at each evaluation) and its preview from ``train/preview.png``, when this
+        session has not seen the stage run. Unreadable files are ignored."""
+        info = self.stages["train"]
+        d = self.stage_dir("train")
+        if d is None or info.history:
+            return
+        try:
+            evals = read_json(d / "metrics.json").get("evals", [])
+            for e in sorted(evals, key=lambda e: int(e["step"])):
+                for name in ("psnr", "ssim", "gaussians"):
+                    if e.get(name) is not None:
+                        info.add_point(name, int(e["step"]), float(e[name]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        png = d / "preview.png"
+        if info.preview is None and png.is_file():
+            last = max((p[0] for pts in info.history.values() for p in pts), default=None)
+            info.preview = (str(png), last)
 
     # -- running ------------------------------------------------------------------------
     @property
@@ -250,23 +312,43 @@ class ProjectModel(QObject):
         if kind == "progress":
             info.fraction = float(event.fraction)
             info.message = event.message
+            self._on_pause(info, event.message.startswith(PAUSED_PREFIX))
         elif kind == "log":
             self._log(stage, event.level, event.message)
             return
         elif kind == "metric":
             info.metrics[event.name] = float(event.value)
+            if event.step is not None:
+                info.add_point(event.name, int(event.step), float(event.value))
+                self.metricAdded.emit(stage, event.name, int(event.step), float(event.value))
         elif kind == "stagestate":
             self._on_state(stage, info, event.state, event.error)
-        elif kind in ("artifact", "preview"):
+        elif kind == "preview":
+            info.preview = (event.path, event.step)
+            self.previewChanged.emit(stage, event.path, -1 if event.step is None else event.step)
+            return
+        elif kind == "artifact":
             return
         self.stageChanged.emit(stage)
 
+    @staticmethod
+    def _on_pause(info: StageInfo, paused: bool) -> None:
+        if paused and not info.paused:
+            info.paused, info.paused_since = True, time.monotonic()
+        elif not paused and info.paused:
+            info.paused_s = info.paused_seconds()
+            info.paused, info.paused_since = False, None
+
     def _on_state(self, stage: str, info: StageInfo, state: str, error: str | None) -> None:
         info.state = state
+        self._on_pause(info, False)
         if state == "running":
             info.started = time.monotonic()
             info.fraction, info.message, info.error = 0.0, "", None
             info.metrics = {}
+            # history stays: a resumed run continues the curves, a fresh one rolls them back
+            # to its first step (StageInfo.add_point)
+            info.paused_s = 0.0
             info.stale = False
             self._log(stage, "info", f"{stage} started")
         elif state in ("done", "skipped"):

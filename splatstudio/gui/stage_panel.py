@@ -188,10 +188,12 @@ class StagePanel(QWidget):
         runRequested(object): None to run every stage not done, or a stage name to re-run
             from that stage on.
         cancelRequested: the user pressed Cancel.
+        exportRequested: the user pressed Export… (the window opens the Export dialog).
     """
 
     runRequested = Signal(object)
     cancelRequested = Signal()
+    exportRequested = Signal()
 
     def __init__(self, model: ProjectModel, parent: QWidget | None = None):
         super().__init__(parent)
@@ -214,6 +216,9 @@ class StagePanel(QWidget):
             self.rerun_combo.addItem(STAGE_TITLES.get(s, s), s)
         self.rerun_button = QPushButton("Re-run from")
         self.rerun_button.setToolTip("Run the chosen stage and every stage after it again")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Export the trained splat: formats, filters, mesh, "
+                                      "destination (Ctrl+E)")
 
         head = QHBoxLayout()
         titles = QVBoxLayout()
@@ -223,6 +228,7 @@ class StagePanel(QWidget):
         head.addWidget(self.rerun_button)
         head.addWidget(self.rerun_combo)
         head.addSpacing(12)
+        head.addWidget(self.export_button)
         head.addWidget(self.cancel_button)
         head.addWidget(self.run_button)
 
@@ -266,6 +272,7 @@ class StagePanel(QWidget):
 
         self.run_button.clicked.connect(lambda: self.runRequested.emit(None))
         self.cancel_button.clicked.connect(self.cancelRequested.emit)
+        self.export_button.clicked.connect(self.exportRequested.emit)
         self.rerun_button.clicked.connect(
             lambda: self.runRequested.emit(self.rerun_combo.currentData())
         )
@@ -321,6 +328,7 @@ class StagePanel(QWidget):
         self.rerun_button.setEnabled(has_project and not running)
         self.rerun_combo.setEnabled(has_project and not running)
         self.cancel_button.setEnabled(running)
+        self.export_button.setEnabled(has_project and not running)
         if running:
             self._follow = True
             self._ticker.start()

@@ -50,7 +50,7 @@ def _small_input(tmp_path: Path, panos_2048: Path, n: int = 2) -> Path:
 def test_main_window_opens(window):
     assert window.windowTitle() == "SplatStudio"
     assert [window.tabs.tabText(i) for i in range(window.tabs.count())] == [
-        "Projects", "Stages", "Capture map", "Viewer"
+        "Projects", "Stages", "Training", "Capture map", "Viewer"
     ]
     assert window.tabs.currentIndex() == TAB_PROJECTS
     assert not window.tabs.isTabEnabled(TAB_STAGES) and not window.tabs.isTabEnabled(TAB_MAP)
@@ -61,6 +61,8 @@ def test_main_window_opens(window):
     assert shortcuts["&Run"] == "Ctrl+R"
     assert shortcuts["&Cancel"] == "Esc"
     assert shortcuts["&Quit"] == "Ctrl+Q"
+    assert shortcuts["&Export…"] == "Ctrl+E"
+    assert not window.export_action.isEnabled()  # no project yet
 
 
 def test_drop_folder_creates_project(window, settings, tmp_path, panos_2048, qtbot):
@@ -111,6 +113,13 @@ def test_run_end_to_end(window, settings, panos_2048, qtbot):
         assert (root / "train" / "splat.ply").exists()
         assert (root / "exports" / "manifest.json").exists()
         assert panel.rows["export"].state_label.text() == "done"
+        # the live training view kept the run's curves and shows the last preview
+        view = window.train_view
+        steps = window.model.project.config.train.steps
+        metrics_every = window.model.project.config.train.metrics_every
+        assert view.curve_points("loss") == steps // metrics_every
+        assert view.curve_points("psnr") >= 2 and view.curve_points("gaussians") >= 2
+        assert view.canvas.image is not None and f"step {steps}" in view.preview_label.text()
 
     rows = panel.rows
     assert rows["ingest"].state_label.text() == "done"

@@ -1,0 +1,473 @@
+"""The Export dialog: formats and their options, a destination folder, the export stage's progress,
+and the files it wrote.
+
+The dialog edits :class:`~splatstudio.config.ExportConfig` and nothing else: :meth:`overrides`
+turns its widgets into ``{field: value}``, which :meth:`start` validates (the stage's own checks:
+formats, crop box, ranges), stores in ``project.json`` (the worker reads its options there, as
+``splatstudio export --set ...`` would) and runs the export stage through the model's runner
+(forced, so it runs even when up to date). When the stage ends the dialog lists the manifest's
+files with their sizes and offers to open the folder; a failure shows the stage's message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..config import ExportConfig, update_config
+from ..errors import SplatStudioError
+from ..project import read_json
+from .model import ProjectModel
+
+#: Formats in the order shown, with their labels (names as ``ExportConfig.formats`` spells them).
+FORMATS: dict[str, str] = {
+    "ply": "PLY: standard 3DGS (INRIA)",
+    "splat": ".splat: web viewers (antimatter15)",
+    "spz": "SPZ: Niantic, compact",
+    "compressed_ply": "Compressed PLY: SuperSplat",
+    "glb": "GLB: textured mesh (glTF)",
+    "obj": "OBJ: textured mesh, .mtl, .png",
+}
+MESH_FORMATS = ("glb", "obj")
+TEXTURE_SIZES = (512, 1024, 2048, 4096, 8192)
+BUSY_TEXT = "Stages are running; export when they are done."
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KB"`` (powers of 1024, one decimal above bytes)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _corner(text: str) -> list[float] | None:
+    try:
+        vals = [float(v) for v in text.replace(";", ",").split(",")]
+    except ValueError:
+        return None
+    return vals if len(vals) == 3 else None
+
+
+def manifest_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(file name, what it is, bytes) of every file an export manifest lists: each exported
+    file, the extra files of a mesh (.mtl, texture) and each ``.geo.json`` sidecar."""
+    rows: list[tuple[str, str, int]] = []
+    out = Path(manifest.get("output_dir", "."))
+    for e in manifest.get("files", []):
+        what = e.get("format", "")
+        if "gaussians" in e:
+            what += f", {int(e['gaussians']):,} gaussians"
+        elif "faces" in e:
+            what += f", {int(e['faces']):,} faces"
+        rows.append((e["path"], what, int(e.get("bytes", 0))))
+        for extra in e.get("files", []) or []:
+            rows.append((extra["path"], f"{e.get('format', '')} part", int(extra.get("bytes", 0))))
+        side = e.get("sidecar")
+        if side:
+            p = out / side
+            rows.append((side, "georeferencing sidecar", p.stat().st_size if p.exists() else 0))
+    return rows
+
+
+class ExportDialog(QDialog):
+    """Choose formats and options, export, see the written files.
+
+    Args:
+        model: the project model (the export runs through its runner thread).
+        grace_s: cancel grace period of the run, seconds.
+
+    Signals:
+        exportFinished(object): the manifest (dict) after a successful export, or None after
+            a failure (the message is in :attr:`error`).
+    """
+
+    exportFinished = Signal(object)
+
+    def __init__(self, model: ProjectModel, parent: QWidget | None = None, *,
+                 grace_s: float = 10.0):
+        super().__init__(parent)
+        self.model = model
+        self.grace_s = grace_s
+        self.error: str | None = None
+        self.manifest: dict[str, Any] | None = None
+        self._running = False
+        self.setWindowTitle("Export")
+        self.setMinimumWidth(720)
+        project = model.project
+        cfg = project.config.export if project is not None else ExportConfig()
+        chosen = set(cfg.formats.replace(" ", "").split(","))
+        if "all" in chosen:
+            chosen = set(FORMATS)
+
+        # formats
+        self.format_boxes: dict[str, QCheckBox] = {}
+        fbox = QGroupBox("Formats")
+        fgrid = QGridLayout(fbox)
+        for i, (fmt, label) in enumerate(FORMATS.items()):
+            cb = QCheckBox(label)
+            cb.setChecked(fmt in chosen or (fmt == "compressed_ply" and "compressed" in chosen))
+            cb.toggled.connect(self._update_enabled)
+            self.format_boxes[fmt] = cb
+            fgrid.addWidget(cb, i % 4 if i < 4 else i - 4, 0 if i < 4 else 2)
+        self.spz_version = QComboBox()
+        self.spz_version.addItem("version 4 (current)", 4)
+        self.spz_version.addItem("version 3 (older viewers)", 3)
+        self.spz_version.setCurrentIndex(max(0, self.spz_version.findData(cfg.spz_version)))
+        self.spz_version.setToolTip("SPZ format version: 4 (ZSTD) or 3 (gzip, older viewers)")
+        fgrid.addWidget(self.spz_version, 2, 1)
+        fgrid.setColumnStretch(1, 1)
+        fgrid.setColumnMinimumWidth(1, 150)
+        self.name = QLineEdit(cfg.name)
+        self.name.setToolTip("Base name of the files: scene.ply, scene.spz ...")
+
+        # filters
+        gbox = QGroupBox("Filters (every format, the mesh included)")
+        gform = QFormLayout(gbox)
+        self.crop = QCheckBox("Crop to a box (ENU metres: x east, y north, z up)")
+        lo, hi = _corner(cfg.crop_min), _corner(cfg.crop_max)
+        self.crop.setChecked(lo is not None or hi is not None)
+        self.crop.toggled.connect(self._update_enabled)
+        self.crop_min = [self._coord(v) for v in (lo or [-50.0, -50.0, -20.0])]
+        self.crop_max = [self._coord(v) for v in (hi or [50.0, 50.0, 30.0])]
+        crop_grid = QGridLayout()
+        for j, axis in enumerate(("x", "y", "z")):
+            crop_grid.addWidget(QLabel(axis), 0, j + 1, Qt.AlignmentFlag.AlignCenter)
+        crop_grid.addWidget(QLabel("min"), 1, 0)
+        crop_grid.addWidget(QLabel("max"), 2, 0)
+        for j in range(3):
+            crop_grid.addWidget(self.crop_min[j], 1, j + 1)
+            crop_grid.addWidget(self.crop_max[j], 2, j + 1)
+        self.min_opacity = QDoubleSpinBox()
+        self.min_opacity.setRange(0.0, 1.0)
+        self.min_opacity.setSingleStep(0.01)
+        self.min_opacity.setDecimals(3)
+        self.min_opacity.setValue(cfg.min_opacity)
+        self.min_opacity.setToolTip("Drop gaussians less opaque than this (0: keep all)")
+        self.remove_floaters = QCheckBox("Remove floaters (isolated gaussians)")
+        self.remove_floaters.setChecked(cfg.remove_floaters)
+        self.remove_floaters.toggled.connect(self._update_enabled)
+        self.floater_k = QSpinBox()
+        self.floater_k.setRange(1, 256)
+        self.floater_k.setValue(cfg.floater_k)
+        self.floater_k.setToolTip("Neighbours per gaussian")
+        self.floater_std = QDoubleSpinBox()
+        self.floater_std.setRange(0.1, 20.0)
+        self.floater_std.setSingleStep(0.5)
+        self.floater_std.setValue(cfg.floater_std_ratio)
+        self.floater_std.setToolTip("Threshold in standard deviations of the mean distance")
+        floaters = QHBoxLayout()
+        floaters.addWidget(self.remove_floaters)
+        floaters.addWidget(QLabel("k"))
+        floaters.addWidget(self.floater_k)
+        floaters.addWidget(QLabel("std ratio"))
+        floaters.addWidget(self.floater_std)
+        floaters.addStretch(1)
+        self.max_sh = QSpinBox()
+        self.max_sh.setRange(0, 3)
+        self.max_sh.setValue(cfg.max_sh_degree)
+        self.max_sh.setToolTip("Drop spherical-harmonics bands above this degree (smaller files)")
+        gform.addRow(self.crop)
+        gform.addRow("", crop_grid)
+        gform.addRow("Minimum opacity", self.min_opacity)
+        gform.addRow(floaters)
+        gform.addRow("Max SH degree", self.max_sh)
+
+        # mesh and converter
+        mbox = QGroupBox("Textured mesh (GLB, OBJ) and external converter")
+        mform = QFormLayout(mbox)
+        self.mesh_faces = QSpinBox()
+        self.mesh_faces.setRange(100, 50_000_000)
+        self.mesh_faces.setSingleStep(50_000)
+        self.mesh_faces.setGroupSeparatorShown(True)
+        self.mesh_faces.setValue(cfg.mesh_faces)
+        self.texture_size = QComboBox()
+        for s in TEXTURE_SIZES:
+            self.texture_size.addItem(f"{s} × {s}", s)
+        if self.texture_size.findData(cfg.texture_size) < 0:
+            self.texture_size.addItem(f"{cfg.texture_size} × {cfg.texture_size}", cfg.texture_size)
+        self.texture_size.setCurrentIndex(self.texture_size.findData(cfg.texture_size))
+        self.converter = QLineEdit(cfg.converter)
+        self.converter.setPlaceholderText("optional, e.g.  kexconv {obj} {out}   (no shell)")
+        self.converter.setToolTip(
+            "Run after the export: {obj} {glb} {ply} {spz} {splat} {compressed_ply} are the "
+            "files of this run, {out} the folder, {name} the base name"
+        )
+        mform.addRow("Mesh faces", self.mesh_faces)
+        mform.addRow("Texture size", self.texture_size)
+        mform.addRow("Converter command", self.converter)
+
+        # destination
+        self.dest = QLineEdit(str(self.default_dir()) if not cfg.output_dir else cfg.output_dir)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        dest_row = QHBoxLayout()
+        dest_row.addWidget(self.dest, 1)
+        dest_row.addWidget(browse)
+        top = QFormLayout()
+        top.addRow("Destination", dest_row)
+        top.addRow("File name", self.name)
+
+        # progress and results
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.message = QLabel()
+        self.message.setObjectName("muted")
+        self.message.setWordWrap(True)
+        self.error_label = QLabel()
+        self.error_label.setObjectName("error")
+        self.error_label.setWordWrap(True)
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.hide()
+        self.files = QTreeWidget()
+        self.files.setHeaderLabels(["File", "Contents", "Size"])
+        self.files.setRootIsDecorated(False)
+        self.files.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.files.setMinimumHeight(150)
+        self.files.hide()
+        self.export_button = QPushButton("Export")
+        self.export_button.setObjectName("primary")
+        self.export_button.setDefault(True)
+        self.open_button = QPushButton("Open folder")
+        self.open_button.setEnabled(False)
+        self.close_button = QPushButton("Close")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.open_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.close_button)
+        buttons.addWidget(self.export_button)
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(fbox)
+        lay.addWidget(gbox)
+        lay.addWidget(mbox)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.message)
+        lay.addWidget(self.error_label)
+        lay.addWidget(self.files, 1)
+        lay.addLayout(buttons)
+
+        self.export_button.clicked.connect(self.start)
+        self.open_button.clicked.connect(self.open_folder)
+        self.close_button.clicked.connect(self.reject)
+        model.stageChanged.connect(self._on_stage)
+        model.runFinished.connect(self._on_finished)
+        model.runningChanged.connect(self._on_running)
+        self._on_running(model.is_running)
+
+    @staticmethod
+    def _coord(value: float) -> QDoubleSpinBox:
+        sb = QDoubleSpinBox()
+        sb.setRange(-1e6, 1e6)
+        sb.setDecimals(2)
+        sb.setSuffix(" m")
+        sb.setValue(value)
+        return sb
+
+    # -- options --------------------------------------------------------------------------
+    def default_dir(self) -> Path:
+        """The project's ``exports/`` folder (where the export stage writes by default)."""
+        p = self.model.project
+        return (p.root / "exports") if p is not None else Path("exports")
+
+    def output_dir(self) -> Path:
+        """The folder the files go to (the destination field, or the default)."""
+        text = self.dest.text().strip()
+        return Path(text).expanduser() if text else self.default_dir()
+
+    def formats(self) -> list[str]:
+        """The checked formats, in the order shown."""
+        return [f for f, cb in self.format_boxes.items() if cb.isChecked()]
+
+    def overrides(self) -> dict[str, Any]:
+        """The :class:`ExportConfig` fields the widgets set, ``{field: value}``.
+
+        The crop box is ``'x,y,z'`` strings (empty when cropping is off), ``output_dir`` is
+        empty when the destination is the project's ``exports/`` folder (so the project stays
+        movable). Mesh, floater and converter fields are always included.
+        """
+        crop = self.crop.isChecked()
+        out = self.output_dir()
+        default = self.default_dir()
+        same = out.resolve() == default.resolve() if out.is_absolute() else out == default
+
+        def corner(boxes: list[QDoubleSpinBox]) -> str:
+            return ",".join(f"{b.value():g}" for b in boxes) if crop else ""
+
+        return {
+            "formats": ",".join(self.formats()),
+            "output_dir": "" if same else str(out),
+            "name": self.name.text().strip() or "scene",
+            "spz_version": int(self.spz_version.currentData()),
+            "crop_min": corner(self.crop_min),
+            "crop_max": corner(self.crop_max),
+            "min_opacity": round(self.min_opacity.value(), 6),
+            "remove_floaters": self.remove_floaters.isChecked(),
+            "floater_k": self.floater_k.value(),
+            "floater_std_ratio": self.floater_std.value(),
+            "max_sh_degree": self.max_sh.value(),
+            "mesh_faces": self.mesh_faces.value(),
+            "texture_size": int(self.texture_size.currentData()),
+            "converter": self.converter.text().strip(),
+        }
+
+    def config(self) -> ExportConfig:
+        """The project's export config with :meth:`overrides` applied, checked as the stage
+        checks it.
+
+        Raises:
+            ConfigError: an option the stage would refuse (message for the user).
+        """
+        from ..pipeline.export import filter_options, parse_formats
+
+        base = self.model.project.config.export if self.model.project else ExportConfig()
+        cfg = update_config(base, self.overrides())
+        parse_formats(cfg.formats)
+        filter_options(cfg)
+        return cfg
+
+    def _on_running(self, running: bool) -> None:
+        if running and not self._running:
+            self.message.setText(BUSY_TEXT)
+        elif not running and self.message.text() == BUSY_TEXT:
+            self.message.setText("")
+        self._update_enabled()
+
+    def _update_enabled(self) -> None:
+        mesh = any(self.format_boxes[f].isChecked() for f in MESH_FORMATS)
+        self.mesh_faces.setEnabled(mesh)
+        self.texture_size.setEnabled(mesh)
+        self.spz_version.setEnabled(self.format_boxes["spz"].isChecked())
+        for b in self.crop_min + self.crop_max:
+            b.setEnabled(self.crop.isChecked())
+        self.floater_k.setEnabled(self.remove_floaters.isChecked())
+        self.floater_std.setEnabled(self.remove_floaters.isChecked())
+        busy = self.model.is_running
+        self.export_button.setEnabled(
+            self.model.project is not None and not busy and bool(self.formats())
+        )
+
+    def _browse(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Export to folder", str(self.output_dir()))
+        if d:
+            self.dest.setText(d)
+
+    # -- running --------------------------------------------------------------------------
+    def start(self) -> bool:
+        """Validate, save the options in ``project.json`` and run the export stage.
+        Returns False (and shows why) when it cannot start."""
+        p = self.model.project
+        if p is None or self.model.is_running:
+            self._fail(BUSY_TEXT if p else "No project open.")
+            return False
+        try:
+            cfg = self.config()
+            p.config.export = cfg
+            p.save()
+        except (SplatStudioError, OSError, ValueError) as e:
+            self._fail(str(e))
+            return False
+        self.error, self.manifest = None, None
+        self.error_label.hide()
+        self.files.clear()
+        self.files.hide()
+        self.open_button.setEnabled(False)
+        self.progress.setValue(0)
+        self.message.setText("Starting the export…")
+        self._running = True
+        self.model.run(["export"], force=True, device=str(p.config.device), grace_s=self.grace_s)
+        self._update_enabled()
+        return True
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.error_label.setText(message.strip())
+        self.error_label.show()
+        self.message.setText("")
+
+    def _on_stage(self, stage: str) -> None:
+        if not self._running or stage != "export":
+            return
+        info = self.model.stages[stage]
+        if stage == "export" and info.state == "running":
+            self.progress.setValue(int(round(info.fraction * 1000)))
+            self.message.setText(info.message or "exporting…")
+
+    def _on_finished(self, result: Any) -> None:
+        if not self._running:
+            return
+        self._running = False
+        info = self.model.stages["export"]
+        state = None if result is None else result.states.get("export")
+        if state == "done":
+            self.progress.setValue(1000)
+            self._show_manifest()
+        else:
+            msg = info.error or (result.reason if result is not None else None)
+            self._fail(msg or "the export did not run (the runner could not start)")
+            self.progress.setValue(0)
+            self.exportFinished.emit(None)
+        self._update_enabled()
+
+    def _show_manifest(self) -> None:
+        path = self.output_dir() / "manifest.json"
+        try:
+            manifest = read_json(path)
+        except (OSError, ValueError, SplatStudioError) as e:
+            self._fail(f"{path}: cannot read the export manifest ({e})")
+            self.exportFinished.emit(None)
+            return
+        self.manifest = manifest
+        self.files.clear()
+        total = 0
+        for name, what, size in manifest_rows(manifest):
+            item = QTreeWidgetItem([name, what, format_bytes(size)])
+            item.setTextAlignment(2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            item.setToolTip(0, str(self.output_dir() / name))
+            self.files.addTopLevelItem(item)
+            total += size
+        self.files.show()
+        self.files.resizeColumnToContents(1)
+        self.message.setText(
+            f"Wrote {self.files.topLevelItemCount()} files ({format_bytes(total)}) to "
+            f"{self.output_dir()}"
+        )
+        self.open_button.setEnabled(True)
+        self.exportFinished.emit(manifest)
+
+    def open_folder(self) -> bool:
+        """Open the destination folder in the system's file manager."""
+        return QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.output_dir())))
+
+    def reject(self) -> None:
+        """Close the dialog (Close, Esc); an export still running is cancelled."""
+        if self._running:
+            self.model.cancel()
+        super().reject()
