@@ -15,7 +15,14 @@ when a mesh is built.
 """
 
 from .io import write_glb, write_obj
-from .model import MeshOptions, TexturedMesh
+from .model import MeshCameras, MeshOptions, TexturedMesh
 from .pipeline import build_textured_mesh
 
-__all__ = ["MeshOptions", "TexturedMesh", "build_textured_mesh", "write_glb", "write_obj"]
+__all__ = [
+    "MeshCameras",
+    "MeshOptions",
+    "TexturedMesh",
+    "build_textured_mesh",
+    "write_glb",
+    "write_obj",
+]

@@ -17,6 +17,9 @@ import numpy as np
 
 from ..splats.model import SH_C0, Splats
 
+#: :class:`~splatstudio.render.torch_impl.RasterConfig` knobs of the bake's CPU renders
+CPU_RENDER_KNOBS = {"tile_size": 4, "max_pairs": 1 << 20, "max_isects": 1 << 22}
+
 
 def ring_cameras(
     points: np.ndarray, n_views: int, *, fov_deg: float = 60.0, up=(0.0, 0.0, 1.0)
@@ -55,15 +58,24 @@ def render_views(
     splats: Splats,
     viewmats: np.ndarray,
     K: np.ndarray,
-    size: int,
+    size: int | tuple[int, int],
     device: str = "auto",
     events=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render colour, expected depth and alpha of `splats` from each camera.
+    """Render colour, expected depth and alpha of `splats` from each camera (black
+    background).
+
+    Args:
+        splats: the gaussians (metres).
+        viewmats: ``[C, 4, 4]`` world-to-camera, OpenCV axes.
+        K: ``[3, 3]`` pixel intrinsics shared by the cameras, or ``[C, 3, 3]``.
+        size: image side ``S`` (square) or ``(width, height)``, pixels.
+        device: "auto", "cpu" or "cuda".
+        events: an Emitter whose cancel token is checked between views, or None.
 
     Returns:
-        ``(rgb [C, S, S, 3] float32 in [0, 1], depth [C, S, S] float32 metres along the
-        optical axis, alpha [C, S, S] float32)``.
+        ``(rgb [C, H, W, 3] float32 in [0, 1], depth [C, H, W] float32 metres along the
+        optical axis (expected depth, divided by alpha), alpha [C, H, W] float32)``.
     """
     import torch
 
@@ -75,18 +87,24 @@ def render_views(
     def t(a):
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=dev)
 
+    # CPU rasterizer knobs for a forward-only render of many small gaussians: 4 px tiles and
+    # bigger blocks; the same image (tiling does not change the values), measured 4x faster
+    # than the training defaults (16 px tiles) for 1M gaussians at 640^2
+    knobs = CPU_RENDER_KNOBS if dev.type == "cpu" else {}
     sh = np.concatenate([splats.sh0, splats.shN], axis=1) if splats.shN.shape[1] else splats.sh0
     args = (t(splats.means), t(splats.quats), torch.exp(t(splats.scales)),
             torch.sigmoid(t(splats.opacities)), t(sh))  # fmt: skip
+    width, height = (size, size) if isinstance(size, int | np.integer) else size
+    Ks = np.broadcast_to(np.asarray(K, np.float64), (viewmats.shape[0], 3, 3))
     rgbs, depths, alphas = [], [], []
     for c in range(viewmats.shape[0]):
         if events is not None:
             events.check_cancelled()
         with torch.no_grad():
             img, alpha, _ = rasterize(
-                *args, t(viewmats[c])[None], t(K)[None], size, size,
+                *args, t(viewmats[c])[None], t(Ks[c])[None], int(width), int(height),
                 sh_degree=splats.sh_degree, render_mode="RGB+ED",
-                backgrounds=t(np.zeros(3, np.float32))[None],
+                backgrounds=t(np.zeros(3, np.float32))[None], **knobs,
             )  # fmt: skip
         img = img[0].cpu().numpy()
         rgbs.append(np.clip(img[..., :3], 0, 1))
@@ -147,34 +165,49 @@ def rasterize_uv(faces_uv: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarra
     return texels, owner[texels], bary_all[texels]
 
 
-def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    h, w = img.shape[:2]
-    x = np.clip(x - 0.5, 0, w - 1.001)
-    y = np.clip(y - 0.5, 0, h - 1.001)
-    x0, y0 = x.astype(np.int64), y.astype(np.int64)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    return (img[y0, x0] * (1 - fx) * (1 - fy) + img[y0, x0 + 1] * fx * (1 - fy)
-            + img[y0 + 1, x0] * (1 - fx) * fy + img[y0 + 1, x0 + 1] * fx * fy)  # fmt: skip
+def _sample(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear samples ``[M, 3]`` of ``img [H, W, 3] float32`` at pixel coordinates `x`, `y`
+    ``[M]`` (pixel centres at ``i + 0.5``; clamped at the border), by ``cv2.remap``."""
+    import cv2
+
+    m = x.size
+    cols = 4096
+    rows = -(-m // cols)
+    mx = np.zeros(rows * cols, np.float32)
+    my = np.zeros(rows * cols, np.float32)
+    mx[:m] = x
+    mx[:m] -= 0.5
+    my[:m] = y
+    my[:m] -= 0.5
+    out = cv2.remap(img, mx.reshape(rows, cols), my.reshape(rows, cols), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    return out.reshape(-1, img.shape[2])[:m]
 
 
 def dilate(texture: np.ndarray, filled: np.ndarray, iterations: int = 16) -> np.ndarray:
-    """Grow the filled texels of `texture` ``[S, S, 3] float32`` into the empty ones
-    (`filled` ``[S, S] bool``) by `iterations` texels, then fill the rest with the mean."""
+    """Grow the filled texels of `texture` ``[S, S, C] float32`` into the empty ones
+    (`filled` ``[S, S] bool``): every empty texel within `iterations` texels of a filled one
+    takes the colour of the nearest filled texel (one pass of ``cv2.distanceTransformWithLabels``,
+    5x5 Euclidean approximation); the rest takes the mean colour of the filled texels."""
     import cv2
 
-    img = texture * filled[..., None]
-    mask = filled.astype(np.float32)
-    for _ in range(iterations):
-        s = cv2.boxFilter(img, -1, (3, 3), normalize=False)
-        m = cv2.boxFilter(mask, -1, (3, 3), normalize=False)
-        grow = (mask == 0) & (m > 0)
-        if not grow.any():
-            break
-        img[grow] = s[grow] / m[grow][:, None]
-        mask[grow] = 1.0
-    if filled.any():
-        img[mask == 0] = texture[filled].mean(axis=0)
-    return img
+    out = texture.copy()
+    if not filled.any() or filled.all():
+        return out
+    src = np.where(filled, 0, 255).astype(np.uint8)
+    dist, labels = cv2.distanceTransformWithLabels(
+        src, cv2.DIST_L2, cv2.DIST_MASK_5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    flat = out.reshape(-1, out.shape[-1])
+    labels = labels.reshape(-1)
+    inside = np.flatnonzero(filled.reshape(-1))
+    source = np.zeros(int(labels.max()) + 1, np.int64)
+    source[labels[inside]] = inside  # each filled texel is its own label
+    near = np.flatnonzero(~filled.reshape(-1) & (dist.reshape(-1) <= iterations))
+    far = ~filled.reshape(-1) & (dist.reshape(-1) > iterations)
+    flat[near] = flat[source[labels[near]]]
+    flat[far] = flat[inside].mean(axis=0)
+    return out
 
 
 def bake_texture(
@@ -235,34 +268,42 @@ def bake_texture(
     acc = np.zeros((texels.size, 3), np.float32)
     wsum = np.zeros(texels.size, np.float32)
     tol = np.float32(0.02 * radius)
+    flat_rgb = [np.ascontiguousarray(im, dtype=np.float32) for im in rgb]
     for c in range(vm.shape[0]):
         if events is not None:
             events.check_cancelled()
         eye = eyes[c].astype(np.float32)
         # faces seen edge-on (or not at all) from this camera are skipped as a whole
         ray_f = centre_f - eye
-        cos_f = np.abs(np.sum(fn * ray_f, axis=1)) / np.maximum(
+        cos_f = np.abs(np.einsum("ij,ij->i", fn, ray_f)) / np.maximum(
             np.linalg.norm(ray_f, axis=1), 1e-12
         )
-        idx = np.nonzero((cos_f > 0.1)[face])[0]
+        idx = np.flatnonzero((cos_f > 0.1)[face])
         R, tvec = vm[c, :3, :3].astype(np.float32), vm[c, :3, 3].astype(np.float32)
-        pc = pts[idx] @ R.T + tvec
+        pc = np.einsum("nj,ij->ni", pts[idx], R)  # (numpy's matmul is ~5x slower here)
+        pc += tvec
         z = pc[:, 2]
         front = z > 1e-6
         zs = np.where(front, z, np.float32(1.0))
-        u = K[0, 0] * pc[:, 0] / zs + K[0, 2]
-        v = K[1, 1] * pc[:, 1] / zs + K[1, 2]
+        u = pc[:, 0] / zs
+        u *= np.float32(K[0, 0])
+        u += np.float32(K[0, 2])
+        v = pc[:, 1] / zs
+        v *= np.float32(K[1, 1])
+        v += np.float32(K[1, 2])
         inb = front & (u >= 0) & (u < resolution) & (v >= 0) & (v < resolution)
         idx, u, v, z = idx[inb], u[inb], v[inb], z[inb]
-        ui, vi = u.astype(np.int64), v.astype(np.int64)
-        a = alpha[c, vi, ui]
-        ok = (a > 0.5) & (np.abs(depth[c, vi, ui] - z) < tol + 0.01 * z)
-        idx, u, v, a = idx[ok], u[ok], v[ok], a[ok]
+        pix = v.astype(np.int64) * resolution + u.astype(np.int64)
+        a = alpha[c].reshape(-1)[pix]
+        ok = (a > 0.5) & (np.abs(depth[c].reshape(-1)[pix] - z) < tol + np.float32(0.01) * z)
+        idx, u, v, a, z = idx[ok], u[ok], v[ok], a[ok], z[ok]
+        if idx.size == 0:
+            continue
         ray = pts[idx] - eye
-        dist2 = np.sum(ray * ray, axis=1)
-        cos = np.abs(np.sum(fn[face[idx]] * ray, axis=1)) / np.sqrt(np.maximum(dist2, 1e-24))
-        w = (cos**2) * a / np.maximum(dist2, 1e-24)
-        acc[idx] += _bilinear(rgb[c], u, v) * w[:, None]
+        dist2 = np.maximum(np.einsum("ij,ij->i", ray, ray), np.float32(1e-24))
+        dot = np.einsum("ij,ij->i", fn[face[idx]], ray)
+        w = dot * dot / dist2 * a / dist2  # = cos^2 * alpha / distance^2
+        acc[idx] += _sample(flat_rgb[c], u, v) * w[:, None]
         wsum[idx] += w
     seen = wsum > 0
     colors = np.zeros((texels.size, 3), np.float32)

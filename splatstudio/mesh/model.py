@@ -12,12 +12,20 @@ class MeshOptions:
     """Options of :func:`~splatstudio.mesh.build_textured_mesh`.
 
     Attributes:
-        method: ``"poisson"`` (screened Poisson on centres + normals).
+        method: ``"poisson"`` (screened Poisson on the opaque gaussians' centres with
+            normals) or ``"tsdf"`` (TSDF fusion of expected-depth renders of the splat from
+            the capture's cameras, or from the bake views without cameras, then marching
+            cubes); see ``benchmarks/results/mesh_methods.json`` for the comparison.
         target_faces: triangle budget after decimation.
-        min_opacity: gaussians with ``sigmoid(opacity)`` below this do not shape the surface.
-        poisson_depth: octree depth of the Poisson solve (0: from the point count, 8..10).
+        min_opacity: gaussians with ``sigmoid(opacity)`` below this do not shape the surface
+            (Poisson: the points; TSDF: a render pixel needs this much alpha to have depth).
+        poisson_depth: octree depth of the Poisson solve (0: from the point count, 8..10);
+            the TSDF voxel is the same size, ``1.1 * extent / 2 ** depth``.
         density_quantile: vertices whose Poisson density is in this lowest quantile are cut
             (removes the closed "bubble" Poisson adds where there are no points).
+        tsdf_resolution: longest side, pixels, of the depth renders from the capture's
+            cameras (TSDF with cameras).
+        tsdf_max_views: most capture cameras rendered for TSDF (evenly subsampled).
         texture_size: texture width = height in pixels.
         bake_views: number of virtual cameras rendered for the bake.
         bake_resolution: width = height of each rendered view, pixels.
@@ -29,6 +37,8 @@ class MeshOptions:
     min_opacity: float = 0.5
     poisson_depth: int = 0
     density_quantile: float = 0.02
+    tsdf_resolution: int = 384
+    tsdf_max_views: int = 96
     texture_size: int = 4096
     bake_views: int = 12
     bake_resolution: int = 640
@@ -55,3 +65,31 @@ class TexturedMesh:
     texture: np.ndarray
     method: str = "poisson"
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class MeshCameras:
+    """The capture's cameras, for TSDF fusion and for orienting Poisson normals.
+
+    Attributes:
+        viewmats: ``[C, 4, 4]`` world-to-camera, OpenCV axes (x right, y down, z forward),
+            world = the splat's frame (ENU metres).
+        Ks: ``[C, 3, 3]`` pixel intrinsics (pixel centres at ``i + 0.5``).
+        sizes: ``[C, 2]`` int image ``(width, height)``, pixels.
+    """
+
+    viewmats: np.ndarray
+    Ks: np.ndarray
+    sizes: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.viewmats = np.asarray(self.viewmats, np.float64).reshape(-1, 4, 4)
+        c = self.viewmats.shape[0]
+        self.Ks = np.asarray(self.Ks, np.float64).reshape(c, 3, 3)
+        self.sizes = np.asarray(self.sizes, np.int64).reshape(c, 2)
+
+    @property
+    def centres(self) -> np.ndarray:
+        """``[C, 3]`` camera centres in the world frame (``-R^T t``)."""
+        R, t = self.viewmats[:, :3, :3], self.viewmats[:, :3, 3]
+        return -np.einsum("cji,cj->ci", R, t)

@@ -7,29 +7,33 @@ import time
 import numpy as np
 
 from ..splats.model import Splats
-from .model import MeshOptions, TexturedMesh
+from .model import MeshCameras, MeshOptions, TexturedMesh
 
-METHODS = ("poisson",)
+METHODS = ("poisson", "tsdf")
 
 
-def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *,
-                        events=None) -> TexturedMesh:  # fmt: skip
+def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *, events=None,
+                        cameras: MeshCameras | None = None) -> TexturedMesh:  # fmt: skip
     """Build a textured triangle mesh of `splats` (see :mod:`splatstudio.mesh`).
 
     Args:
         splats: gaussians, metres, z-up frame (ENU for SplatStudio scenes).
         options: :class:`MeshOptions`.
         events: an :class:`~splatstudio.events.Emitter` for logs and cancellation, or None.
+        cameras: the capture's cameras (:class:`MeshCameras`), or None. ``tsdf`` fuses depth
+            rendered from them (from the bake views without them); ``poisson`` turns each
+            gaussian's normal towards the nearest of them (of the bake views without them).
 
     Returns:
-        :class:`TexturedMesh` in the splats' frame; ``timings`` in seconds.
+        :class:`TexturedMesh` in the splats' frame; ``timings`` in seconds (``render``: the
+        bake views; ``surface`` includes TSDF's own depth renders).
 
     Raises:
         ValueError: an unknown method, bad sizes, or too few opaque gaussians.
     """
     from ..render.camera import intrinsics_from_fov
     from .bake import bake_texture, render_views, ring_cameras
-    from .surface import decimate, gaussian_normals, opaque, poisson_surface
+    from .surface import decimate, gaussian_normals, opaque, poisson_surface, tsdf_surface
     from .uv import unwrap
 
     o = options or MeshOptions()
@@ -63,13 +67,23 @@ def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *,
     log(f"mesh: rendered {o.bake_views} views ({timings['render']:.1f} s)")
 
     t = time.perf_counter()
-    normals = gaussian_normals(solid, eyes)
-    v, f = poisson_surface(solid.means.astype(np.float64), normals, depth=o.poisson_depth,
-                           density_quantile=o.density_quantile)  # fmt: skip
+    pts = solid.means.astype(np.float64)
+    depth = o.poisson_depth if o.poisson_depth > 0 else (8 if solid.n < 50_000 else 9)
+    if o.method == "poisson":
+        normals = gaussian_normals(solid, eyes if cameras is None else cameras.centres)
+        v, f = poisson_surface(pts, normals, depth=depth,
+                               density_quantile=o.density_quantile)  # fmt: skip
+    else:
+        voxel = 1.1 * float((pts.max(axis=0) - pts.min(axis=0)).max()) / 2**depth
+        if cameras is None:
+            frames = ((renders[1][c], renders[2][c], vm[c], K) for c in range(len(vm)))
+        else:
+            frames = _camera_renders(splats, cameras, o, events)
+        v, f = tsdf_surface(frames, voxel_size=voxel, min_alpha=o.min_opacity)
     timings["surface"] = time.perf_counter() - t
     log(f"mesh: {o.method} surface: {len(f)} faces ({timings['surface']:.1f} s)")
     if len(f) == 0:
-        raise ValueError("the surface reconstruction produced no triangles")
+        raise ValueError(f"the {o.method} surface reconstruction produced no triangles")
 
     t = time.perf_counter()
     v, f = decimate(v, f, o.target_faces)
@@ -90,3 +104,23 @@ def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *,
         f"{stats['seen_fraction']:.0%} of texels seen ({timings['bake']:.1f} s)")  # fmt: skip
     return TexturedMesh(vertices=v, faces=f, uvs=uv, texture=tex, method=o.method,
                         timings=timings)  # fmt: skip
+
+
+def _camera_renders(splats: Splats, cameras: MeshCameras, o: MeshOptions, events):
+    """Yield ``(depth, alpha, viewmat, K)`` of at most ``o.tsdf_max_views`` capture cameras
+    (evenly subsampled), each rendered with its longest side scaled to
+    ``o.tsdf_resolution`` pixels (K scaled with it)."""
+    from .bake import render_views
+
+    n = cameras.viewmats.shape[0]
+    pick = np.unique(np.linspace(0, n - 1, min(n, o.tsdf_max_views)).round().astype(int))
+    for c in pick:
+        w, h = (int(x) for x in cameras.sizes[c])
+        s = o.tsdf_resolution / max(w, h)
+        ws, hs = max(1, round(w * s)), max(1, round(h * s))
+        K = cameras.Ks[c].copy()
+        K[0] *= ws / w
+        K[1] *= hs / h
+        _, depth, alpha = render_views(splats, cameras.viewmats[c : c + 1], K, (ws, hs),
+                                       o.device, events)  # fmt: skip
+        yield depth[0], alpha[0], cameras.viewmats[c], K
