@@ -102,7 +102,16 @@ def run_ours(src: Path, work: Path, size: int, sift_size: int) -> dict:
             g = read_json(gj)
             pos = {k: np.asarray(v["sfm_enu_m"]) for k, v in g["frames"].items()
                    if v.get("sfm_enu_m") is not None}
+            both = [i for i in ids if i in pos and i in gps]
+            s, rot, t_ = umeyama(np.array([pos[i] for i in both]), np.array([gps[i] for i in both]))
+            res7 = [np.linalg.norm(s * rot @ pos[i] + t_ - gps[i]) for i in both]
             r.update({"rms_gps_residual_m": g["rms_residual_m"],
+                      "rms_horizontal_m": g.get("rms_horizontal_m"),
+                      "rms_vertical_m": g.get("rms_vertical_m"),
+                      # the same 7-DoF fit as for COLMAP's model below, for comparison (it may
+                      # roll the model about the walk to follow GPS altitude noise)
+                      "rms_gps_residual_sim3_m": round(float(np.sqrt(np.mean(np.square(res7)))),
+                                                       3),
                       "residuals_m": {k: v.get("residual_m") for k, v in g["frames"].items()},
                       **distances(ids, pos, gps)})
         out[mapper] = r

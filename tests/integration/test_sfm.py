@@ -42,6 +42,9 @@ def test_panoramas_register_and_match_gps(panos_project):
     assert sfm["mean_reprojection_error_px"] < 2.0 and sfm["points3D"] > 300
     assert geo["status"] == "georeferenced"
     assert geo["rms_residual_m"] <= 1.0
+    # horizontal and vertical parts are reported; they make up the 3D RMS
+    assert geo["rms_horizontal_m"] ** 2 + geo["rms_vertical_m"] ** 2 == pytest.approx(
+        geo["rms_residual_m"] ** 2, rel=1e-6)
     # Consecutive panorama distances vs the GPS steps (target: within 20 %). Steps 2-4 are
     # (measured -17 %, -8 %, +3 %); the first is not: SfM puts panoramas 1 and 2 ~1.9 m apart
     # where the GPS says 1.05 m, and COLMAP's own panorama pipeline (other views, exhaustive

@@ -86,3 +86,16 @@ def test_gravity_fit_recovers_a_similarity_on_a_straight_line_with_an_outlier():
     res = np.linalg.norm(s * src @ r.T + t - dst, axis=1)
     assert res.max() < 0.2
     assert np.allclose(r @ [0, -1.0, 0], [0, 0, 1], atol=1e-9)  # model up -> ENU up
+
+
+def test_sift_upsamples_only_small_images():
+    from splatstudio.config import SfmConfig
+    from splatstudio.pipeline.sfm import sift_first_octave
+
+    cfg = SfmConfig()
+    assert sift_first_octave(512, 512, cfg) == -1  # 2048 panoramas: views upsampled x2
+    assert sift_first_octave(1024, 768, cfg) == -1  # Lund photos: COLMAP's default
+    assert sift_first_octave(1440, 1440, cfg) == 0  # full-resolution views as they are
+    # a SIFT size cap below the threshold brings upsampling back
+    assert sift_first_octave(1440, 1440, SfmConfig(max_image_size=800)) == -1
+    assert sift_first_octave(1440, 1440, SfmConfig(upsample_below=2000)) == -1
