@@ -7,8 +7,17 @@
 // Camera frame: OpenCV (x right, y down, z forward), u_view is world-to-camera.
 // Per-gaussian data lives in an RGBA32F texture, 4 texels per gaussian, 1024 gaussians per
 // row: t0 = (mean xyz, opacity), t1 = (cov xx, xy, xz, yy), t2 = (cov yz, zz, -, -),
-// t3 = (rgb, -). The instanced attribute a_index gives the gaussian drawn by this instance,
-// so a back-to-front sort only re-uploads the index buffer.
+// t3 = (DC colour 0.5 + SH_C0 * sh0, -). The instanced attribute a_index gives the gaussian
+// drawn by this instance, so a back-to-front sort only re-uploads the index buffer.
+//
+// View-dependent colour: spherical harmonics of bands 1..u_sh_degree are evaluated along the
+// world-space direction from the camera centre to the mean and added to the DC colour, then
+// clamped at 0, exactly as gsplat (spherical_harmonics + 0.5, clamp_min 0) and the INRIA
+// rasterizer (computeColorFromSH) do; basis, signs and constants of
+// splatstudio/render/sh.py (Sloan, JCGT 2013). The higher-order coefficients shN [K, 3] live
+// in u_sh, an RGBA16F texture, u_sh_texels texels per gaussian (3, 6 or 12 for K = 3, 8, 15),
+// u_sh_per_row gaussians per row, flattened coefficient-major: the 3 values of coefficient k
+// (k = 0 .. K-1, basis index k + 1) at scalar offset 3 k, so every 4 coefficients fill 3 texels.
 
 layout(location = 0) in vec2 a_corner;   // quad corner in [-1, 1]^2
 layout(location = 1) in uint a_index;    // per instance: gaussian index (sorted order)
@@ -19,11 +28,69 @@ uniform vec2 u_focal;      // fx, fy in pixels
 uniform vec2 u_viewport;   // width, height in pixels
 uniform float u_near;      // near plane, world units
 uniform bool u_antialiased; // scale opacity by the 2D filter's compensation (gsplat)
+uniform sampler2D u_sh;    // higher-order SH coefficients (half floats), see above
+uniform int u_sh_degree;   // bands evaluated: min(file degree, user cap), 0 = DC only
+uniform int u_sh_texels;   // texels per gaussian in u_sh
+uniform int u_sh_per_row;  // gaussians per row of u_sh
+uniform vec3 u_cam_pos;    // camera centre, world frame, world units
 
 out vec4 v_color;          // rgb, opacity
 out vec2 v_pos;            // position in the quad, in standard deviations
 
 const float K_SIGMA = 3.0;
+
+const float SH_C1 = 0.4886025119029199;
+const float SH_C2_0 = 1.0925484305920792;
+const float SH_C2_1 = -1.0925484305920792;
+const float SH_C2_2 = 0.31539156525252005;
+const float SH_C2_3 = -1.0925484305920792;
+const float SH_C2_4 = 0.5462742152960396;
+const float SH_C3_0 = -0.5900435899266435;
+const float SH_C3_1 = 2.890611442640554;
+const float SH_C3_2 = -0.4570457994644658;
+const float SH_C3_3 = 0.3731763325901154;
+const float SH_C3_4 = -0.4570457994644658;
+const float SH_C3_5 = 1.445305721320277;
+const float SH_C3_6 = -0.5900435899266435;
+
+// Bands 1..degree of the SH colour of gaussian i seen along unit direction d (world frame).
+vec3 sh_bands(int i, vec3 d, int degree) {
+    ivec2 b = ivec2((i % u_sh_per_row) * u_sh_texels, i / u_sh_per_row);
+    vec4 s0 = texelFetch(u_sh, b, 0);
+    vec4 s1 = texelFetch(u_sh, b + ivec2(1, 0), 0);
+    vec4 s2 = texelFetch(u_sh, b + ivec2(2, 0), 0);
+    float x = d.x, y = d.y, z = d.z;
+    // band 1: coefficients 0..2
+    vec3 c = SH_C1 * (-y * s0.xyz + z * vec3(s0.w, s1.xy) - x * vec3(s1.zw, s2.x));
+    if (degree < 2) return c;
+    vec4 s3 = texelFetch(u_sh, b + ivec2(3, 0), 0);
+    vec4 s4 = texelFetch(u_sh, b + ivec2(4, 0), 0);
+    vec4 s5 = texelFetch(u_sh, b + ivec2(5, 0), 0);
+    float xx = x * x, yy = y * y, zz = z * z;
+    float xy = x * y, yz = y * z, xz = x * z;
+    // band 2: coefficients 3..7
+    c += SH_C2_0 * xy * s2.yzw
+       + SH_C2_1 * yz * s3.xyz
+       + SH_C2_2 * (2.0 * zz - xx - yy) * vec3(s3.w, s4.xy)
+       + SH_C2_3 * xz * vec3(s4.zw, s5.x)
+       + SH_C2_4 * (xx - yy) * s5.yzw;
+    if (degree < 3) return c;
+    vec4 s6 = texelFetch(u_sh, b + ivec2(6, 0), 0);
+    vec4 s7 = texelFetch(u_sh, b + ivec2(7, 0), 0);
+    vec4 s8 = texelFetch(u_sh, b + ivec2(8, 0), 0);
+    vec4 s9 = texelFetch(u_sh, b + ivec2(9, 0), 0);
+    vec4 s10 = texelFetch(u_sh, b + ivec2(10, 0), 0);
+    vec4 s11 = texelFetch(u_sh, b + ivec2(11, 0), 0);
+    // band 3: coefficients 8..14
+    c += SH_C3_0 * y * (3.0 * xx - yy) * s6.xyz
+       + SH_C3_1 * xy * z * vec3(s6.w, s7.xy)
+       + SH_C3_2 * y * (4.0 * zz - xx - yy) * vec3(s7.zw, s8.x)
+       + SH_C3_3 * z * (2.0 * zz - 3.0 * xx - 3.0 * yy) * s8.yzw
+       + SH_C3_4 * x * (4.0 * zz - xx - yy) * s9.xyz
+       + SH_C3_5 * z * (xx - yy) * vec3(s9.w, s10.xy)
+       + SH_C3_6 * x * (xx - 3.0 * yy) * vec3(s10.zw, s11.x);
+    return c;
+}
 
 void cull() {
     gl_Position = vec4(0.0, 0.0, 2.0, 1.0);  // outside the clip volume
@@ -79,5 +146,11 @@ void main() {
     vec2 p = center + a_corner.x * s1 * axis + a_corner.y * s2 * vec2(-axis.y, axis.x);
     gl_Position = vec4(p.x / (0.5 * u_viewport.x), -p.y / (0.5 * u_viewport.y), 0.0, 1.0);
     v_pos = a_corner * K_SIGMA;
-    v_color = vec4(t3.rgb, opacity);
+    vec3 rgb = t3.rgb;
+    if (u_sh_degree > 0) {
+        vec3 dir = t0.xyz - u_cam_pos;
+        float len = length(dir);
+        rgb += sh_bands(i, len > 0.0 ? dir / len : vec3(0.0), u_sh_degree);
+    }
+    v_color = vec4(max(rgb, vec3(0.0)), opacity);
 }

@@ -6,8 +6,14 @@ gaussian falloff. Quads are alpha-blended back to front; the order comes from a 
 camera depths, redone when the camera has turned or moved enough (the static per-gaussian data
 stays in a float texture, only the ``[N] uint32`` index buffer is re-uploaded).
 
+Colours are view-dependent: the vertex shader evaluates the file's spherical harmonics (degree
+up to 3, coefficients in a second, half-float texture uploaded only for SH degree >= 1) along
+the direction camera centre -> mean, as gsplat does; :meth:`SplatGLWidget.set_max_sh_degree`
+caps the bands evaluated (0 = the DC colour only).
+
 Controls: left drag orbit, right or middle drag (or shift + left) pan, wheel zoom,
-W/A/S/D fly forward/left/back/right, Q/E down/up, F frame the splats, R reset the view.
+W/A/S/D fly forward/left/back/right, Q/E down/up, F frame the splats, R reset the view,
+H cycle the SH degree cap (3, 2, 1, 0).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from .camera import OrbitCamera
 from .gaussians import PackedGaussians, back_to_front, pack_gaussians
 
 BACKGROUND = (0.08, 0.09, 0.11)
+#: Highest SH degree the shader evaluates (3DGS / INRIA PLY files go up to 3).
+MAX_SH_DEGREE = 3
 #: Re-sort when the view direction turned by more than ~0.8 degrees ...
 RESORT_COS = 0.9999
 #: ... or the eye moved by more than this fraction of the eye-target distance.
@@ -73,6 +81,7 @@ class SplatGLWidget(QOpenGLWidget):
 
     Signals:
         loaded(int): gaussians were set (their count).
+        shDegreeChanged(int): the SH degree cap changed (0..3).
         frameRendered(float): a frame was drawn (CPU time of paintGL in milliseconds; the
             time until it is on screen is ``last_frame_ms`` after ``frameSwapped``).
         glError(str): OpenGL could not be initialised or a shader failed (message).
@@ -81,6 +90,8 @@ class SplatGLWidget(QOpenGLWidget):
     loaded = Signal(int)
     frameRendered = Signal(float)
     glError = Signal(str)
+    #: The SH degree cap changed (the new cap, 0..3).
+    shDegreeChanged = Signal(int)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -101,6 +112,8 @@ class SplatGLWidget(QOpenGLWidget):
         self._quad_vbo = 0
         self._index_vbo = 0
         self._tex = 0
+        self._sh_tex = 0
+        self.max_sh_degree = MAX_SH_DEGREE
         self._uniforms: dict[str, int] = {}
         self._upload_pending = False
         self._order: np.ndarray | None = None
@@ -133,6 +146,20 @@ class SplatGLWidget(QOpenGLWidget):
         splats = load_splats(path)
         self.set_splats(splats)
         return splats.n
+
+    @property
+    def sh_degree(self) -> int:
+        """SH degree drawn now: the file's degree capped by :attr:`max_sh_degree`."""
+        return min(self.packed.sh_degree, self.max_sh_degree) if self.packed is not None else 0
+
+    def set_max_sh_degree(self, degree: int) -> None:
+        """Evaluate SH bands up to `degree` (clipped to 0..3) at most; 0 draws the DC colour
+        ``0.5 + SH_C0 * sh0`` only, as the viewer did before it evaluated SH. Repaints."""
+        degree = int(np.clip(degree, 0, MAX_SH_DEGREE))
+        if degree != self.max_sh_degree:
+            self.max_sh_degree = degree
+            self.shDegreeChanged.emit(degree)
+            self.update()
 
     def reset_view(self) -> None:
         """Oblique view from above, framing the splats."""
@@ -180,7 +207,8 @@ class SplatGLWidget(QOpenGLWidget):
             self._uniforms = {
                 name: GL.glGetUniformLocation(self._prog, name)
                 for name in ("u_data", "u_view", "u_focal", "u_viewport", "u_near",
-                             "u_antialiased")
+                             "u_antialiased", "u_sh", "u_sh_degree", "u_sh_texels",
+                             "u_sh_per_row", "u_cam_pos")
             }
             self._vao = GL.glGenVertexArrays(1)
             GL.glBindVertexArray(self._vao)
@@ -197,15 +225,16 @@ class SplatGLWidget(QOpenGLWidget):
             GL.glVertexAttribIPointer(1, 1, GL.GL_UNSIGNED_INT, 0, ctypes.c_void_p(0))
             GL.glVertexAttribDivisor(1, 1)
             GL.glBindVertexArray(0)
-            self._tex = GL.glGenTextures(1)
-            GL.glBindTexture(GL.GL_TEXTURE_2D, self._tex)
-            for p, v in (
-                (GL.GL_TEXTURE_MIN_FILTER, GL.GL_NEAREST),
-                (GL.GL_TEXTURE_MAG_FILTER, GL.GL_NEAREST),
-                (GL.GL_TEXTURE_WRAP_S, GL.GL_CLAMP_TO_EDGE),
-                (GL.GL_TEXTURE_WRAP_T, GL.GL_CLAMP_TO_EDGE),
-            ):
-                GL.glTexParameteri(GL.GL_TEXTURE_2D, p, v)
+            self._tex, self._sh_tex = (int(t) for t in GL.glGenTextures(2))
+            for tex in (self._tex, self._sh_tex):
+                GL.glBindTexture(GL.GL_TEXTURE_2D, tex)
+                for p, v in (
+                    (GL.GL_TEXTURE_MIN_FILTER, GL.GL_NEAREST),
+                    (GL.GL_TEXTURE_MAG_FILTER, GL.GL_NEAREST),
+                    (GL.GL_TEXTURE_WRAP_S, GL.GL_CLAMP_TO_EDGE),
+                    (GL.GL_TEXTURE_WRAP_T, GL.GL_CLAMP_TO_EDGE),
+                ):
+                    GL.glTexParameteri(GL.GL_TEXTURE_2D, p, v)
             self._upload_pending = self.packed is not None
             self.error = None
         except Exception as e:  # noqa: BLE001 - reported in the page, never fatal
@@ -220,6 +249,15 @@ class SplatGLWidget(QOpenGLWidget):
         GL.glTexImage2D(
             GL.GL_TEXTURE_2D, 0, GL.GL_RGBA32F, tex.shape[1], tex.shape[0], 0,
             GL.GL_RGBA, GL.GL_FLOAT, np.ascontiguousarray(tex),
+        )
+        # SH bands 1..3 in half floats; SH0 files get a 1x1 placeholder (nothing read).
+        sh = self.packed.sh_texture
+        if sh is None:
+            sh = np.zeros((1, 1, 4), dtype=np.float16)
+        GL.glBindTexture(GL.GL_TEXTURE_2D, self._sh_tex)
+        GL.glTexImage2D(
+            GL.GL_TEXTURE_2D, 0, GL.GL_RGBA16F, sh.shape[1], sh.shape[0], 0,
+            GL.GL_RGBA, GL.GL_HALF_FLOAT, np.ascontiguousarray(sh, dtype=np.float16),
         )
         GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._index_vbo)
         GL.glBufferData(GL.GL_ARRAY_BUFFER, 4 * self.packed.n, None, GL.GL_DYNAMIC_DRAW)
@@ -271,10 +309,20 @@ class SplatGLWidget(QOpenGLWidget):
         GL.glUniform2f(u["u_viewport"], float(w), float(h))
         GL.glUniform1f(u["u_near"], float(self.camera.near))
         GL.glUniform1i(u["u_antialiased"], int(self.packed.antialiased))
+        GL.glActiveTexture(GL.GL_TEXTURE1)
+        GL.glBindTexture(GL.GL_TEXTURE_2D, self._sh_tex)
+        GL.glUniform1i(u["u_sh"], 1)
+        GL.glUniform1i(u["u_sh_degree"], self.sh_degree)
+        GL.glUniform1i(u["u_sh_texels"], max(1, self.packed.sh_texels))
+        GL.glUniform1i(u["u_sh_per_row"], max(1, self.packed.sh_per_row))
+        # camera centre in world units: -R^T t of the world-to-camera matrix
+        eye = -viewmat[:3, :3].T @ viewmat[:3, 3]
+        GL.glUniform3f(u["u_cam_pos"], *(float(v) for v in eye))
         GL.glBindVertexArray(self._vao)
         GL.glDrawArraysInstanced(GL.GL_TRIANGLE_STRIP, 0, 4, self.packed.n)
         GL.glBindVertexArray(0)
         GL.glUseProgram(0)
+        GL.glActiveTexture(GL.GL_TEXTURE0)
         GL.glDisable(GL.GL_BLEND)
         now = time.perf_counter()
         self.last_frame_ms = (now - t0) * 1000.0
@@ -329,6 +377,9 @@ class SplatGLWidget(QOpenGLWidget):
             self.frame_all()
         elif key == k.Key_R:
             self.reset_view()
+        elif key == k.Key_H:
+            self.set_max_sh_degree((self.max_sh_degree - 1) % (MAX_SH_DEGREE + 1))
+            return
         elif key in (k.Key_Plus, k.Key_Equal):
             self.camera.zoom(0.85)
         elif key == k.Key_Minus:

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from .camera import UP_AXES
-from .gl_widget import SplatGLWidget
+from .gl_widget import MAX_SH_DEGREE, SplatGLWidget
 
 SPLAT_FILTER = "Splat files (*.ply *.splat *.spz);;All files (*)"
 SPLAT_SUFFIXES = (".ply", ".splat", ".spz")
@@ -50,19 +50,27 @@ class ViewerPage(QWidget):
         for name in UP_AXES:
             self.up_combo.addItem(f"up {name}", name)
         self.up_combo.setToolTip("World up axis: +Z for SplatStudio (ENU) scenes, -Y for COLMAP")
+        self.sh_combo = QComboBox()
+        for d in range(MAX_SH_DEGREE, -1, -1):
+            self.sh_combo.addItem(f"SH ≤ {d}", d)
+        self.sh_combo.setToolTip(
+            "Highest spherical-harmonic degree drawn (view-dependent colour); 0 = base colour "
+            "only. The file's own degree is shown after its name. Key: H cycles."
+        )
         self.info = QLabel("Drop a .ply, .compressed.ply, .splat or .spz file here, or open one.")
         self.info.setObjectName("muted")
         self.fps_label = QLabel()
         self.fps_label.setObjectName("muted")
         help_label = QLabel(
             "left drag: orbit · right drag / shift+left: pan · wheel: zoom · "
-            "W A S D Q E: fly · F: frame · R: reset"
+            "W A S D Q E: fly · F: frame · R: reset · H: SH degree"
         )
         help_label.setObjectName("muted")
         bar = QHBoxLayout()
         bar.addWidget(self.open_button)
         bar.addWidget(self.reset_button)
         bar.addWidget(self.up_combo)
+        bar.addWidget(self.sh_combo)
         bar.addWidget(self.info, 1)
         bar.addWidget(self.fps_label)
         lay = QVBoxLayout(self)
@@ -74,6 +82,12 @@ class ViewerPage(QWidget):
         self.reset_button.clicked.connect(self.gl.reset_view)
         self.up_combo.currentIndexChanged.connect(
             lambda _: self.gl.set_up_axis(UP_AXES[self.up_combo.currentData()])
+        )
+        self.sh_combo.currentIndexChanged.connect(
+            lambda _: self.gl.set_max_sh_degree(self.sh_combo.currentData())
+        )
+        self.gl.shDegreeChanged.connect(
+            lambda d: self.sh_combo.setCurrentIndex(self.sh_combo.findData(d))
         )
         self.gl.glError.connect(lambda msg: self.info.setText(msg))
         self._fps_timer = QTimer(self)
@@ -105,7 +119,8 @@ class ViewerPage(QWidget):
             self.loadFailed.emit(str(e))
             return False
         self.path = path
-        self.info.setText(f"{path.name}: {n:,} gaussians")
+        deg = self.gl.packed.sh_degree if self.gl.packed is not None else 0
+        self.info.setText(f"{path.name}: {n:,} gaussians · SH degree {deg}")
         self.fileLoaded.emit(str(path))
         return True
 
