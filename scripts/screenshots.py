@@ -3,11 +3,15 @@
 Starts a private Xvfb (the real xcb platform with Mesa llvmpipe OpenGL), opens the app with
 throw-away settings and projects in a temporary folder, and drives it:
 
-1. ``stages.png``      a new project from ../shared/data/panos/geovisio-gopromax-2048 (test
+1. ``training.png``    the live training view while that project trains (preview, curves of
+                        loss / held-out PSNR every 50 steps / Gaussians), grabbed at step 200;
+2. ``stages.png``      a new project from ../shared/data/panos/geovisio-gopromax-2048 (test
                        preset) after Run finished;
-2. ``capture_map.png`` the capture map of that project with panorama 3 selected;
-3. ``projects.png``    the project browser (that project plus a second, new one);
-4. ``viewer.png``      the orbit viewer with ../shared/data/splats/donut_fused.ply.
+3. ``export.png``      the Export dialog after exporting that project (4 splat formats and a
+                       GLB mesh) into a temporary folder, listing the written files;
+4. ``capture_map.png`` the capture map of that project with panorama 3 selected;
+5. ``projects.png``    the project browser (that project plus a second, new one);
+6. ``viewer.png``      the orbit viewer with ../shared/data/splats/donut_fused.ply.
 
 Each PNG is checked not to be blank (pixel standard deviation). Run:
 ``python scripts/screenshots.py [--out docs/screenshots]``.
@@ -80,6 +84,18 @@ def wait_for(signal, timeout_ms: int) -> bool:
     return fired["v"]
 
 
+def wait_until(condition, timeout_ms: int, poll_ms: int = 100) -> bool:
+    """Run the event loop until `condition()` is true (True) or `timeout_ms` passes (False)."""
+    import time
+
+    deadline = time.monotonic() + timeout_ms / 1000
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        settle(poll_ms)
+    return condition()
+
+
 def settle(ms: int = 300) -> None:
     """Let Qt lay out and paint (a short event-loop run)."""
     from PySide6.QtCore import QEventLoop, QTimer
@@ -90,7 +106,8 @@ def settle(ms: int = 300) -> None:
 
 
 def shoot(window, path: Path) -> None:
-    """Save the whole window (OpenGL content included) to `path` and check it."""
+    """Save the whole window (OpenGL content included) to `path` and check it (a dialog is
+    saved on its own)."""
     settle()
     if not window.grab().save(str(path)):
         raise SystemExit(f"{path}: could not save")
@@ -101,7 +118,13 @@ def run(out: Path) -> None:
     from PySide6.QtCore import QSettings
 
     from splatstudio.gui.app import create_app, setup_app
-    from splatstudio.gui.main_window import TAB_MAP, TAB_PROJECTS, TAB_STAGES, MainWindow
+    from splatstudio.gui.main_window import (
+        TAB_MAP,
+        TAB_PROJECTS,
+        TAB_STAGES,
+        TAB_TRAIN,
+        MainWindow,
+    )
     from splatstudio.gui.store import AppSettings
 
     app = create_app([])
@@ -126,14 +149,46 @@ def run(out: Path) -> None:
         project = window.new_project(PANOS)
         if project is None:
             raise SystemExit(f"could not create a project: {window.last_error}")
+        project.config.train.eval_every = 50  # a held-out PSNR point every 50 steps
+        project.save()
         window.run()
         print("running the pipeline on the 2048 panoramas (SfM takes about a minute)...")
-        if not wait_for(window.model.runFinished, 15 * 60 * 1000):
+        model = window.model
+
+        def loss_step() -> int:
+            pts = model.stages["train"].history.get("loss", [])
+            return pts[-1][0] if pts else -1
+
+        if not wait_until(lambda: loss_step() >= 200 or not model.is_running, 15 * 60 * 1000):
+            raise SystemExit("training did not reach step 200 in 15 minutes")
+        if not model.is_running:
+            raise SystemExit(f"the run stopped before training: {window.status_label.text()}")
+        window.tabs.setCurrentIndex(TAB_TRAIN)
+        view = window.train_view
+        wait_until(lambda: view.canvas.image is not None, 60_000)
+        settle(600)  # the curves redraw every 250 ms
+        shoot(window, out / "training.png")
+        if not wait_for(model.runFinished, 15 * 60 * 1000):
             raise SystemExit("the run did not finish in 15 minutes")
         settle(800)
         window.tabs.setCurrentIndex(TAB_STAGES)
         window.stage_panel._on_row_clicked("reproject")
         shoot(window, out / "stages.png")
+
+        dlg = window.export_dialog()
+        for fmt, box in dlg.format_boxes.items():
+            box.setChecked(fmt != "obj")
+        dlg.texture_size.setCurrentIndex(dlg.texture_size.findData(1024))
+        dlg.mesh_faces.setValue(20_000)
+        dlg.dest.setText(str(tmp / "exports"))
+        dlg.start()
+        print("exporting (4 splat formats and a textured GLB)...")
+        if not wait_for(dlg.exportFinished, 10 * 60 * 1000) or dlg.manifest is None:
+            raise SystemExit(f"the export did not finish: {dlg.error}")
+        wait_until(lambda: not model.is_running, 30_000)
+        dlg.resize(760, dlg.sizeHint().height() + 60)
+        shoot(dlg, out / "export.png")
+        dlg.close()
 
         window.tabs.setCurrentIndex(TAB_MAP)
         window.capture_map.select("3")
