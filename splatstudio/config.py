@@ -86,9 +86,9 @@ class Mapper(enum.StrEnum):
     """Structure-from-motion mapper.
 
     - ``auto``: global (GLOMAP) for panoramas and photos alike. Measured on the real captures
-      (README, benchmarks/results/sfm*.json): on the geovisio walk the global mapper gives the
-      same geometry run after run and agrees with COLMAP's own panorama pipeline (nearly even
-      2.1-2.8 m steps), while the incremental mapper's answer changes with its seeds and GPS
+      (README, benchmarks/results/sfm*.json): on the geovisio walk the global mapper gives
+      nearly the same geometry run after run and agrees with COLMAP's own panorama pipeline
+      (nearly even 1.9-2.9 m steps), while the incremental mapper's answer changes with its seeds and GPS
       priors (first step 0.4 m, another 6 m); on the Lund photo street the incremental mapper
       splits the sequence into several models where the global one registers 29/29.
     - ``global``: GLOMAP (rotation averaging + global positioning + bundle adjustment),
