@@ -227,6 +227,12 @@ def test_sh_cap_zero_is_the_dc_only_path(qtbot):
     assert w.packed.sh_texture is None and w.packed.bytes_per_gaussian == 64
     assert np.array_equal(capped, cheap)
     assert np.abs(full - capped).max() > 60
+    # an SH texture taller than the GPU allows falls back to the base colours, with a message
+    w._max_texture_size = 0  # as if the GPU's limit were below one row
+    with qtbot.waitSignal(w.glError, timeout=60_000) as msg:
+        too_big = _show(qtbot, w, splats)
+    assert "texture size" in msg.args[0] and w.sh_degree == 0 and w.error is None
+    assert np.array_equal(too_big, cheap)
     _report("sh_cap0", {"cap0_vs_sh0_file_max": int(np.abs(capped - cheap).max()),
                         "sh3_vs_cap0_max": int(np.abs(full - capped).max())})
 

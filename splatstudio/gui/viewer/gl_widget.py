@@ -114,6 +114,8 @@ class SplatGLWidget(QOpenGLWidget):
         self._tex = 0
         self._sh_tex = 0
         self.max_sh_degree = MAX_SH_DEGREE
+        self._sh_unavailable = False
+        self._max_texture_size = 16384
         self._uniforms: dict[str, int] = {}
         self._upload_pending = False
         self._order: np.ndarray | None = None
@@ -126,6 +128,7 @@ class SplatGLWidget(QOpenGLWidget):
     def set_splats(self, splats: Splats, *, frame: bool = True) -> None:
         """Show `splats` (replacing what was shown); frame the camera on them."""
         self.packed = pack_gaussians(splats)
+        self._sh_unavailable = False
         self._upload_pending = True
         self._order = None
         self._sorted_eye = None
@@ -149,8 +152,11 @@ class SplatGLWidget(QOpenGLWidget):
 
     @property
     def sh_degree(self) -> int:
-        """SH degree drawn now: the file's degree capped by :attr:`max_sh_degree`."""
-        return min(self.packed.sh_degree, self.max_sh_degree) if self.packed is not None else 0
+        """SH degree drawn now: the file's degree capped by :attr:`max_sh_degree` (0 when its
+        SH texture would exceed the GPU's largest texture, see :meth:`_upload`)."""
+        if self.packed is None or self._sh_unavailable:
+            return 0
+        return min(self.packed.sh_degree, self.max_sh_degree)
 
     def set_max_sh_degree(self, degree: int) -> None:
         """Evaluate SH bands up to `degree` (clipped to 0..3) at most; 0 draws the DC colour
@@ -235,6 +241,7 @@ class SplatGLWidget(QOpenGLWidget):
                     (GL.GL_TEXTURE_WRAP_T, GL.GL_CLAMP_TO_EDGE),
                 ):
                     GL.glTexParameteri(GL.GL_TEXTURE_2D, p, v)
+            self._max_texture_size = int(GL.glGetIntegerv(GL.GL_MAX_TEXTURE_SIZE))
             self._upload_pending = self.packed is not None
             self.error = None
         except Exception as e:  # noqa: BLE001 - reported in the page, never fatal
@@ -250,9 +257,17 @@ class SplatGLWidget(QOpenGLWidget):
             GL.GL_TEXTURE_2D, 0, GL.GL_RGBA32F, tex.shape[1], tex.shape[0], 0,
             GL.GL_RGBA, GL.GL_FLOAT, np.ascontiguousarray(tex),
         )
-        # SH bands 1..3 in half floats; SH0 files get a 1x1 placeholder (nothing read).
+        # SH bands 1..3 in half floats; SH0 files get a 1x1 placeholder (nothing read). A
+        # 3072-texel row holds 256 gaussians at SH3: 16384 rows (llvmpipe, most desktop GPUs)
+        # are 4.2M gaussians; beyond the GPU's limit the base colours are shown instead.
         sh = self.packed.sh_texture
-        if sh is None:
+        if sh is not None and sh.shape[0] > self._max_texture_size:
+            self._sh_unavailable = True
+            self.glError.emit(
+                f"{self.packed.n:,} gaussians with SH degree {self.packed.sh_degree} exceed "
+                f"this GPU's texture size ({self._max_texture_size}): base colours only"
+            )
+        if sh is None or self._sh_unavailable:
             sh = np.zeros((1, 1, 4), dtype=np.float16)
         GL.glBindTexture(GL.GL_TEXTURE_2D, self._sh_tex)
         GL.glTexImage2D(
