@@ -1,24 +1,93 @@
 """Bake a splat's appearance into a mesh texture.
 
 The splat is rendered (colour and expected depth, :func:`splatstudio.render.rasterize` with
-``render_mode="RGB+ED"``) from a ring of virtual cameras around it; every texel's surface
-point is projected into each view, kept where the view's depth agrees with the point's depth
-(it is not hidden) and the splat is opaque there, and the views' colours are averaged with
-weights ``cos(angle between normal and view ray)^2 * alpha / distance^2``. Texels no view
-sees take the colour of the nearest opaque gaussian; finally the charts are dilated into the
-empty texels so bilinear filtering and mip-maps do not bleed background into the seams.
+``render_mode="RGB+ED"``) from the capture's cameras when they are known, else from a ring
+of virtual cameras around it (:class:`ViewRenders`); every texel's surface point is
+projected into each view, kept where the view's depth agrees with the point's depth (it is
+not hidden) and the splat is opaque there, and the views' colours are averaged with weights
+``cos(angle between normal and view ray)^2 * alpha / distance^2``. Texels no view sees take
+the colour of the nearest opaque gaussian; finally the charts are dilated into the empty
+texels so bilinear filtering and mip-maps do not bleed background into the seams.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..splats.model import SH_C0, Splats
 
 #: :class:`~splatstudio.render.torch_impl.RasterConfig` knobs of the bake's CPU renders
-CPU_RENDER_KNOBS = {"tile_size": 4, "max_pairs": 1 << 20, "max_isects": 1 << 22}
+#: (``tile_size`` is chosen per view by :func:`cpu_tile_size`)
+CPU_RENDER_KNOBS = {"max_pairs": 1 << 20, "max_isects": 1 << 22}
+
+
+@dataclass
+class ViewRenders:
+    """Renders of a splat from a set of pinhole cameras.
+
+    Attributes:
+        viewmats: ``[C, 4, 4]`` world-to-camera, OpenCV axes (x right, y down, z forward).
+        Ks: ``[C, 3, 3]`` pixel intrinsics (pixel centres at ``i + 0.5``).
+        rgb: per view ``[H_c, W_c, 3]`` float32 in ``[0, 1]`` on black.
+        depth: per view ``[H_c, W_c]`` float32 expected depth along the optical axis, metres.
+        alpha: per view ``[H_c, W_c]`` float32 accumulated opacity.
+    """
+
+    viewmats: np.ndarray
+    Ks: np.ndarray
+    rgb: list[np.ndarray]
+    depth: list[np.ndarray]
+    alpha: list[np.ndarray]
+
+    @property
+    def eyes(self) -> np.ndarray:
+        """``[C, 3]`` camera centres, world frame."""
+        R, t = self.viewmats[:, :3, :3], self.viewmats[:, :3, 3]
+        return -np.einsum("cji,cj->ci", R, t)
+
+    def __len__(self) -> int:
+        return int(self.viewmats.shape[0])
+
+
+def cpu_tile_size(
+    splats: Splats, viewmat: np.ndarray, K: np.ndarray, width: int, height: int
+) -> int:
+    """The tile edge (2, 4, 8 or 16 px) that minimises the CPU rasterizer's estimated work
+    for one view.
+
+    The CPU rasterizer evaluates every pixel of every tile a gaussian touches, so its work
+    is about ``isects(t) * (t^2 + 3)`` (``isects``: tile/gaussian pairs; the 3 is the
+    measured cost of binning and sorting one pair, in pixel evaluations); small gaussians
+    favour small tiles (1M gaussians of 1-3 px at 640^2: 4 px tiles 4x faster than 16),
+    large ones big tiles. ``isects`` is estimated from each gaussian's 3-sigma screen radius
+    (largest scale, ``f * s / z`` plus the 0.3 px^2 low-pass). Tiling never changes the
+    rendered values.
+    """
+    R, tv = np.asarray(viewmat, np.float64)[:3, :3], np.asarray(viewmat, np.float64)[:3, 3]
+    pc = splats.means.astype(np.float64) @ R.T + tv
+    z = pc[:, 2]
+    vis = z > 0.01
+    if not vis.any():
+        return 16
+    pc, z = pc[vis], z[vis]
+    f = float(max(K[0, 0], K[1, 1]))
+    sig = f * np.exp(splats.scales[vis].max(axis=1).astype(np.float64)) / z
+    r = 3.0 * np.sqrt(sig * sig + 0.3)
+    u = f * pc[:, 0] / z + K[0, 2]
+    v = f * pc[:, 1] / z + K[1, 2]
+    on = (u + r > 0) & (u - r < width) & (v + r > 0) & (v - r < height)
+    r = np.minimum(r[on], max(width, height))
+    best, best_cost = 16, math.inf
+    for t in (2, 4, 8, 16):
+        span = np.ceil(2.0 * r / t) + 1.0
+        cost = float((span * span).sum()) * (t * t + 3.0)
+        if cost < best_cost:
+            best, best_cost = t, cost
+    return best
 
 
 def ring_cameras(
@@ -87,19 +156,23 @@ def render_views(
     def t(a):
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=dev)
 
-    # CPU rasterizer knobs for a forward-only render of many small gaussians: 4 px tiles and
-    # bigger blocks; the same image (tiling does not change the values), measured 4x faster
-    # than the training defaults (16 px tiles) for 1M gaussians at 640^2
-    knobs = CPU_RENDER_KNOBS if dev.type == "cpu" else {}
+    # CPU rasterizer: bigger blocks and a tile size fitted to the gaussians' screen size;
+    # the same image (tiling does not change the values), measured 4x faster than the
+    # training defaults (16 px tiles) for 1M gaussians at 640^2
+    cpu = dev.type == "cpu"
     sh = np.concatenate([splats.sh0, splats.shN], axis=1) if splats.shN.shape[1] else splats.sh0
     args = (t(splats.means), t(splats.quats), torch.exp(t(splats.scales)),
             torch.sigmoid(t(splats.opacities)), t(sh))  # fmt: skip
     width, height = (size, size) if isinstance(size, int | np.integer) else size
-    Ks = np.broadcast_to(np.asarray(K, np.float64), (viewmats.shape[0], 3, 3))
+    Ks = np.broadcast_to(np.asarray(K, np.float64), (viewmats.shape[0], 3, 3)).copy()
     rgbs, depths, alphas = [], [], []
     for c in range(viewmats.shape[0]):
         if events is not None:
             events.check_cancelled()
+        knobs = {}
+        if cpu:
+            ts = cpu_tile_size(splats, viewmats[c], Ks[c], int(width), int(height))
+            knobs = CPU_RENDER_KNOBS | {"tile_size": ts}
         with torch.no_grad():
             img, alpha, _ = rasterize(
                 *args, t(viewmats[c])[None], t(Ks[c])[None], int(width), int(height),
@@ -111,6 +184,31 @@ def render_views(
         depths.append(img[..., 3])
         alphas.append(alpha[0, ..., 0].cpu().numpy())
     return np.stack(rgbs), np.stack(depths), np.stack(alphas)
+
+
+def render_cameras(
+    splats: Splats,
+    viewmats: np.ndarray,
+    Ks: np.ndarray,
+    sizes: np.ndarray,
+    device: str = "auto",
+    events=None,
+) -> ViewRenders:
+    """Render `splats` from cameras of any sizes (:func:`render_views`, one by one).
+
+    Args:
+        viewmats: ``[C, 4, 4]`` world-to-camera, OpenCV axes; Ks: ``[C, 3, 3]`` pixels;
+        sizes: ``[C, 2]`` ``(width, height)`` pixels.
+    """
+    out = ViewRenders(np.asarray(viewmats, np.float64), np.asarray(Ks, np.float64), [], [], [])
+    for c in range(out.viewmats.shape[0]):
+        w, h = (int(x) for x in sizes[c])
+        rgb, depth, alpha = render_views(splats, out.viewmats[c : c + 1], out.Ks[c], (w, h),
+                                         device, events)  # fmt: skip
+        out.rgb.append(rgb[0])
+        out.depth.append(depth[0])
+        out.alpha.append(alpha[0])
+    return out
 
 
 def rasterize_uv(faces_uv: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -185,7 +283,7 @@ def _sample(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def dilate(texture: np.ndarray, filled: np.ndarray, iterations: int = 16) -> np.ndarray:
-    """Grow the filled texels of `texture` ``[S, S, C] float32`` into the empty ones
+    """Grow the filled texels of `texture` ``[S, S, C]`` (any dtype) into the empty ones
     (`filled` ``[S, S] bool``): every empty texel within `iterations` texels of a filled one
     takes the colour of the nearest filled texel (one pass of ``cv2.distanceTransformWithLabels``,
     5x5 Euclidean approximation); the rest takes the mean colour of the filled texels."""
@@ -206,7 +304,8 @@ def dilate(texture: np.ndarray, filled: np.ndarray, iterations: int = 16) -> np.
     near = np.flatnonzero(~filled.reshape(-1) & (dist.reshape(-1) <= iterations))
     far = ~filled.reshape(-1) & (dist.reshape(-1) > iterations)
     flat[near] = flat[source[labels[near]]]
-    flat[far] = flat[inside].mean(axis=0)
+    mean = flat[inside].mean(axis=0)
+    flat[far] = np.round(mean) if np.issubdtype(out.dtype, np.integer) else mean
     return out
 
 
@@ -221,7 +320,8 @@ def bake_texture(
     resolution: int = 1024,
     device: str = "auto",
     events=None,
-    renders: tuple | None = None,
+    renders: ViewRenders | tuple | None = None,
+    workers: int = 0,
 ) -> tuple[np.ndarray, dict]:
     """Bake the splat's rendered appearance into a texture for a UV-mapped mesh.
 
@@ -231,11 +331,19 @@ def bake_texture(
         faces: ``[F, 3]`` vertex indices.
         uvs: ``[V, 2]`` texture coordinates in ``[0, 1]``, ``(0, 0)`` top-left.
         size: texture side, pixels.
-        views: virtual cameras rendered (:func:`ring_cameras`).
-        resolution: side of each rendered view, pixels.
-        renders: ``(rgb, depth, alpha)`` of :func:`render_views` for exactly these cameras
-            (:func:`ring_cameras` with `views`, 60 degree field of view, `resolution`), when
-            they were rendered already (e.g. for TSDF fusion); None renders them here.
+        views: virtual cameras rendered (:func:`ring_cameras`) when `renders` is not a
+            :class:`ViewRenders`.
+        resolution: side of each rendered ring view, pixels.
+        renders: the views to bake from: a :class:`ViewRenders` (any cameras, e.g. the
+            capture's), or ``(rgb, depth, alpha)`` of :func:`render_views` for exactly the
+            ring cameras (:func:`ring_cameras` with `views`, 60 degree field of view,
+            `resolution`), or None to render the ring here.
+        workers: threads projecting the texels into the views (0: one per CPU core, at
+            most 4).
+
+    A texel is taken from a view where the view's expected depth is within
+    ``0.02 * depth + 2 * median edge length`` of the texel's depth and the render's alpha
+    exceeds 0.5.
 
     Returns:
         ``(texture [size, size, 3] uint8, stats)`` with stats ``texels`` (covered by the
@@ -247,64 +355,88 @@ def bake_texture(
 
     from ..render.camera import intrinsics_from_fov
 
-    fov = 60.0
-    vm, eyes, _, radius = ring_cameras(splats.means.astype(np.float64), views, fov_deg=fov)
-    K = np.asarray(intrinsics_from_fov(fov, resolution, resolution), np.float64)
     t0 = time.perf_counter()
-    if renders is None:
-        renders = render_views(splats, vm, K, resolution, device, events)
-    rgb, depth, alpha = renders
+    if not isinstance(renders, ViewRenders):
+        fov = 60.0
+        vm, _, _, _ = ring_cameras(splats.means.astype(np.float64), views, fov_deg=fov)
+        K = np.asarray(intrinsics_from_fov(fov, resolution, resolution), np.float64)
+        if renders is None:
+            renders = render_views(splats, vm, K, resolution, device, events)
+        rgb, depth, alpha = renders
+        renders = ViewRenders(vm, np.broadcast_to(K, (len(vm), 3, 3)).copy(), list(rgb),
+                              list(depth), list(alpha))  # fmt: skip
     render_s = time.perf_counter() - t0
+    vm, eyes = renders.viewmats, renders.eyes
+    rgb, depth, alpha = renders.rgb, renders.depth, renders.alpha
+    edges = vertices[faces[:, [1, 2, 0]]] - vertices[faces]
+    edge = float(np.median(np.linalg.norm(edges.reshape(-1, 3), axis=1))) if len(faces) else 0.0
 
     texels, face, bary = rasterize_uv(uvs[faces], size)
     tri_f = vertices[faces].astype(np.float32)  # [F, 3, 3]
-    pts = np.zeros((texels.size, 3), np.float32)
-    for k in range(3):
-        pts += bary[:, k : k + 1] * tri_f[face, k]
+    # texel surface points, one array per coordinate (1-D gathers are the cheapest)
+    p_xyz = [np.einsum("tk,tk->t", bary, tri_f[face, :, d]) for d in range(3)]
     fn = np.cross(tri_f[:, 1] - tri_f[:, 0], tri_f[:, 2] - tri_f[:, 0])  # per face
     fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-20)
     centre_f = tri_f.mean(axis=1)
+    plane_f = np.einsum("ij,ij->i", fn, centre_f)  # n . p for every point p of the face
 
-    acc = np.zeros((texels.size, 3), np.float32)
-    wsum = np.zeros(texels.size, np.float32)
-    tol = np.float32(0.02 * radius)
+    def project(views_of_worker: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        acc = np.zeros((texels.size, 3), np.float32)
+        wsum = np.zeros(texels.size, np.float32)
+        tol = np.float32(2.0 * edge)
+        for c in views_of_worker:
+            if events is not None:
+                events.check_cancelled()
+            eye = eyes[c].astype(np.float32)
+            # n . (p - eye) is constant over a face: the cosine's numerator, per face
+            dot_f = plane_f - fn @ eye
+            # faces seen edge-on (or not at all) from this camera are skipped as a whole
+            cos_f = np.abs(dot_f) / np.maximum(np.linalg.norm(centre_f - eye, axis=1), 1e-12)
+            idx = np.flatnonzero((cos_f > 0.1)[face])
+            R, tv = vm[c, :3, :3].astype(np.float32), vm[c, :3, 3].astype(np.float32)
+            K = renders.Ks[c]
+            hc, wc = depth[c].shape
+            px, py, pz = (q[idx] for q in p_xyz)
+            x = px * R[0, 0] + py * R[0, 1] + pz * R[0, 2] + tv[0]
+            y = px * R[1, 0] + py * R[1, 1] + pz * R[1, 2] + tv[1]
+            z = px * R[2, 0] + py * R[2, 1] + pz * R[2, 2] + tv[2]
+            del px, py, pz
+            front = z > 1e-6
+            zs = np.where(front, z, np.float32(1.0))
+            u = x / zs * np.float32(K[0, 0]) + np.float32(K[0, 2])
+            v = y / zs * np.float32(K[1, 1]) + np.float32(K[1, 2])
+            inb = front & (u >= 0) & (u < wc) & (v >= 0) & (v < hc)
+            idx, u, v, x, y, z = idx[inb], u[inb], v[inb], x[inb], y[inb], z[inb]
+            pix = v.astype(np.int64) * wc + u.astype(np.int64)
+            a = alpha[c].reshape(-1)[pix]
+            ok = (a > 0.5) & (np.abs(depth[c].reshape(-1)[pix] - z) < tol + np.float32(0.02) * z)
+            idx, u, v, a = idx[ok], u[ok], v[ok], a[ok]
+            if idx.size == 0:
+                continue
+            dist2 = np.maximum(x[ok] ** 2 + y[ok] ** 2 + z[ok] ** 2, np.float32(1e-24))
+            dot = dot_f[face[idx]]
+            w = dot * dot / dist2 * a / dist2  # = cos^2 * alpha / distance^2
+            acc[idx] += _sample(flat_rgb[c], u, v) * w[:, None]
+            wsum[idx] += w
+        return acc, wsum
+
     flat_rgb = [np.ascontiguousarray(im, dtype=np.float32) for im in rgb]
-    for c in range(vm.shape[0]):
-        if events is not None:
-            events.check_cancelled()
-        eye = eyes[c].astype(np.float32)
-        # faces seen edge-on (or not at all) from this camera are skipped as a whole
-        ray_f = centre_f - eye
-        cos_f = np.abs(np.einsum("ij,ij->i", fn, ray_f)) / np.maximum(
-            np.linalg.norm(ray_f, axis=1), 1e-12
-        )
-        idx = np.flatnonzero((cos_f > 0.1)[face])
-        R, tvec = vm[c, :3, :3].astype(np.float32), vm[c, :3, 3].astype(np.float32)
-        pc = np.einsum("nj,ij->ni", pts[idx], R)  # (numpy's matmul is ~5x slower here)
-        pc += tvec
-        z = pc[:, 2]
-        front = z > 1e-6
-        zs = np.where(front, z, np.float32(1.0))
-        u = pc[:, 0] / zs
-        u *= np.float32(K[0, 0])
-        u += np.float32(K[0, 2])
-        v = pc[:, 1] / zs
-        v *= np.float32(K[1, 1])
-        v += np.float32(K[1, 2])
-        inb = front & (u >= 0) & (u < resolution) & (v >= 0) & (v < resolution)
-        idx, u, v, z = idx[inb], u[inb], v[inb], z[inb]
-        pix = v.astype(np.int64) * resolution + u.astype(np.int64)
-        a = alpha[c].reshape(-1)[pix]
-        ok = (a > 0.5) & (np.abs(depth[c].reshape(-1)[pix] - z) < tol + np.float32(0.01) * z)
-        idx, u, v, a, z = idx[ok], u[ok], v[ok], a[ok], z[ok]
-        if idx.size == 0:
-            continue
-        ray = pts[idx] - eye
-        dist2 = np.maximum(np.einsum("ij,ij->i", ray, ray), np.float32(1e-24))
-        dot = np.einsum("ij,ij->i", fn[face[idx]], ray)
-        w = dot * dot / dist2 * a / dist2  # = cos^2 * alpha / distance^2
-        acc[idx] += _sample(flat_rgb[c], u, v) * w[:, None]
-        wsum[idx] += w
+    # numpy releases the GIL in these loops: views are split over threads, each with its own
+    # accumulators (70 MB each for a 4096^2 texture)
+    n_workers = max(1, min(workers if workers > 0 else (os.cpu_count() or 1), len(vm), 4))
+    if n_workers == 1:
+        acc, wsum = project(list(range(len(vm))))
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(n_workers) as ex:
+            parts = list(ex.map(project, [list(range(k, len(vm), n_workers))
+                                          for k in range(n_workers)]))  # fmt: skip
+        acc, wsum = parts[0]
+        for a2, w2 in parts[1:]:
+            acc += a2
+            wsum += w2
+        del parts
     seen = wsum > 0
     colors = np.zeros((texels.size, 3), np.float32)
     colors[seen] = (acc[seen] / wsum[seen, None]).astype(np.float32)
@@ -314,14 +446,14 @@ def bake_texture(
         op = sigmoid(splats.opacities) >= 0.3
         src = splats.subset(op) if op.sum() > 0 else splats
         base = np.clip(0.5 + SH_C0 * src.sh0[:, 0], 0, 1)
-        _, nn = cKDTree(src.means).query(pts[~seen], k=1, workers=-1)
+        unseen = np.stack([q[~seen] for q in p_xyz], axis=1)
+        _, nn = cKDTree(src.means).query(unseen, k=1, workers=-1)
         colors[~seen] = base[nn]
-    tex = np.zeros((size * size, 3), np.float32)
-    tex[texels] = colors
+    tex = np.zeros((size * size, 3), np.uint8)
+    tex[texels] = np.clip(np.round(colors * 255.0), 0, 255).astype(np.uint8)
     filled = np.zeros(size * size, bool)
     filled[texels] = True
-    tex = dilate(tex.reshape(size, size, 3), filled.reshape(size, size))
-    out = np.clip(np.round(tex * 255.0), 0, 255).astype(np.uint8)
+    out = dilate(tex.reshape(size, size, 3), filled.reshape(size, size))
     stats = {"texels": int(texels.size), "seen_fraction": float(seen.mean()) if seen.size else 0.0,
              "render_s": render_s}  # fmt: skip
     return out, stats

@@ -33,6 +33,27 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+_PNG_CACHE: dict[int, tuple[int, bytes]] = {}
+
+
+def texture_png(mesh: TexturedMesh) -> bytes:
+    """PNG bytes of `mesh`'s texture, encoded once per texture content (a 4096^2 texture
+    takes ~1.2 s to encode; GLB and OBJ of the same mesh share it). The cache holds the
+    last texture only and is keyed by its CRC-32, so a texture changed in place is
+    encoded again."""
+    import zlib
+
+    tex = np.ascontiguousarray(mesh.texture)
+    key = zlib.crc32(tex.data) ^ hash(tex.shape)
+    hit = _PNG_CACHE.get(id(mesh))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    data = encode_png(tex)
+    _PNG_CACHE.clear()
+    _PNG_CACHE[id(mesh)] = (key, data)
+    return data
+
+
 def _atomic_write(path: Path, data: bytes | str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -59,7 +80,7 @@ def write_glb(mesh: TexturedMesh, path: str | os.PathLike) -> list[Path]:
     pos = (mesh.vertices @ ENU_TO_YUP.T).astype("<f4")
     uv = mesh.uvs.astype("<f4")
     idx = mesh.faces.astype("<u4").reshape(-1)
-    png = encode_png(mesh.texture)
+    png = texture_png(mesh)
     chunks, views, offset = [], [], 0
     for data, target in ((pos.tobytes(), 34962), (uv.tobytes(), 34962), (idx.tobytes(), 34963),
                          (png, None)):  # fmt: skip
@@ -116,7 +137,7 @@ def write_obj(mesh: TexturedMesh, path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
     mtl, png = path.with_name(stem + ".mtl"), path.with_name(stem + ".png")
-    _atomic_write(png, encode_png(mesh.texture))
+    _atomic_write(png, texture_png(mesh))
     _atomic_write(mtl, (
         f"# SplatStudio\nnewmtl baked\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\n"
         f"map_Kd {png.name}\n"
@@ -125,9 +146,11 @@ def write_obj(mesh: TexturedMesh, path: str | os.PathLike) -> list[Path]:
     vt = np.column_stack([mesh.uvs[:, 0], 1.0 - mesh.uvs[:, 1]])
     f1 = mesh.faces + 1
     lines = [f"# SplatStudio: y up (x east, y up, z south), metres\nmtllib {mtl.name}\n"]
-    lines.append("".join(f"v {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in pos.tolist()))
-    lines.append("".join(f"vt {u:.6f} {v:.6f}\n" for u, v in vt.tolist()))
+    # one %-format over the whole array: about twice as fast as an f-string per line
+    lines.append(("v %.6f %.6f %.6f\n" * len(pos)) % tuple(pos.ravel().tolist()))
+    lines.append(("vt %.6f %.6f\n" * len(vt)) % tuple(vt.ravel().tolist()))
     lines.append("usemtl baked\n")
-    lines.append("".join(f"f {a}/{a} {b}/{b} {c}/{c}\n" for a, b, c in f1.tolist()))
+    lines.append(("f %d/%d %d/%d %d/%d\n" * len(f1))
+                 % tuple(np.repeat(f1, 2, axis=1).ravel().tolist()))  # fmt: skip
     _atomic_write(path, "".join(lines))
     return [mtl, png]

@@ -23,12 +23,14 @@ class MeshOptions:
             the TSDF voxel is the same size, ``1.1 * extent / 2 ** depth``.
         density_quantile: vertices whose Poisson density is in this lowest quantile are cut
             (removes the closed "bubble" Poisson adds where there are no points).
-        tsdf_resolution: longest side, pixels, of the depth renders from the capture's
-            cameras (TSDF with cameras).
-        tsdf_max_views: most capture cameras rendered for TSDF (evenly subsampled).
+        capture_views: when the capture's cameras are known, at most this many of them
+            (evenly subsampled) are rendered, with their longest side at `bake_resolution`;
+            those renders feed the bake and TSDF in place of the ring of `bake_views`.
         texture_size: texture width = height in pixels.
-        bake_views: number of virtual cameras rendered for the bake.
-        bake_resolution: width = height of each rendered view, pixels.
+        bake_views: number of virtual cameras rendered for the bake (and TSDF) when the
+            capture's cameras are not known.
+        bake_resolution: width = height of each rendered ring view, pixels (the longest
+            side of capture-camera renders).
         device: render device ("auto": CUDA when available, else CPU).
     """
 
@@ -37,8 +39,7 @@ class MeshOptions:
     min_opacity: float = 0.5
     poisson_depth: int = 0
     density_quantile: float = 0.02
-    tsdf_resolution: int = 384
-    tsdf_max_views: int = 96
+    capture_views: int = 48
     texture_size: int = 4096
     bake_views: int = 12
     bake_resolution: int = 640

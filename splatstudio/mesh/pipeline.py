@@ -32,7 +32,7 @@ def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *, e
         ValueError: an unknown method, bad sizes, or too few opaque gaussians.
     """
     from ..render.camera import intrinsics_from_fov
-    from .bake import bake_texture, render_views, ring_cameras
+    from .bake import ViewRenders, bake_texture, render_cameras, render_views, ring_cameras
     from .surface import decimate, gaussian_normals, opaque, poisson_surface, tsdf_surface
     from .uv import unwrap
 
@@ -59,26 +59,32 @@ def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *, e
             f"only {solid.n} gaussians are at least {o.min_opacity} opaque; lower the mesh "
             "opacity threshold"
         )
-    fov = 60.0
-    vm, eyes, _, _ = ring_cameras(splats.means.astype(np.float64), o.bake_views, fov_deg=fov)
-    K = np.asarray(intrinsics_from_fov(fov, o.bake_resolution, o.bake_resolution), np.float64)
-    renders = render_views(splats, vm, K, o.bake_resolution, o.device, events)
+    if cameras is None:
+        fov = 60.0
+        vm, _, _, _ = ring_cameras(splats.means.astype(np.float64), o.bake_views, fov_deg=fov)
+        K = np.asarray(intrinsics_from_fov(fov, o.bake_resolution, o.bake_resolution))
+        rgb, dep, alp = render_views(splats, vm, K, o.bake_resolution, o.device, events)
+        renders = ViewRenders(vm, np.broadcast_to(K, (len(vm), 3, 3)).copy(), list(rgb),
+                              list(dep), list(alp))  # fmt: skip
+        what = f"{len(vm)} ring views"
+    else:
+        vm, Ks, sizes = _capture_subset(cameras, o.capture_views, o.bake_resolution)
+        renders = render_cameras(splats, vm, Ks, sizes, o.device, events)
+        what = f"{len(vm)} of the {len(cameras.viewmats)} capture cameras"
     timings["render"] = time.perf_counter() - t
-    log(f"mesh: rendered {o.bake_views} views ({timings['render']:.1f} s)")
+    log(f"mesh: rendered {what} ({timings['render']:.1f} s)")
 
     t = time.perf_counter()
     pts = solid.means.astype(np.float64)
     depth = o.poisson_depth if o.poisson_depth > 0 else (8 if solid.n < 50_000 else 9)
     if o.method == "poisson":
-        normals = gaussian_normals(solid, eyes if cameras is None else cameras.centres)
+        eyes = renders.eyes if cameras is None else cameras.centres
+        normals = gaussian_normals(solid, eyes)
         v, f = poisson_surface(pts, normals, depth=depth,
                                density_quantile=o.density_quantile)  # fmt: skip
     else:
         voxel = 1.1 * float((pts.max(axis=0) - pts.min(axis=0)).max()) / 2**depth
-        if cameras is None:
-            frames = ((renders[1][c], renders[2][c], vm[c], K) for c in range(len(vm)))
-        else:
-            frames = _camera_renders(splats, cameras, o, events)
+        frames = zip(renders.depth, renders.alpha, renders.viewmats, renders.Ks, strict=True)
         v, f = tsdf_surface(frames, voxel_size=voxel, min_alpha=o.min_opacity)
     timings["surface"] = time.perf_counter() - t
     log(f"mesh: {o.method} surface: {len(f)} faces ({timings['surface']:.1f} s)")
@@ -96,31 +102,30 @@ def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *, e
     log(f"mesh: UV atlas, {len(v)} vertices ({timings['uv']:.1f} s)")
 
     t = time.perf_counter()
-    tex, stats = bake_texture(splats, v, f, uv, size=o.texture_size, views=o.bake_views,
-                              resolution=o.bake_resolution, device=o.device,
+    tex, stats = bake_texture(splats, v, f, uv, size=o.texture_size, device=o.device,
                               events=events, renders=renders)  # fmt: skip
     timings["bake"] = time.perf_counter() - t
-    log(f"mesh: texture {o.texture_size}^2 baked from {o.bake_views} views, "
+    log(f"mesh: texture {o.texture_size}^2 baked from {what}, "
         f"{stats['seen_fraction']:.0%} of texels seen ({timings['bake']:.1f} s)")  # fmt: skip
     return TexturedMesh(vertices=v, faces=f, uvs=uv, texture=tex, method=o.method,
                         timings=timings)  # fmt: skip
 
 
-def _camera_renders(splats: Splats, cameras: MeshCameras, o: MeshOptions, events):
-    """Yield ``(depth, alpha, viewmat, K)`` of at most ``o.tsdf_max_views`` capture cameras
-    (evenly subsampled), each rendered with its longest side scaled to
-    ``o.tsdf_resolution`` pixels (K scaled with it)."""
-    from .bake import render_views
-
+def _capture_subset(
+    cameras: MeshCameras, most: int, longest: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At most `most` of `cameras` (evenly subsampled), scaled so that their longest side is
+    `longest` pixels: ``(viewmats [C, 4, 4], Ks [C, 3, 3], sizes [C, 2])``."""
     n = cameras.viewmats.shape[0]
-    pick = np.unique(np.linspace(0, n - 1, min(n, o.tsdf_max_views)).round().astype(int))
+    pick = np.unique(np.linspace(0, n - 1, max(1, min(n, most))).round().astype(int))
+    Ks, sizes = [], []
     for c in pick:
         w, h = (int(x) for x in cameras.sizes[c])
-        s = o.tsdf_resolution / max(w, h)
+        s = longest / max(w, h)
         ws, hs = max(1, round(w * s)), max(1, round(h * s))
         K = cameras.Ks[c].copy()
         K[0] *= ws / w
         K[1] *= hs / h
-        _, depth, alpha = render_views(splats, cameras.viewmats[c : c + 1], K, (ws, hs),
-                                       o.device, events)  # fmt: skip
-        yield depth[0], alpha[0], cameras.viewmats[c], K
+        Ks.append(K)
+        sizes.append((ws, hs))
+    return cameras.viewmats[pick], np.stack(Ks), np.array(sizes)

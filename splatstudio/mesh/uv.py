@@ -9,6 +9,8 @@ onto one square by a shelf packer.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -24,6 +26,27 @@ def _split(centroids: np.ndarray, idx: np.ndarray, limit: int, out: list[np.ndar
     _split(centroids, idx[order[half:]], limit, out)
 
 
+def _atlas_block(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """xatlas on one block: ``(positions [n, 3] float32, faces [m, 3] uint32, max chart
+    area, texels per unit, padding)`` -> ``(vertex map, faces, uv in [0, 1], width,
+    height)``."""
+    import xatlas
+
+    pos, ind, max_area, tpu, padding = args
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(pos, ind)
+    co, po = xatlas.ChartOptions(), xatlas.PackOptions()
+    co.max_iterations = 1
+    co.max_chart_area = max_area
+    po.texels_per_unit = tpu
+    po.padding = padding
+    po.bilinear = True
+    po.bruteForce = False
+    atlas.generate(co, po)
+    vmap, faces, uv = atlas.get_mesh(0)
+    return vmap, faces, uv, int(atlas.width), int(atlas.height)
+
+
 def unwrap(
     vertices: np.ndarray,
     faces: np.ndarray,
@@ -32,6 +55,7 @@ def unwrap(
     block_faces: int = 5_000,
     padding: int = 2,
     chart_split: float = 100.0,
+    workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """UV-unwrap a triangle mesh.
 
@@ -41,14 +65,15 @@ def unwrap(
         texture_size: the texture side in pixels the atlas is laid out for.
         block_faces: most faces given to one xatlas call.
         padding: texels between charts.
+        chart_split: a chart may cover at most 1/chart_split of its block's area.
+        workers: processes running xatlas on the blocks (0: one per CPU core; 1: in this
+            process).
 
     Returns:
         ``(vertices [V', 3] float64, faces [F, 3] int64, uvs [V', 2] float32)``: vertices
         are duplicated along chart seams; uvs in ``[0, 1]``, ``(0, 0)`` at the top-left of
         the texture; the faces keep their order.
     """
-    import xatlas
-
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces, np.int64)
     tri = v[f]
@@ -59,22 +84,27 @@ def unwrap(
     blocks: list[np.ndarray] = []
     _split(tri.mean(axis=1), np.arange(f.shape[0]), block_faces, blocks)
 
-    parts = []
+    jobs = []
     for b in blocks:
         used, local = np.unique(f[b], return_inverse=True)
-        local = local.reshape(-1, 3).astype(np.uint32)
-        atlas = xatlas.Atlas()
-        atlas.add_mesh(v[used].astype(np.float32), local)
-        co, po = xatlas.ChartOptions(), xatlas.PackOptions()
-        co.max_iterations = 1
-        co.max_chart_area = max(float(area[b].sum()) / chart_split, 1e-12)
-        po.texels_per_unit = tpu
-        po.padding = padding
-        po.bilinear = True
-        po.bruteForce = False
-        atlas.generate(co, po)
-        vmap, ind, uv = atlas.get_mesh(0)
-        w, h = int(atlas.width), int(atlas.height)
+        jobs.append((b, used, v[used].astype(np.float32), local.reshape(-1, 3).astype(np.uint32),
+                     max(float(area[b].sum()) / chart_split, 1e-12)))  # fmt: skip
+    n_workers = min(workers if workers > 0 else (os.cpu_count() or 1), len(jobs))
+    args = [(pos, ind, max_area, tpu, padding) for _, _, pos, ind, max_area in jobs]
+    if n_workers > 1 and len(jobs) >= 4:
+        # xatlas holds the GIL: blocks go to worker processes (forkserver: clean children,
+        # whatever threads torch or open3d run in this process)
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("forkserver")) as ex:
+            results = list(
+                ex.map(_atlas_block, args, chunksize=max(1, len(args) // (4 * n_workers)))
+            )
+    else:
+        results = [_atlas_block(a) for a in args]
+    parts = []
+    for (b, used, *_), (vmap, ind, uv, w, h) in zip(jobs, results, strict=True):
         parts.append((b, used[vmap], ind.astype(np.int64), uv.astype(np.float64) * [w, h], w, h))
 
     # shelf-pack the block rectangles (sizes in texels) into a square
