@@ -115,9 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (see README)")
 
-    p = sub.add_parser("render", help="render a splat file (.ply, .splat, .spz) to a PNG")
+    p = sub.add_parser("render", help="render a splat file (.ply, .splat, .spz, .sog) to a PNG")
     p.add_argument("scene", type=Path, nargs="?",
-                   help="splat file: standard or compressed PLY, .splat, .spz (default with "
+                   help="splat file: standard or compressed PLY, .splat, .spz, .sog (default with "
                    "--project: its train/splat.ply)")
     p.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
     p.add_argument("-p", "--project", type=Path,
@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a splat file to another format")
     p.add_argument("src", type=Path, help="input splat file")
     p.add_argument("dst", type=Path,
-                   help="output: .ply, .compressed.ply, .splat or .spz (format from the name)")
+                   help="output: .ply, .compressed.ply, .splat, .spz or .sog (format from the "
+                   "name)")
     p.add_argument("--max-sh-degree", type=int, help="drop SH bands above this degree")
     p.add_argument("--min-opacity", type=float, help="drop gaussians under this opacity (0..1)")
     p.add_argument("--crop-min", type=float, nargs=3, metavar=("X", "Y", "Z"),

@@ -243,7 +243,7 @@ class ExportConfig:
 
     formats: str = opt(
         "ply,splat,spz,compressed_ply",
-        "comma-separated formats to write: ply, splat, spz, compressed_ply (gaussians), "
+        "comma-separated formats to write: ply, splat, spz, compressed_ply, sog (gaussians), "
         "glb, obj (textured mesh); 'all' for every one",
     )
     output_dir: str = opt("", "write here instead of the project's exports/ folder", hash=False)

@@ -5,8 +5,10 @@ project origin: x east, y north, z up) and ``ingest/manifest.json`` (the origin)
 into ``exports/`` (or ``ExportConfig.output_dir``):
 
 * ``<name>.ply`` (INRIA PLY), ``<name>.splat`` (antimatter15), ``<name>.spz`` (Niantic SPZ,
-  v4 by default, stored in the spec's RUB axes: x east, y up, z south), and
-  ``<name>.compressed.ply`` (SuperSplat/PlayCanvas); all but SPZ keep the ENU axes. Every
+  v4 by default, stored in the spec's RUB axes: x east, y up, z south),
+  ``<name>.compressed.ply`` (SuperSplat/PlayCanvas) and ``<name>.sog`` (PlayCanvas SOG v2
+  bundle, needs Pillow); all but SPZ keep the ENU axes (as splat-transform keeps a PLY's
+  axes when it writes SOG or compressed PLY). Every
   file is read back and compared with what was written, within that format's quantisation
   (:func:`verify_splat_file`); a mismatch fails the stage.
 * ``<name>.glb`` (binary glTF, texture embedded) and ``<name>.obj`` + ``.mtl`` + ``.png``: a
@@ -41,14 +43,14 @@ from ..geo.enu import GeoOrigin
 from ..geo.sidecar import write_sidecar
 from ..project import Project, now_iso, read_json, write_json_atomic
 
-SPLAT_FORMATS = ("ply", "splat", "spz", "compressed_ply")
+SPLAT_FORMATS = ("ply", "splat", "spz", "compressed_ply", "sog")
 MESH_FORMATS = ("glb", "obj")
 ALL_FORMATS = SPLAT_FORMATS + MESH_FORMATS
 _SUFFIX = {"ply": ".ply", "splat": ".splat", "spz": ".spz", "compressed_ply": ".compressed.ply",
-           "glb": ".glb", "obj": ".obj"}  # fmt: skip
+           "sog": ".sog", "glb": ".glb", "obj": ".obj"}  # fmt: skip
 #: Axis convention of each format's coordinates (see :data:`splatstudio.geo.sidecar.AXES`).
-FILE_AXES = {"ply": "ENU", "splat": "ENU", "compressed_ply": "ENU", "spz": "RUB", "glb": "RUB",
-             "obj": "RUB"}  # fmt: skip
+FILE_AXES = {"ply": "ENU", "splat": "ENU", "compressed_ply": "ENU", "sog": "ENU", "spz": "RUB",
+             "glb": "RUB", "obj": "RUB"}  # fmt: skip
 CONVERTER_TIMEOUT_S = 3600.0
 
 
@@ -163,8 +165,10 @@ def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: st
     The comparison follows each format's documented quantisation (``splatstudio.splats``
     module docstrings): e.g. SPZ positions within ``2 ** -(fractional_bits + 1)`` m, 8-bit
     opacities within ``0.5 / 255``, compressed-PLY centres within ``chunk extent / 2046``.
-    Sorted formats (``splat``: by importance, ``compressed_ply``: Morton order) are compared
-    in the writer's order.
+    Sorted formats (``splat``: by importance, ``compressed_ply`` and ``sog``: Morton order)
+    are compared in the writer's order. SOG's codebook attributes (log-scales, DC colour)
+    must decode to the codebook level nearest to what was written, and its SH palette must
+    keep the relative RMS error of the higher SH under 0.25.
 
     Args:
         path: the written file.
@@ -200,7 +204,7 @@ def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: st
         raise StageError(f"{path}: read back {back.n} gaussians, wrote {src.n}")
     if fmt == "splat":
         src = src.subset(importance_order(src))
-    elif fmt == "compressed_ply" and src.n:
+    elif fmt in ("compressed_ply", "sog") and src.n:
         src = src.subset(morton_order(src.means))
     if src.n == 0:
         return {"ok": True, "gaussians": 0, "max_error": {}}
@@ -250,6 +254,31 @@ def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: st
             ("rotation_deg", _quat_angle_deg(src.quats, back.quats), 0.25),
             ("shN", np.abs(np.clip(src.shN, -4, 4) - back.shN), 1 / 32 + 1e-6),
         ]
+    elif fmt == "sog":
+        import json
+        import zipfile
+
+        meta = json.loads(zipfile.ZipFile(path).read("meta.json"))
+        span = np.asarray(meta["means"]["maxs"], np.float64) - meta["means"]["mins"]
+
+        def nearest(v: np.ndarray, book: list) -> np.ndarray:
+            b = np.asarray(book, np.float64)
+            flat = v.reshape(-1).astype(np.float64)
+            i = np.clip(np.searchsorted(b, flat), 1, b.size - 1)
+            return np.minimum(np.abs(flat - b[i - 1]), np.abs(flat - b[i])).reshape(v.shape)
+
+        checks += [
+            ("means", np.abs(m64 - b64), (np.abs(m64) + 1) * span / 131070 * 1.001 + f32),
+            ("scales", np.abs(src.scales - back.scales.astype(np.float64)),
+             nearest(src.scales, meta["scales"]["codebook"]) + 1e-6),
+            ("opacity", np.abs(a_src - a_back), 0.5 / 255 + 1e-6),
+            ("sh0", np.abs(src.sh0 - back.sh0.astype(np.float64)),
+             nearest(src.sh0, meta["sh0"]["codebook"]) + 1e-6),
+            ("rotation_deg", _quat_angle_deg(src.quats, back.quats), 1.2),
+        ]  # fmt: skip
+        if src.shN.size:
+            rel = np.sqrt(((src.shN - back.shN) ** 2).mean() / max((src.shN**2).mean(), 1e-30))
+            checks.append(("shN_relative_rms", np.asarray([rel]), 0.25))
     else:
         raise ValueError(f"not a splat format: {fmt!r}")
     report: dict[str, float] = {}

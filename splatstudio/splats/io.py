@@ -8,9 +8,12 @@ Formats (name: usual extension, source):
 * ``"splat"``: ``.splat``, antimatter15/splat (32 B per gaussian, no higher SH) --
   :mod:`.splat`
 * ``"spz"``: ``.spz``, nianticlabs/spz (~10x smaller, quantised) -- :mod:`.spz`
+* ``"sog"``: ``.sog`` (a ZIP bundle) or ``meta.json`` beside its WebP images, PlayCanvas SOG
+  v2 (~15-20x smaller, quantised; needs Pillow) -- :mod:`.sog`
 
 A ``.ply`` whose header has a ``chunk`` element is a compressed PLY whatever its name; when
-reading, the content (PLY header, gzip or ``NGSP`` magic) decides before the extension.
+reading, the content (PLY header, gzip or ``NGSP`` magic, ZIP magic) decides before the
+extension.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .compressed_ply import read_compressed_ply, write_compressed_ply
 from .filters import FILTER_OPTIONS, apply_filters
 from .model import SplatFormatError, Splats
 from .ply import read_ply, read_ply_header, write_ply
+from .sog import read_sog, write_sog
 from .splat import read_splat, write_splat
 from .spz import read_spz, write_spz
 
@@ -31,25 +35,28 @@ __all__ = ["FORMATS", "SplatFormatError", "detect_format", "format_from_name", "
            "save_splats", "convert"]  # fmt: skip
 
 #: Supported format names.
-FORMATS = ("ply", "compressed_ply", "splat", "spz")
+FORMATS = ("ply", "compressed_ply", "splat", "spz", "sog")
 
 _READERS = {
     "ply": read_ply,
     "compressed_ply": read_compressed_ply,
     "splat": read_splat,
     "spz": read_spz,
+    "sog": read_sog,
 }
 _WRITERS = {
     "ply": write_ply,
     "compressed_ply": write_compressed_ply,
     "splat": write_splat,
     "spz": write_spz,
+    "sog": write_sog,
 }
 
 
 def format_from_name(path: str | os.PathLike) -> str:
     """Format implied by a file name alone: ``.compressed.ply`` -> ``"compressed_ply"``,
-    ``.ply`` -> ``"ply"``, ``.splat`` -> ``"splat"``, ``.spz`` -> ``"spz"`` (case-insensitive).
+    ``.ply`` -> ``"ply"``, ``.splat`` -> ``"splat"``, ``.spz`` -> ``"spz"``, ``.sog`` or
+    ``meta.json`` -> ``"sog"`` (case-insensitive).
 
     Raises:
         ValueError: for any other extension.
@@ -57,12 +64,13 @@ def format_from_name(path: str | os.PathLike) -> str:
     name = Path(path).name.lower()
     if name.endswith(".compressed.ply"):
         return "compressed_ply"
-    for ext, fmt in ((".ply", "ply"), (".splat", "splat"), (".spz", "spz")):
+    for ext, fmt in ((".ply", "ply"), (".splat", "splat"), (".spz", "spz"), (".sog", "sog"),
+                     ("meta.json", "sog")):  # fmt: skip
         if name.endswith(ext):
             return fmt
     raise ValueError(
-        f"{path}: cannot tell the splat format from the extension "
-        f"(expected .ply, .compressed.ply, .splat or .spz; or pass format= one of {FORMATS})"
+        f"{path}: cannot tell the splat format from the extension (expected .ply, "
+        f".compressed.ply, .splat, .spz, .sog or meta.json; or pass format= one of {FORMATS})"
     )
 
 
@@ -70,8 +78,8 @@ def detect_format(path: str | os.PathLike) -> str:
     """Detect the format of a splat file, from its content when it exists, else its name.
 
     Content rules: a PLY header with a ``chunk`` element -> ``"compressed_ply"``, any other
-    PLY -> ``"ply"``; gzip (``1f 8b``) or ``NGSP`` magic -> ``"spz"``; otherwise the
-    extension decides (``.splat`` has no magic).
+    PLY -> ``"ply"``; gzip (``1f 8b``) or ``NGSP`` magic -> ``"spz"``; ZIP (``PK 03 04``)
+    magic -> ``"sog"``; otherwise the extension decides (``.splat`` has no magic).
 
     Returns:
         One of :data:`FORMATS`.
@@ -88,6 +96,8 @@ def detect_format(path: str | os.PathLike) -> str:
             return "compressed_ply" if header.element("chunk") is not None else "ply"
         if head[:2] == b"\x1f\x8b" or head == b"NGSP":
             return "spz"
+        if head == b"PK\x03\x04":
+            return "sog"
     return format_from_name(p)
 
 
@@ -145,8 +155,9 @@ def save_splats(
         format: one of :data:`FORMATS`; default from the extension (``.compressed.ply`` ->
             compressed PLY).
         **options: writer options, e.g. ``include_normals`` (ply), ``sort`` (splat,
-            compressed_ply), ``version``, ``coordinate_system``, ``sh1_bits``,
-            ``sh_rest_bits``, ``compression_level``, ``fractional_bits`` (spz).
+            compressed_ply, sog), ``version``, ``coordinate_system``, ``sh1_bits``,
+            ``sh_rest_bits``, ``compression_level``, ``fractional_bits`` (spz),
+            ``iterations`` (sog).
 
     Returns:
         ``{"path", "format", "n", "sh_degree" (as written), "bytes", "bytes_per_gaussian",

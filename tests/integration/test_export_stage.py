@@ -46,12 +46,13 @@ def _cfg(**kw) -> ExportConfig:
 def test_every_splat_format_sidecar_and_manifest(project):
     events = []
     em = Emitter("export", events.append, min_interval_s=0)
-    manifest = run_export(project, _cfg(formats="ply,splat,spz,compressed_ply"), em)
+    manifest = run_export(project, _cfg(formats="ply,splat,spz,compressed_ply,sog"), em)
     out = project.root / "exports"
     src = load_splats(SPLAT)
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk == manifest
-    assert [e["format"] for e in manifest["files"]] == ["ply", "splat", "spz", "compressed_ply"]
+    assert [e["format"] for e in manifest["files"]] == ["ply", "splat", "spz", "compressed_ply",
+                                                         "sog"]  # fmt: skip
     names = {e["format"]: e["path"] for e in manifest["files"]}
     assert names["compressed_ply"] == "scene.compressed.ply"  # relative to the manifest
     for e in manifest["files"]:
@@ -70,6 +71,11 @@ def test_every_splat_format_sidecar_and_manifest(project):
     spz_raw = load_splats(out / "scene.spz", coordinate_system=None)  # stored RUB: y = up
     assert np.allclose(spz_raw.means[:, 1], src.means[:, 2], atol=1e-3)
     assert load_splats(out / "scene.splat").n == src.n
+    sog = load_splats(out / "scene.sog")  # Morton order, ENU like the PLY
+    assert sog.n == src.n and sog.sh_degree == src.sh_degree
+    assert np.abs(np.sort(sog.means, axis=0) - np.sort(src.means, axis=0)).max() < 1e-3
+    sog_check = next(e for e in manifest["files"] if e["format"] == "sog")["verified"]
+    assert sog_check["max_error"]["rotation_deg"] < 1.2
     kinds = {type(ev).__name__ for ev in events}
     assert {"Progress", "Artifact", "Metric", "Log"} <= kinds
     assert "exports/scene.spz.geo.json" in em.artifacts

@@ -131,9 +131,10 @@ def test_format_detection(tmp_path):
     # by name for files that do not exist yet
     assert format_from_name("a/B.COMPRESSED.PLY") == "compressed_ply"
     assert [format_from_name(f"x.{e}") for e in ("ply", "splat", "spz")] == ["ply", "splat", "spz"]
+    assert format_from_name("x.SOG") == format_from_name("scene/meta.json") == "sog"
     with pytest.raises(ValueError, match="extension"):
         format_from_name("x.obj")
-    assert set(FORMATS) == {"ply", "compressed_ply", "splat", "spz"}
+    assert set(FORMATS) == {"ply", "compressed_ply", "splat", "spz", "sog"}
 
 
 def test_save_is_atomic_and_checks_options(tmp_path):
