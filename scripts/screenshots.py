@@ -177,7 +177,7 @@ def run(out: Path) -> None:
 
         dlg = window.export_dialog()
         for fmt, box in dlg.format_boxes.items():
-            box.setChecked(fmt != "obj")
+            box.setChecked(fmt in ("ply", "splat", "spz", "compressed_ply", "glb"))
         dlg.texture_size.setCurrentIndex(dlg.texture_size.findData(1024))
         dlg.mesh_faces.setValue(20_000)
         dlg.dest.setText(str(tmp / "exports"))

@@ -43,16 +43,18 @@ from ..errors import SplatStudioError
 from ..project import read_json
 from .model import ProjectModel
 
-#: Formats in the order shown, with their labels (names as ``ExportConfig.formats`` spells them).
-FORMATS: dict[str, str] = {
+#: Labels of the formats (names as ``ExportConfig.formats`` spells them); the list shown is the
+#: export stage's own (:data:`splatstudio.pipeline.export.ALL_FORMATS`), a format without a
+#: label here is shown by its name.
+FORMAT_LABELS: dict[str, str] = {
     "ply": "PLY: standard 3DGS (INRIA)",
     "splat": ".splat: web viewers (antimatter15)",
     "spz": "SPZ: Niantic, compact",
     "compressed_ply": "Compressed PLY: SuperSplat",
+    "sog": "SOG: PlayCanvas v2 (WebP)",
     "glb": "GLB: textured mesh (glTF)",
     "obj": "OBJ: textured mesh, .mtl, .png",
 }
-MESH_FORMATS = ("glb", "obj")
 TEXTURE_SIZES = (512, 1024, 2048, 4096, 8192)
 BUSY_TEXT = "Stages are running; export when they are done."
 
@@ -121,26 +123,33 @@ class ExportDialog(QDialog):
         self.setMinimumWidth(720)
         project = model.project
         cfg = project.config.export if project is not None else ExportConfig()
+        from ..pipeline.export import ALL_FORMATS, MESH_FORMATS
+
+        self.mesh_formats = tuple(MESH_FORMATS)
         chosen = set(cfg.formats.replace(" ", "").split(","))
         if "all" in chosen:
-            chosen = set(FORMATS)
+            chosen = set(ALL_FORMATS)
 
-        # formats
+        # formats: splat files on the left, meshes on the right
         self.format_boxes: dict[str, QCheckBox] = {}
         fbox = QGroupBox("Formats")
         fgrid = QGridLayout(fbox)
-        for i, (fmt, label) in enumerate(FORMATS.items()):
-            cb = QCheckBox(label)
-            cb.setChecked(fmt in chosen or (fmt == "compressed_ply" and "compressed" in chosen))
-            cb.toggled.connect(self._update_enabled)
-            self.format_boxes[fmt] = cb
-            fgrid.addWidget(cb, i % 4 if i < 4 else i - 4, 0 if i < 4 else 2)
         self.spz_version = QComboBox()
         self.spz_version.addItem("version 4 (current)", 4)
         self.spz_version.addItem("version 3 (older viewers)", 3)
         self.spz_version.setCurrentIndex(max(0, self.spz_version.findData(cfg.spz_version)))
         self.spz_version.setToolTip("SPZ format version: 4 (ZSTD) or 3 (gzip, older viewers)")
-        fgrid.addWidget(self.spz_version, 2, 1)
+        rows = {"splat": 0, "mesh": 0}
+        for fmt in ALL_FORMATS:
+            cb = QCheckBox(FORMAT_LABELS.get(fmt, fmt))
+            cb.setChecked(fmt in chosen or (fmt == "compressed_ply" and "compressed" in chosen))
+            cb.toggled.connect(self._update_enabled)
+            self.format_boxes[fmt] = cb
+            kind = "mesh" if fmt in self.mesh_formats else "splat"
+            fgrid.addWidget(cb, rows[kind], 0 if kind == "splat" else 2)
+            if fmt == "spz":
+                fgrid.addWidget(self.spz_version, rows[kind], 1)
+            rows[kind] += 1
         fgrid.setColumnStretch(1, 1)
         fgrid.setColumnMinimumWidth(1, 150)
         self.name = QLineEdit(cfg.name)
@@ -361,10 +370,11 @@ class ExportDialog(QDialog):
         self._update_enabled()
 
     def _update_enabled(self) -> None:
-        mesh = any(self.format_boxes[f].isChecked() for f in MESH_FORMATS)
+        mesh = any(self.format_boxes[f].isChecked() for f in self.mesh_formats)
         self.mesh_faces.setEnabled(mesh)
         self.texture_size.setEnabled(mesh)
-        self.spz_version.setEnabled(self.format_boxes["spz"].isChecked())
+        self.spz_version.setEnabled("spz" in self.format_boxes
+                                    and self.format_boxes["spz"].isChecked())
         for b in self.crop_min + self.crop_max:
             b.setEnabled(self.crop.isChecked())
         self.floater_k.setEnabled(self.remove_floaters.isChecked())
