@@ -21,8 +21,10 @@ Every panorama is one *frame* of a rig whose sensors are the virtual views, with
 intrinsics that bundle adjustment refines.
 
 Mapping: GLOMAP (``global_mapping``) by default, then, with GPS, a bundle adjustment with the
-GPS pose priors (the global mapper takes none); or COLMAP's incremental mapper with the priors
-in its own bundle adjustments. See :class:`splatstudio.config.Mapper` for why.
+GPS pose priors (the global mapper takes none), then the matches triangulated again with the
+poses fixed, two-view tracks included (more points to start training from); or COLMAP's
+incremental mapper with the priors in its own bundle adjustments. See
+:class:`splatstudio.config.Mapper` for why.
 
 Pairs are chosen per *frame*, not per image: the k nearest frames by GPS within a radius plus
 neighbours in capture order (all of them without GPS), expanded to every view pair between two
@@ -580,6 +582,26 @@ def refine_with_pose_priors(
     return {"priors": len(priors), "termination": str(summary.termination_type).split(".")[-1]}
 
 
+def complete_tracks(
+    rec: Any, db_path: Path, images: Path, work: Path, refine_intrinsics: bool
+) -> Any:
+    """`rec` with more 3D points: every verified match triangulated again with the poses held
+    fixed (``pycolmap.triangulate_points``, COLMAP's point triangulator), two-view tracks
+    included. GLOMAP keeps only tracks of 3+ views, but with ownership masks a point seen from
+    two panoramas is a two-view track; on the 2048 walk this took 689 points to 887 in 0.6 s
+    (those seed the Gaussians of training). Returns the new pycolmap.Reconstruction."""
+    import pycolmap
+
+    o = pycolmap.IncrementalPipelineOptions()
+    o.triangulation.ignore_two_view_tracks = False
+    o.ba_refine_sensor_from_rig = False
+    o.ba_refine_focal_length = refine_intrinsics
+    o.ba_refine_extra_params = refine_intrinsics
+    o.ba_refine_principal_point = False
+    work.mkdir(parents=True, exist_ok=True)
+    return pycolmap.triangulate_points(rec, db_path, images, work, clear_points=False, options=o)
+
+
 # ---------------------------------------------------------------------------------------------
 # Analysis of a model
 # ---------------------------------------------------------------------------------------------
@@ -743,6 +765,15 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
         else:
             events.log(f"GPS pose priors: {ba['priors']} on registered frames, fewer than 3; "
                        "the model keeps the mapper's frame")
+    if mapper == Mapper.GLOBAL:
+        t1 = time.monotonic()
+        events.progress(0.97, "triangulating two-view tracks")
+        n0 = rec.num_points3D()
+        rec = _run_cancellable(events, complete_tracks, rec, db_path, images, work / "tri",
+                               has_photos)
+        timings["triangulation"] = time.monotonic() - t1
+        events.log(f"two-view tracks: {n0} -> {rec.num_points3D()} points, poses unchanged "
+                   f"({timings['triangulation']:.1f} s)")
     reg = model_frames(rec)
     frame_ids = [f["id"] for f in frames]
     others = []
