@@ -31,6 +31,9 @@ def is_splat_file(path: Path) -> bool:
 class ViewerPage(QWidget):
     """Open a splat file (button, menu or drag and drop) and orbit it.
 
+    The tool bar's ``sh_combo`` caps the spherical-harmonic degree drawn ("SH ≤ 3" .. "SH ≤ 0",
+    0 = base colour only; the H key cycles it); the status line shows the file's own degree.
+
     Signals:
         fileLoaded(str): a file was loaded and is shown.
         loadFailed(str): the message of a file that could not be loaded.
