@@ -420,7 +420,10 @@ def bake_texture(
             wsum[idx] += w
         return acc, wsum
 
-    flat_rgb = [np.ascontiguousarray(im, dtype=np.float32) for im in rgb]
+    # the renders are composited on black: divide by alpha for the surface's own colour
+    # (alpha > 0.5 where sampled; the weights carry alpha)
+    flat_rgb = [np.ascontiguousarray(np.clip(im / np.maximum(a, 1e-6)[..., None], 0, 1),
+                                     dtype=np.float32) for im, a in zip(rgb, alpha, strict=True)]  # fmt: skip
     # numpy releases the GIL in these loops: views are split over threads, each with its own
     # accumulators (70 MB each for a 4096^2 texture)
     n_workers = max(1, min(workers if workers > 0 else (os.cpu_count() or 1), len(vm), 4))

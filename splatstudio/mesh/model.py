@@ -39,7 +39,7 @@ class MeshOptions:
     min_opacity: float = 0.5
     poisson_depth: int = 0
     density_quantile: float = 0.02
-    capture_views: int = 48
+    capture_views: int = 24
     texture_size: int = 4096
     bake_views: int = 12
     bake_resolution: int = 640

@@ -79,7 +79,7 @@ def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *, e
     depth = o.poisson_depth if o.poisson_depth > 0 else (8 if solid.n < 50_000 else 9)
     if o.method == "poisson":
         eyes = renders.eyes if cameras is None else cameras.centres
-        normals = gaussian_normals(solid, eyes)
+        normals = gaussian_normals(solid, eyes, renders)
         v, f = poisson_surface(pts, normals, depth=depth,
                                density_quantile=o.density_quantile)  # fmt: skip
     else:

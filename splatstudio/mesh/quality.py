@@ -214,7 +214,8 @@ def compare_views(
 
 
 def mesh_stats(vertices: np.ndarray, faces: np.ndarray) -> dict[str, Any]:
-    """Topology and size of a triangle mesh.
+    """Topology and size of a triangle mesh, after merging vertices with identical
+    coordinates (a textured mesh repeats them along its UV seams).
 
     Returns:
         ``{"faces", "vertices", "area_m2", "boundary_edges", "nonmanifold_edges",
@@ -224,8 +225,9 @@ def mesh_stats(vertices: np.ndarray, faces: np.ndarray) -> dict[str, Any]:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    v = np.asarray(vertices, np.float64)
-    f = np.asarray(faces, np.int64)
+    from .surface import weld
+
+    v, f = weld(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
     out: dict[str, Any] = {"faces": int(f.shape[0]), "vertices": int(v.shape[0])}
     if f.shape[0] == 0:
         return out | {"area_m2": 0.0, "boundary_edges": 0, "nonmanifold_edges": 0,

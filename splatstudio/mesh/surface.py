@@ -4,19 +4,30 @@ depth, quadric decimation."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from ..splats.model import Splats, quat_to_rotation, sigmoid
 
 
-def gaussian_normals(splats: Splats, eyes: np.ndarray) -> np.ndarray:
+def gaussian_normals(splats: Splats, eyes: np.ndarray, views: Any = None) -> np.ndarray:
     """Normals of flat gaussians: the axis of each one's smallest scale, turned towards the
-    nearest of the viewpoints `eyes` (the surface faces where it was seen from).
+    cameras that see it.
+
+    With `views` (renders of the splat, :class:`~splatstudio.mesh.bake.ViewRenders`), a
+    gaussian is *seen* by a view when its centre projects inside the image where the
+    render is opaque (alpha > 0.5) and the rendered depth is within ``1% + its largest
+    scale`` of its own; each such view that sees it at more than ~73 degrees from edge-on
+    (``|cos| > 0.3``) votes for the side facing it, weighted by ``|cos|``; gaussians no view sees take the side of their seen neighbours, grown outwards
+    from the seen surface (:func:`_propagate_orientation`). Without `views` (and where no
+    neighbour is reached) a normal faces the nearest of `eyes` -- which turns the far side
+    of an object inwards (the nearest camera is on the other side), hence the votes.
 
     Args:
         splats: ``N`` gaussians (means in metres, wxyz quats, log-scales).
         eyes: ``[C, 3]`` viewpoints in the same frame.
+        views: renders to vote with, or None.
 
     Returns:
         ``[N, 3] float64`` unit normals.
@@ -26,11 +37,70 @@ def gaussian_normals(splats: Splats, eyes: np.ndarray) -> np.ndarray:
     n = rot[np.arange(splats.n), :, axis]
     from scipy.spatial import cKDTree
 
-    _, nearest = cKDTree(eyes).query(splats.means.astype(np.float64), k=1)
-    to_eye = eyes[nearest] - splats.means
-    flip = np.sum(n * to_eye, axis=1) < 0
-    n[flip] *= -1.0
+    p = splats.means.astype(np.float64)
+    _, nearest = cKDTree(eyes).query(p, k=1)
+    side = np.sign(np.sum(n * (eyes[nearest] - p), axis=1))
+    if views is not None:
+        votes = np.zeros(splats.n)
+        big = np.exp(splats.scales.max(axis=1).astype(np.float64))
+        for c in range(len(views)):
+            vm, K = views.viewmats[c], views.Ks[c]
+            depth, alpha = views.depth[c], views.alpha[c]
+            h, w = depth.shape
+            pc = p @ vm[:3, :3].T + vm[:3, 3]
+            z = pc[:, 2]
+            ok = z > 1e-6
+            zs = np.where(ok, z, 1.0)
+            u = np.floor(K[0, 0] * pc[:, 0] / zs + K[0, 2]).astype(np.int64)
+            v = np.floor(K[1, 1] * pc[:, 1] / zs + K[1, 2]).astype(np.int64)
+            ok &= (u >= 0) & (u < w) & (v >= 0) & (v < h)
+            idx = np.flatnonzero(ok)
+            d = depth[v[idx], u[idx]]
+            tol = 0.01 * z[idx] + big[idx]
+            seen = (alpha[v[idx], u[idx]] > 0.5) & (np.abs(d - z[idx]) < tol)
+            idx = idx[seen]
+            eye = -vm[:3, :3].T @ vm[:3, 3]
+            ray = eye - p[idx]
+            cos = np.sum(n[idx] * ray, axis=1) / np.maximum(np.linalg.norm(ray, axis=1), 1e-12)
+            # seen edge-on, a gaussian on the far side near the silhouette passes the depth
+            # test too; only clear views vote
+            clear = np.abs(cos) > 0.3
+            votes[idx[clear]] += cos[clear]
+        n = n * np.where(votes < 0, -1.0, 1.0)[:, None]
+        done = votes != 0
+        if done.any() and not done.all():
+            _propagate_orientation(p, n, done)
+        side = np.where(done, 1.0, side)
+    n = n * np.where(side < 0, -1.0, 1.0)[:, None]
     return n
+
+
+def _propagate_orientation(p: np.ndarray, n: np.ndarray, done: np.ndarray, k: int = 8,
+                           rounds: int = 64) -> None:  # fmt: skip
+    """Orient, in place, the normals ``n`` of the points not `done` like their oriented
+    neighbours: each round, a point with oriented points among its `k` nearest takes the
+    side on which ``sum(n_i . n_j)`` over them is positive, then counts as oriented (a
+    front growing from the seen surface over the unseen one, e.g. the underside that the
+    ring of bake views never sees). Points no front reaches keep their side; `done` is
+    updated."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(p)
+    for _ in range(rounds):
+        todo = np.flatnonzero(~done)
+        if todo.size == 0:
+            return
+        _, nb = tree.query(p[todo], k=min(k + 1, p.shape[0]), workers=-1)
+        nb = nb[:, 1:]
+        ok = done[nb]
+        dots = np.einsum("tkd,td->tk", n[nb], n[todo]) * ok
+        vote = dots.sum(axis=1)
+        grow = ok.any(axis=1) & (vote != 0)
+        if not grow.any():
+            return
+        flip = todo[grow & (vote < 0)]
+        n[flip] *= -1.0
+        done[todo[grow]] = True
 
 
 def poisson_surface(
@@ -86,10 +156,11 @@ def tsdf_surface(
     frames: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     *,
     voxel_size: float,
-    trunc_voxels: float = 4.0,
+    trunc_voxels: float = 8.0,
     depth_trunc: float = 0.0,
     min_alpha: float = 0.5,
     min_weight: float = 1.0,
+    max_incidence_deg: float = 90.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """TSDF fusion (Curless & Levoy 1996) of depth maps rendered from the splat, then
     marching cubes: open3d's tensor ``VoxelBlockGrid`` on the CPU.
@@ -111,6 +182,10 @@ def tsdf_surface(
         depth_trunc: depths beyond this are ignored, metres (0: no limit).
         min_alpha: pixels with less opacity carry no depth.
         min_weight: voxels observed by fewer views than this are not meshed.
+        max_incidence_deg: pixels where the depth map's own slope says the surface is seen
+            more obliquely than this are dropped (the expected depth of a splat seen at a
+            grazing angle bulges towards the camera, and one view's bulge carves away the
+            surface another view put there).
 
     Returns:
         ``(vertices [V, 3] float64, faces [F, 3] int64)``, metres, the cameras' world frame.
@@ -137,6 +212,13 @@ def tsdf_surface(
             raise ValueError(f"tsdf_surface: depth {depth.shape} and alpha "
                              f"{np.shape(alpha)} of frame {n} do not match")  # fmt: skip
         valid = (np.asarray(alpha) >= min_alpha) & np.isfinite(depth) & (depth > 0)
+        if max_incidence_deg < 90.0 and valid.any():
+            # surface slope from central differences: tan(incidence) ~ |grad z| * f / z
+            dz = np.where(valid, depth, np.nan)
+            gy, gx = np.gradient(dz)
+            f = 0.5 * (float(K[0][0]) + float(K[1][1]))
+            tan_inc = np.hypot(gx, gy) * f / np.maximum(depth, 1e-9)
+            valid &= np.nan_to_num(tan_inc, nan=np.inf) < np.tan(np.radians(max_incidence_deg))
         if not valid.any():
             continue
         far = float(depth_trunc) if depth_trunc > 0 else float(depth[valid].max()) * 1.01
@@ -157,7 +239,22 @@ def tsdf_surface(
     mesh = grid.extract_triangle_mesh(weight_threshold=float(min_weight))
     v = mesh.vertex.positions.numpy().astype(np.float64)
     f = mesh.triangle.indices.numpy().astype(np.int64)
+    v, f = weld(v, f)  # the grid's marching cubes repeats vertices on block borders
     return drop_small_pieces(v, f, min_fraction=0.0)
+
+
+def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge vertices with identical coordinates (e.g. duplicated along UV seams or block
+    borders) so faces share them.
+
+    Returns:
+        ``(vertices [V', 3], faces [F, 3] int64)``, faces in the same order.
+    """
+    v = np.ascontiguousarray(vertices)
+    if v.shape[0] == 0:
+        return v, np.asarray(faces, np.int64)
+    uniq, inverse = np.unique(v, axis=0, return_inverse=True)
+    return uniq, inverse.reshape(-1)[np.asarray(faces, np.int64)]
 
 
 def decimate(
@@ -189,8 +286,13 @@ def decimate(
         except ImportError:
             fast_simplification = None
         if fast_simplification is not None:
-            v, f = fast_simplification.simplify(v, f.astype(np.int32),
-                                                target_count=int(target_faces), agg=3.0)  # fmt: skip
+            # aggressiveness 3 (more careful than the default 7) stops short of the target
+            # on ragged meshes (e.g. TSDF of few views); 7 then finishes the job
+            for agg in (3.0, 7.0):
+                v, f = fast_simplification.simplify(v, f.astype(np.int32),
+                                                    target_count=int(target_faces), agg=agg)  # fmt: skip
+                if f.shape[0] <= target_faces:
+                    break
         else:
             import open3d as o3d
 

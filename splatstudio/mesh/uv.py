@@ -47,6 +47,39 @@ def _atlas_block(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, 
     return vmap, faces, uv, int(atlas.width), int(atlas.height)
 
 
+def _shelf_pack(sizes: np.ndarray) -> tuple[np.ndarray, float]:
+    """Place rectangles ``sizes [B, 2]`` (width, height) on shelves, tallest first.
+
+    Returns:
+        ``(offsets [B, 2], extent)``: top-left corners and the side of the square holding
+        them all, the smallest over 24 shelf widths from the widest rectangle to the sum of
+        the widths.
+    """
+    order = np.argsort(-sizes[:, 1], kind="stable")
+    area = float((sizes[:, 0] * sizes[:, 1]).sum())
+    lo = max(float(sizes[:, 0].max()), np.sqrt(area))
+    hi = max(lo, float(sizes[:, 0].sum()))
+    best: tuple[float, np.ndarray] | None = None
+    for side in np.unique(np.concatenate([np.linspace(lo, hi, 24), [np.sqrt(area) * 1.08]])):
+        if side < sizes[:, 0].max():
+            continue
+        offsets = np.zeros((len(sizes), 2))
+        x = y = shelf_h = width = 0.0
+        for i in order:
+            w, h = sizes[i]
+            if x + w > side:
+                x, y, shelf_h = 0.0, y + shelf_h, 0.0
+            offsets[i] = (x, y)
+            x += w
+            width = max(width, x)
+            shelf_h = max(shelf_h, h)
+        extent = max(width, y + shelf_h)
+        if best is None or extent < best[0]:
+            best = (extent, offsets)
+    assert best is not None
+    return best[1], best[0]
+
+
 def unwrap(
     vertices: np.ndarray,
     faces: np.ndarray,
@@ -91,37 +124,33 @@ def unwrap(
                      max(float(area[b].sum()) / chart_split, 1e-12)))  # fmt: skip
     n_workers = min(workers if workers > 0 else (os.cpu_count() or 1), len(jobs))
     args = [(pos, ind, max_area, tpu, padding) for _, _, pos, ind, max_area in jobs]
+    results = None
     if n_workers > 1 and len(jobs) >= 4:
         # xatlas holds the GIL: blocks go to worker processes (forkserver: clean children,
         # whatever threads torch or open3d run in this process)
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
-        with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("forkserver")) as ex:
-            results = list(
-                ex.map(_atlas_block, args, chunksize=max(1, len(args) // (4 * n_workers)))
-            )
-    else:
+        try:
+            with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("forkserver")) as ex:
+                chunk = max(1, len(args) // (4 * n_workers))
+                results = list(ex.map(_atlas_block, args, chunksize=chunk))
+        except (BrokenProcessPool, OSError):
+            # a worker could not start (e.g. __main__ is not importable: code run from
+            # stdin); the same blocks in this process give the same atlas
+            results = None
+    if results is None:
         results = [_atlas_block(a) for a in args]
     parts = []
     for (b, used, *_), (vmap, ind, uv, w, h) in zip(jobs, results, strict=True):
         parts.append((b, used[vmap], ind.astype(np.int64), uv.astype(np.float64) * [w, h], w, h))
 
-    # shelf-pack the block rectangles (sizes in texels) into a square
+    # shelf-pack the block rectangles (sizes in texels) into a square: the shelf width that
+    # gives the smallest square is searched (a fixed width leaves half the texture empty
+    # when there are only a few blocks)
     sizes = np.array([(p[4] + padding, p[5] + padding) for p in parts], np.float64)
-    side = float(np.sqrt((sizes[:, 0] * sizes[:, 1]).sum()) * 1.08)
-    side = max(side, sizes[:, 0].max())
-    order = np.argsort(-sizes[:, 1], kind="stable")
-    offsets = np.zeros((len(parts), 2))
-    x = y = shelf_h = 0.0
-    for i in order:
-        w, h = sizes[i]
-        if x + w > side:
-            x, y, shelf_h = 0.0, y + shelf_h, 0.0
-        offsets[i] = (x, y)
-        x += w
-        shelf_h = max(shelf_h, h)
-    extent = max(side, y + shelf_h)
+    offsets, extent = _shelf_pack(sizes)
 
     out_v, out_uv = [], []
     out_f = np.empty_like(f)

@@ -13,7 +13,8 @@ into ``exports/`` (or ``ExportConfig.output_dir``):
   (:func:`verify_splat_file`); a mismatch fails the stage.
 * ``<name>.glb`` (binary glTF, texture embedded) and ``<name>.obj`` + ``.mtl`` + ``.png``: a
   textured surface of the splat (:mod:`splatstudio.mesh`), in glTF's y-up axes (x east, y up,
-  z south).
+  z south); its surface and texture come from renders of the splat from the capture's
+  registered cameras (``georef/sparse``) when there are any, else from virtual views.
 * ``<file>.geo.json`` next to every file (:mod:`splatstudio.geo.sidecar`): origin (EPSG:4979),
   the ENU->ECEF 4x4 transform, the axes of the file's coordinates, units.
 * ``manifest.json``: per file its format, path and sidecar (relative to the manifest's
@@ -374,6 +375,35 @@ def run_converter(cmd: list[str], out_dir: Path, events: Emitter) -> dict[str, A
     return result
 
 
+# ---------------------------------------------------------------------------- mesh cameras
+def capture_cameras(project: Project, events: Emitter | None = None) -> Any:
+    """The capture's registered cameras (``georef/sparse``, ENU metres) as
+    :class:`~splatstudio.mesh.MeshCameras`, for the mesh's TSDF renders, texture bake and
+    Poisson normals; None when there is no georeferenced model or pycolmap is missing (the
+    mesh then uses a ring of virtual views around the splat)."""
+    from ..mesh import MeshCameras
+
+    sparse = project.root / "georef" / "sparse"
+    if not sparse.is_dir():
+        return None
+    try:
+        import pycolmap
+
+        from .train import load_cameras
+
+        cams = load_cameras(pycolmap.Reconstruction(str(sparse)))
+    except Exception as e:  # ImportError, pycolmap errors, StageError (camera model)
+        if events is not None:
+            events.warning(f"mesh: the capture's cameras in {sparse} are not usable ({e}); "
+                           "baking from virtual views around the splat")  # fmt: skip
+        return None
+    if not cams:
+        return None
+    return MeshCameras(viewmats=np.stack([c.viewmat for c in cams]),
+                       Ks=np.stack([c.K for c in cams]),
+                       sizes=np.array([(c.width, c.height) for c in cams]))  # fmt: skip
+
+
 # ---------------------------------------------------------------------------- the stage
 def _rel(path: Path, project: Project) -> str:
     try:
@@ -509,9 +539,10 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
             texture_size=config.texture_size,
             bake_views=config.bake_views,
         )
+        cameras = capture_cameras(project, events)
         t = time.perf_counter()
         try:
-            mesh = build_textured_mesh(filtered, mopts, events=events)
+            mesh = build_textured_mesh(filtered, mopts, events=events, cameras=cameras)
         except ValueError as e:
             raise StageError(f"mesh export failed: {e}") from None
         build_s = time.perf_counter() - t
