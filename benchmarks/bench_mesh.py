@@ -4,7 +4,11 @@ The splat is synthetic but made of real gaussians: ``donut_fused.ply`` (45,624 g
 tiled on a 5 x 5 grid with a small random jitter of each copy, cut to 1,000,000 gaussians.
 Runs :func:`splatstudio.mesh.build_textured_mesh` with the export stage's defaults (300k
 faces, 4096^2 texture, 12 bake views of 640^2) and writes GLB and OBJ; records the seconds of
-each step in ``benchmarks/results/mesh.json``.
+each step and the load average in ``benchmarks/results/mesh.json``. Then (not timed) measures
+the mesh against the splat from 8 views that built nothing (:mod:`splatstudio.mesh.quality`:
+PSNR, depth error, coverage, spill) so that a faster pipeline cannot lose quality unseen;
+``--save-mesh`` / ``--eval-mesh`` store a mesh as ``.npz`` and measure one (e.g. built by an
+older checkout) the same way.
 
 Usage: ``.venv/bin/python benchmarks/bench_mesh.py [--n 1000000] [--texture 4096]``
 """
@@ -12,6 +16,8 @@ Usage: ``.venv/bin/python benchmarks/bench_mesh.py [--n 1000000] [--texture 4096
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import tempfile
 import time
@@ -46,6 +52,20 @@ def tiled_splat(n: int, seed: int = 0) -> Splats:
     return Splats.concat(parts).subset(slice(0, n))
 
 
+def quality(splats: Splats, mesh) -> dict:
+    """Mesh vs splat from 8 views that built nothing (elevations 10 and 40 degrees, azimuths
+    between the bake views'), 480^2; plus topology."""
+    from bench_mesh_methods import test_ring
+
+    from splatstudio.mesh.quality import compare_views, mesh_stats
+
+    vm, Ks = test_ring(splats)
+    q = compare_views(splats, mesh, vm, Ks, 480, 480, device="cpu")
+    q.pop("views")
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in q.items()} | {
+        "topology": mesh_stats(mesh.vertices, mesh.faces)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -54,8 +74,19 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=12)
     ap.add_argument("--resolution", type=int, default=640)
     ap.add_argument("--no-write", action="store_true", help="do not write the result JSON")
+    ap.add_argument("--save-mesh", type=Path, help="also save the mesh as .npz here")
+    ap.add_argument("--eval-mesh", type=Path, help="only measure this .npz mesh; print JSON")
     args = ap.parse_args()
     import torch
+
+    if args.eval_mesh:
+        from splatstudio.mesh import TexturedMesh
+
+        z = np.load(args.eval_mesh)
+        mesh = TexturedMesh(vertices=z["vertices"], faces=z["faces"], uvs=z["uvs"],
+                            texture=z["texture"])  # fmt: skip
+        print(json.dumps(quality(tiled_splat(args.n), mesh)))
+        return
 
     splats = tiled_splat(args.n)
     opts = MeshOptions(target_faces=args.faces, texture_size=args.texture,
@@ -68,6 +99,7 @@ def main() -> None:
         if type(event).__name__ == "Log":
             print(f"{time.perf_counter() - t0:7.1f} s  {event.message}", flush=True)
 
+    load0 = os.getloadavg()[0]
     mesh = build_textured_mesh(splats, opts, events=Emitter("bench", show))
     build_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,6 +111,10 @@ def main() -> None:
         write_obj(mesh, Path(tmp) / "scene.obj")
         obj_s = time.perf_counter() - t
     total = time.perf_counter() - t0
+    load1 = os.getloadavg()[0]
+    if args.save_mesh:
+        np.savez(args.save_mesh, vertices=mesh.vertices, faces=mesh.faces, uvs=mesh.uvs,
+                 texture=mesh.texture)  # fmt: skip
     result = {
         "device": "cpu",
         "torch": torch.__version__,
@@ -104,6 +140,8 @@ def main() -> None:
         "glb_bytes": glb_bytes,
         "target_s": 60.0,
         "met_target": total <= 60.0,
+        "load_avg_1min": {"start": round(load0, 2), "end": round(load1, 2)},
+        "quality": quality(splats, mesh),
     }
     print(result)
     if not args.no_write:

@@ -18,11 +18,15 @@ def gaussian_normals(splats: Splats, eyes: np.ndarray, views: Any = None) -> np.
     With `views` (renders of the splat, :class:`~splatstudio.mesh.bake.ViewRenders`), a
     gaussian is *seen* by a view when its centre projects inside the image where the
     render is opaque (alpha > 0.5) and the rendered depth is within ``1% + its largest
-    scale`` of its own; each such view that sees it at more than ~73 degrees from edge-on
-    (``|cos| > 0.3``) votes for the side facing it, weighted by ``|cos|``; gaussians no view sees take the side of their seen neighbours, grown outwards
-    from the seen surface (:func:`_propagate_orientation`). Without `views` (and where no
-    neighbour is reached) a normal faces the nearest of `eyes` -- which turns the far side
-    of an object inwards (the nearest camera is on the other side), hence the votes.
+    scale`` of its own; each view that sees it at more than ~73 degrees from edge-on
+    (``|cos| > 0.3``) votes for the side facing it, weighted by ``|cos|``. Gaussians no view
+    sees (all, without `views`) face the nearest of `eyes`, which turns the far side of an
+    object inwards (the nearest camera is on the other side) -- hence the votes. (Growing
+    the seen orientation over the unseen gaussians, neighbour by neighbour, fixed a
+    synthetic sphere's underside but cost the shared donut splat 1.7 dB and 4% coverage:
+    real splats have gaussians inside their objects, which nearest-camera orientation leaves
+    harmless.) Measured on ``donut_fused.ply`` from 8 views that built nothing: nearest
+    camera only 14.49 dB, spill 3.3%; with votes 15.06 dB, spill 2.2%.
 
     Args:
         splats: ``N`` gaussians (means in metres, wxyz quats, log-scales).
@@ -66,41 +70,9 @@ def gaussian_normals(splats: Splats, eyes: np.ndarray, views: Any = None) -> np.
             # test too; only clear views vote
             clear = np.abs(cos) > 0.3
             votes[idx[clear]] += cos[clear]
-        n = n * np.where(votes < 0, -1.0, 1.0)[:, None]
-        done = votes != 0
-        if done.any() and not done.all():
-            _propagate_orientation(p, n, done)
-        side = np.where(done, 1.0, side)
+        side = np.where(votes != 0, np.sign(votes), side)
     n = n * np.where(side < 0, -1.0, 1.0)[:, None]
     return n
-
-
-def _propagate_orientation(p: np.ndarray, n: np.ndarray, done: np.ndarray, k: int = 8,
-                           rounds: int = 64) -> None:  # fmt: skip
-    """Orient, in place, the normals ``n`` of the points not `done` like their oriented
-    neighbours: each round, a point with oriented points among its `k` nearest takes the
-    side on which ``sum(n_i . n_j)`` over them is positive, then counts as oriented (a
-    front growing from the seen surface over the unseen one, e.g. the underside that the
-    ring of bake views never sees). Points no front reaches keep their side; `done` is
-    updated."""
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(p)
-    for _ in range(rounds):
-        todo = np.flatnonzero(~done)
-        if todo.size == 0:
-            return
-        _, nb = tree.query(p[todo], k=min(k + 1, p.shape[0]), workers=-1)
-        nb = nb[:, 1:]
-        ok = done[nb]
-        dots = np.einsum("tkd,td->tk", n[nb], n[todo]) * ok
-        vote = dots.sum(axis=1)
-        grow = ok.any(axis=1) & (vote != 0)
-        if not grow.any():
-            return
-        flip = todo[grow & (vote < 0)]
-        n[flip] *= -1.0
-        done[todo[grow]] = True
 
 
 def poisson_surface(

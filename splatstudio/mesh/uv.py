@@ -126,19 +126,21 @@ def unwrap(
     args = [(pos, ind, max_area, tpu, padding) for _, _, pos, ind, max_area in jobs]
     results = None
     if n_workers > 1 and len(jobs) >= 4:
-        # xatlas holds the GIL: blocks go to worker processes (forkserver: clean children,
-        # whatever threads torch or open3d run in this process)
+        # xatlas holds the GIL: blocks go to worker processes. fork, not spawn/forkserver:
+        # those re-import the caller's __main__ in every child (running a script without a
+        # main guard again); the children only run xatlas and numpy, none of the thread
+        # pools (torch, open3d) this process may hold
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("forkserver")) as ex:
+            with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("fork")) as ex:
                 chunk = max(1, len(args) // (4 * n_workers))
                 results = list(ex.map(_atlas_block, args, chunksize=chunk))
-        except (BrokenProcessPool, OSError):
-            # a worker could not start (e.g. __main__ is not importable: code run from
-            # stdin); the same blocks in this process give the same atlas
+        except (BrokenProcessPool, OSError, ValueError):
+            # no fork on this platform, or a worker died: the same blocks in this process
+            # give the same atlas
             results = None
     if results is None:
         results = [_atlas_block(a) for a in args]
