@@ -3,8 +3,9 @@
 Starts a private Xvfb (the real xcb platform with Mesa llvmpipe OpenGL), opens the app with
 throw-away settings and projects in a temporary folder, and drives it:
 
-1. ``training.png``    the live training view while that project trains (preview, curves of
-                        loss / held-out PSNR every 50 steps / Gaussians), grabbed at step 200;
+1. ``training.png``    the live training view while that project trains (preview from view
+                        07 of panorama 3, curves of loss / held-out PSNR every 50 steps /
+                        Gaussians), grabbed at the preview of step 250;
 2. ``stages.png``      a new project from ../shared/data/panos/geovisio-gopromax-2048 (test
                        preset) after Run finished;
 3. ``export.png``      the Export dialog after exporting that project (4 splat formats and a
@@ -150,17 +151,18 @@ def run(out: Path) -> None:
         if project is None:
             raise SystemExit(f"could not create a project: {window.last_error}")
         project.config.train.eval_every = 50  # a held-out PSNR point every 50 steps
+        project.config.train.preview_view = "07/3.jpg"  # looking down the path
         project.save()
         window.run()
         print("running the pipeline on the 2048 panoramas (SfM takes about a minute)...")
         model = window.model
 
-        def loss_step() -> int:
-            pts = model.stages["train"].history.get("loss", [])
-            return pts[-1][0] if pts else -1
+        def preview_step() -> int:
+            pv = model.stages["train"].preview
+            return -1 if pv is None or pv[1] is None else pv[1]
 
-        if not wait_until(lambda: loss_step() >= 200 or not model.is_running, 15 * 60 * 1000):
-            raise SystemExit("training did not reach step 200 in 15 minutes")
+        if not wait_until(lambda: preview_step() >= 250 or not model.is_running, 15 * 60 * 1000):
+            raise SystemExit("training did not reach step 250 in 15 minutes")
         if not model.is_running:
             raise SystemExit(f"the run stopped before training: {window.status_label.text()}")
         window.tabs.setCurrentIndex(TAB_TRAIN)
