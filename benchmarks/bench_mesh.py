@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=300_000)
     ap.add_argument("--views", type=int, default=12)
     ap.add_argument("--resolution", type=int, default=640)
+    ap.add_argument("--method", default=MeshOptions().method, help="tsdf or poisson")
+    ap.add_argument("--json-out", type=Path, help="write the result here (not results/)")
     ap.add_argument("--no-write", action="store_true", help="do not write the result JSON")
     ap.add_argument("--save-mesh", type=Path, help="also save the mesh as .npz here")
     ap.add_argument("--eval-mesh", type=Path, help="only measure this .npz mesh; print JSON")
@@ -89,7 +91,7 @@ def main() -> None:
         return
 
     splats = tiled_splat(args.n)
-    opts = MeshOptions(target_faces=args.faces, texture_size=args.texture,
+    opts = MeshOptions(method=args.method, target_faces=args.faces, texture_size=args.texture,
                        bake_views=args.views, bake_resolution=args.resolution)  # fmt: skip
     from splatstudio.events import Emitter
 
@@ -144,7 +146,9 @@ def main() -> None:
         "quality": quality(splats, mesh),
     }
     print(result)
-    if not args.no_write:
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    elif not args.no_write:
         print(write_result("mesh", result))
 
 

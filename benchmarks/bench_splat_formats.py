@@ -1,7 +1,8 @@
 """Benchmark of the splat file formats (splatstudio.splats).
 
 For each shared sample: bytes per gaussian in every format (standard PLY, SuperSplat
-compressed PLY, antimatter15 .splat, Niantic SPZ v4 and v3) and write/read times; then the
+compressed PLY, antimatter15 .splat, Niantic SPZ v4 and v3, PlayCanvas SOG) and write/read
+times, and for SOG the largest and 99th-percentile read-back error per attribute; then the
 standard PLY write/read throughput on a synthetic 1M-gaussian SH-degree-3 splat (plus the
 plyfile package writing the same table, for reference).
 
@@ -37,6 +38,7 @@ TARGETS = {
     "splat": ("out.splat", {}),
     "spz_v4": ("out.spz", {"version": 4}),
     "spz_v3": ("out_v3.spz", {"version": 3}),
+    "sog": ("out.sog", {}),
 }
 OUT = ROOT / "benchmarks" / "results" / "splat_formats.json"
 
@@ -64,6 +66,34 @@ def timed(fn, repeat: int) -> list[float]:
     return out
 
 
+def sog_errors(src: Splats, back: Splats) -> dict:
+    """Max and 99th-percentile read-back error of a SOG per attribute (file in Morton
+    order): centres (m), rotation (degrees), sigmoid(opacity), log-scales, DC, higher SH
+    (and its RMS relative to the SH's own RMS)."""
+    from splatstudio.splats.compressed_ply import morton_order
+    from splatstudio.splats.model import sigmoid
+
+    ref = src.subset(morton_order(src.means))
+    a = ref.normalized_quats().astype(np.float64)
+    b = back.normalized_quats().astype(np.float64)
+    ang = np.degrees(2 * np.arccos(np.clip(np.abs((a * b).sum(1)), 0, 1)))
+    errs = {
+        "means_m": np.abs(ref.means - back.means),
+        "rotation_deg": ang,
+        "opacity": np.abs(sigmoid(ref.opacities) - sigmoid(back.opacities)),
+        "log_scales": np.abs(ref.scales - back.scales),
+        "sh0": np.abs(ref.sh0 - back.sh0),
+    }
+    if ref.shN.size:
+        errs["shN"] = np.abs(ref.shN - back.shN)
+    out = {k: {"max": float(v.max()), "p99": float(np.quantile(v, 0.99))} for k, v in errs.items()}
+    if ref.shN.size:
+        out["shN_relative_rms"] = float(
+            np.sqrt(((ref.shN - back.shN) ** 2).mean() / (ref.shN**2).mean())
+        )
+    return out
+
+
 def bench_samples(tmp: Path) -> dict:
     results = {}
     for name in SAMPLES:
@@ -86,6 +116,8 @@ def bench_samples(tmp: Path) -> dict:
                 "write_s": round(min(t_write), 5),
                 "read_s": round(min(t_read), 5),
             }
+            if label == "sog":
+                entry["formats"][label]["error"] = sog_errors(s, load_splats(path))
         ply_b = entry["formats"]["ply"]["bytes"]
         for v in entry["formats"].values():
             v["ratio_vs_ply"] = round(ply_b / v["bytes"], 2)

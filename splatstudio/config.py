@@ -257,7 +257,8 @@ class ExportConfig:
     floater_std_ratio: float = opt(3.0, "floater removal: threshold in standard deviations")
     max_sh_degree: int = opt(3, "cap the spherical-harmonics degree of splat files (0..3)")
     mesh_method: str = opt(
-        "poisson", "surface from the splat: poisson (screened Poisson on the gaussian centres)"
+        "tsdf", "surface from the splat: tsdf (fusion of depth rendered from the capture's "
+        "cameras, measured best) or poisson (screened Poisson on the gaussian centres, closed)"
     )
     mesh_faces: int = opt(300_000, "target triangle count of the mesh after decimation")
     mesh_min_opacity: float = opt(0.5, "mesh: only gaussians at least this opaque shape it")

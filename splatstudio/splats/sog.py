@@ -177,8 +177,8 @@ def _kmeans(x: np.ndarray, k: int, iterations: int, rng: np.random.Generator) ->
     for _ in range(iterations):
         lab = _nearest(x, c)
         cnt = np.bincount(lab, minlength=k).astype(np.float32)
-        tot = np.zeros_like(c)
-        np.add.at(tot, lab, x)
+        tot = np.stack([np.bincount(lab, weights=x[:, d], minlength=k) for d in range(x.shape[1])],
+                       axis=1).astype(np.float32)  # fmt: skip
         nz = cnt > 0
         c[nz] = tot[nz] / cnt[nz, None]
     return c, _nearest(x, c)
