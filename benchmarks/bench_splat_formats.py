@@ -221,6 +221,7 @@ def bench_ply_throughput(tmp: Path, n: int = 1_000_000, repeat: int = 5) -> dict
 def main() -> None:
     import zstandard
 
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_splats_") as d:
         tmp = Path(d)
         samples = bench_samples(tmp)
@@ -237,6 +238,8 @@ def main() -> None:
             "python": platform.python_version(),
             "numpy": np.__version__,
             "zstandard": zstandard.__version__,
+            "load_avg_1min_at_start": round(load0, 2),
+            "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
         },
         "samples": samples,
         "ply_throughput_1M_sh3": ply,
