@@ -548,12 +548,14 @@ def refine_with_pose_priors(
     refined with them (COLMAP's ``PosePriorBundleAdjuster``: a robust Sim3 to the prior
     positions, then reprojection errors plus a Cauchy-robust position term per prior with
     standard deviation `prior_std_m`, metres). Afterwards the model is in the priors' frame
-    (ENU metres). Rig geometry (sensor_from_rig) and rig intrinsics stay fixed; photo
+    (ENU metres), but positions alone leave it free to roll about a nearly straight walk
+    (measured: the up axis turned 90 deg on the geovisio walk), so georef levels it again with
+    the cameras' up axis. Rig geometry (sensor_from_rig) and rig intrinsics stay fixed; photo
     intrinsics are refined when `refine_intrinsics`.
 
     Returns:
-        {"priors": number used, "initial_cost", "final_cost" (px, Ceres), "termination"};
-        {"priors": n} without refinement when fewer than 3 registered frames have a prior.
+        {"priors": number used, "termination": Ceres termination type}; {"priors": n} without
+        refinement when fewer than 3 registered frames have a prior.
     """
     import pycolmap
 
