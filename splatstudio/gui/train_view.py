@@ -42,6 +42,7 @@ from ..pipeline.train import PAUSE_FILE
 from ..project import Project, write_json_atomic
 from .model import FINAL_STATES, ProjectModel
 from .viewer.camera import OrbitCamera, horizontal_basis
+from .viewer.mouse import drag_step
 
 PREVIEW_CAMERA_FILE = "preview_camera.json"
 UP = np.array([0.0, 0.0, 1.0])  # ENU: z up
@@ -251,18 +252,11 @@ class PreviewCanvas(QWidget):
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
         if self._mouse is None or self.camera is None:
             return
-        pos = event.position()
-        dx, dy = pos.x() - self._mouse.x(), pos.y() - self._mouse.y()
-        self._mouse = pos
-        buttons = event.buttons()
-        pan = buttons & (Qt.MouseButton.RightButton | Qt.MouseButton.MiddleButton) or (
-            buttons & Qt.MouseButton.LeftButton
-            and event.modifiers() & Qt.KeyboardModifier.ShiftModifier
-        )
+        self._mouse, dx, dy, pan, orbit = drag_step(event, self._mouse)
         if pan:
             scale = self.image_rect().height() / max(1, self.size_px[1])  # widget px per image px
             self.camera.pan(dx / scale, dy / scale, max(1, self.size_px[1]))
-        elif buttons & Qt.MouseButton.LeftButton:
+        elif orbit:
             self.camera.orbit(-0.4 * dx, 0.4 * dy)
         else:
             return

@@ -329,27 +329,32 @@ def extract(
     # -1 ran one extraction thread here (pycolmap 4.2 CPU SIFT): ask for every core.
     ext.num_threads = config.num_threads if config.num_threads > 0 else (os.cpu_count() or 1)
     ext.use_gpu = False
-    pano_names = [n for f in frames if f["kind"] == "equirect" for n in image_names(f, rig)]
-    if pano_names:
-        c = rig["views"][0]["camera"]
-        ext.sift.upright = config.upright
+
+    def run(names: list[str], c: dict[str, Any], mode: Any, mask_path: Path | None) -> None:
+        # One extract_features call for images sharing camera `c` (model, params, size).
         ext.sift.first_octave = sift_first_octave(int(c["width"]), int(c["height"]), config)
         reader = pycolmap.ImageReaderOptions()
         reader.camera_model = c["model"]
         reader.camera_params = ",".join(repr(float(p)) for p in c["params"])
-        reader.mask_path = str(masks)
+        if mask_path is not None:
+            reader.mask_path = str(mask_path)
         _run_cancellable(
             events,
             pycolmap.extract_features,
             db_path,
             images,
-            image_names=pano_names,
-            camera_mode=pycolmap.CameraMode.PER_FOLDER,
+            image_names=names,
+            camera_mode=mode,
             reader_options=reader,
             extraction_options=ext,
             device=pycolmap.Device.cpu,
             cancellation_token=pycolmap.CancellationToken(),
         )
+
+    pano_names = [n for f in frames if f["kind"] == "equirect" for n in image_names(f, rig)]
+    if pano_names:
+        ext.sift.upright = config.upright
+        run(pano_names, rig["views"][0]["camera"], pycolmap.CameraMode.PER_FOLDER, masks)
     groups: dict[str, list[str]] = {}
     cams: dict[str, dict[str, Any]] = {}
     for f in frames:
@@ -360,23 +365,7 @@ def extract(
     ext.sift.upright = False
     for key, names in groups.items():
         events.check_cancelled()
-        c = cams[key]
-        ext.sift.first_octave = sift_first_octave(int(c["width"]), int(c["height"]), config)
-        reader = pycolmap.ImageReaderOptions()
-        reader.camera_model = c["model"]
-        reader.camera_params = ",".join(repr(float(p)) for p in c["params"])
-        _run_cancellable(
-            events,
-            pycolmap.extract_features,
-            db_path,
-            images,
-            image_names=names,
-            camera_mode=pycolmap.CameraMode.SINGLE,
-            reader_options=reader,
-            extraction_options=ext,
-            device=pycolmap.Device.cpu,
-            cancellation_token=pycolmap.CancellationToken(),
-        )
+        run(names, cams[key], pycolmap.CameraMode.SINGLE, None)
 
 
 def setup_database(

@@ -33,6 +33,7 @@ from ...splats.model import Splats
 from ..resources import read_text
 from .camera import OrbitCamera
 from .gaussians import PackedGaussians, back_to_front, pack_gaussians
+from .mouse import drag_step
 
 BACKGROUND = (0.08, 0.09, 0.11)
 #: Highest SH degree the shader evaluates (3DGS / INRIA PLY files go up to 3).
@@ -355,17 +356,10 @@ class SplatGLWidget(QOpenGLWidget):
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
         if self._mouse is None:
             return
-        pos = event.position()
-        dx, dy = pos.x() - self._mouse.x(), pos.y() - self._mouse.y()
-        self._mouse = pos
-        buttons = event.buttons()
-        pan = buttons & (Qt.MouseButton.RightButton | Qt.MouseButton.MiddleButton) or (
-            buttons & Qt.MouseButton.LeftButton
-            and event.modifiers() & Qt.KeyboardModifier.ShiftModifier
-        )
+        self._mouse, dx, dy, pan, orbit = drag_step(event, self._mouse)
         if pan:
             self.camera.pan(dx, dy, max(1, self.height()))
-        elif buttons & Qt.MouseButton.LeftButton:
+        elif orbit:
             self.camera.orbit(-0.4 * dx, 0.4 * dy)
         self.update()
 
