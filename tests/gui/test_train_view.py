@@ -199,7 +199,9 @@ def test_pause_resume_and_stop_a_real_training_run(window, tmp_path, qtbot):
     assert sig.args[0].states["train"] == "cancelled"
     assert not pause_file.exists()  # Stop removes the flag once the stage stopped
     ck = json.loads((project.root / "train/checkpoints/latest.json").read_text())
-    assert held <= ck["step"] <= held + 1
+    # `held` is the last reported loss step (metrics_every=5): the loop may have run up to 4
+    # more steps before it saw the pause file
+    assert held <= ck["step"] < held + 5
 
     # run 2: resumes from the checkpoint; pause ~2 s, resume, finish
     events.clear()
