@@ -19,11 +19,13 @@ from .resources import resource_path
 
 
 def style_sheet() -> str:
-    """The application's Qt style sheet ('' if the resources are missing)."""
+    """The application's Qt style sheet ('' if the resources are missing); ``@ICONS@`` in
+    ``style.qss`` becomes the icons folder (QSS urls are relative to the working directory)."""
     try:
-        return resource_path("style.qss").read_text(encoding="utf-8")
+        text = resource_path("style.qss").read_text(encoding="utf-8")
     except (FileNotFoundError, OSError):
         return ""
+    return text.replace("@ICONS@", resource_path("icons").as_posix())
 
 
 def create_app(argv: list[str] | None = None) -> QApplication:

@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 from ..config import STAGES
 from ..events import Event
 from ..pipeline import NOT_BUILT_MESSAGE, is_built
+from ..pipeline.train import CURVE_FILE, read_curve
 from ..project import Project, read_json
 
 #: States a stage shows: the project's (pending, running, done, failed, cancelled) plus the
@@ -228,17 +229,25 @@ class ProjectModel(QObject):
             self.stageChanged.emit(s)
 
     def load_train_history(self) -> None:
-        """Seed the train stage's history from ``train/metrics.json`` (held-out psnr, ssim and
-        gaussians at each evaluation) and its preview from ``train/preview.png``, when this
-        session has not seen the stage run. Unreadable files are ignored."""
+        """Seed the train stage's history from ``train/curve.jsonl`` (loss, gaussians,
+        steps_per_s, memory_mb every ``metrics_every`` steps), ``train/metrics.json`` (held-out
+        psnr and ssim at each evaluation; gaussians too when there is no curve) and its preview
+        from ``train/preview.png``, when this session has not seen the stage run. Unreadable
+        files and lines are ignored."""
         info = self.stages["train"]
         d = self.stage_dir("train")
         if d is None or info.history:
             return
+        for point in read_curve(d / CURVE_FILE):
+            for name, value in point.items():
+                if name != "step" and isinstance(value, (int, float)):
+                    info.add_point(name, int(point["step"]), float(value))
         try:
             evals = read_json(d / "metrics.json").get("evals", [])
             for e in sorted(evals, key=lambda e: int(e["step"])):
                 for name in ("psnr", "ssim", "gaussians"):
+                    if name == "gaussians" and "gaussians" in info.history:
+                        continue  # the curve has them, every metrics_every steps
                     if e.get(name) is not None:
                         info.add_point(name, int(e["step"]), float(e[name]))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):

@@ -358,8 +358,8 @@ class LiveTrainView(QWidget):
             self.curves[name] = plot.plot([], [], **kw)
             self.plots[name] = plot
         self.loss_note = pg.TextItem(
-            "The loss is plotted while training runs in this window\n"
-            "(train/metrics.json keeps the evaluations only).",
+            "No loss yet: it is plotted as training runs\n"
+            "(and kept in train/curve.jsonl).",
             color="#8b93a3", anchor=(0.5, 0.5),
         )
         self.plots["loss"].addItem(self.loss_note, ignoreBounds=True)

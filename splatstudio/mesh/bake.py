@@ -148,13 +148,13 @@ def render_views(
     """
     import torch
 
-    from ..render.image import resolve_device
+    from ..render.image import resolve_device, to_tensor
     from ..render.rasterize import rasterize
 
     dev = resolve_device(device)
 
     def t(a):
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=dev)
+        return to_tensor(a, dev)
 
     # CPU rasterizer: bigger blocks and a tile size fitted to the gaussians' screen size;
     # the same image (tiling does not change the values), measured 4x faster than the

@@ -8,6 +8,9 @@ the nadir masks ``reproject/masks/<view>.nadir.png`` (255 = keep; photos have no
 
     splat.ply            the trained Gaussians, standard INRIA 3DGS PLY, ENU metres
     metrics.json         per evaluation: step, psnr (dB), ssim, gaussians, seconds, peak memory
+    curve.jsonl          every ``metrics_every`` steps one JSON line: step, loss (mean L1+SSIM
+                         loss since the previous line), gaussians, steps_per_s, memory_mb; a
+                         resume cuts it back to the checkpoint's step (:func:`read_curve`)
     preview.png          the latest preview render (every ``preview_every`` steps)
     checkpoints/         ckpt_<step>.pt (exact resume) and latest.json (which one, for which
                          config fingerprint); written atomically
@@ -62,6 +65,9 @@ OOM_TIERS: tuple[int, ...] = (3_000_000, 2_000_000, 1_000_000, 500_000, 250_000)
 
 PAUSE_FILE = "pause"
 """Name of the flag file in ``train/`` that pauses the training loop while it exists."""
+
+CURVE_FILE = "curve.jsonl"
+"""Name of the training curve in ``train/`` (one JSON object per line, see the module doc)."""
 
 PAUSE_POLL_S = 0.2
 """Seconds between checks of the pause file (and of cancel) while paused."""
@@ -292,6 +298,39 @@ def _latest_checkpoint(ck_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     return meta
 
 
+def read_curve(path: Path, max_step: int | None = None) -> list[dict[str, float]]:
+    """The points of a ``curve.jsonl`` (dicts with at least ``step``), in step order.
+
+    A line that does not parse (a kill in the middle of a write) is skipped; a step written
+    twice (a resume that replayed it) keeps its last value. Points after `max_step` are left
+    out. A missing file gives [].
+    """
+    points: dict[int, dict[str, float]] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        try:
+            point = json.loads(line)
+            step = int(point["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if max_step is None or step <= max_step:
+            points[step] = point
+    return [points[k] for k in sorted(points)]
+
+
+def _rewrite_curve(path: Path, max_step: int) -> None:
+    """Cut ``curve.jsonl`` back to the points up to `max_step` (a resume from a checkpoint)."""
+    if not path.exists():
+        return
+    lines = "".join(json.dumps(p) + "\n" for p in read_curve(path, max_step))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(lines, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     """Write RGB uint8 [H, W, 3] as PNG atomically."""
     import cv2
@@ -415,11 +454,12 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
         mp = out / "metrics.json"
         if mp.exists():
             history = [e for e in read_json(mp).get("evals", []) if e["step"] <= trainer.step]
+        _rewrite_curve(out / CURVE_FILE, trainer.step)
         events.log(f"train: resuming from checkpoint {meta['file']} at step {trainer.step}")
         events.metric("resumed_step", trainer.step, step=trainer.step)
     else:  # a fresh start: drop another config's checkpoints and results
         shutil.rmtree(ck_dir, ignore_errors=True)
-        for stale in ("splat.ply", "metrics.json", "preview.png"):
+        for stale in ("splat.ply", "metrics.json", "preview.png", CURVE_FILE):
             (out / stale).unlink(missing_ok=True)
     ck_dir.mkdir(parents=True, exist_ok=True)
 
@@ -570,11 +610,14 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
         if s % max(1, config.metrics_every) == 0 or s == steps:
             sps = (s - last_step) / max(1e-9, now - last_t)
             last_t, last_step = now, s
-            events.metric("loss", float(np.mean(losses)), step=s)
+            point = {"step": s, "loss": float(np.mean(losses)), "gaussians": stats["gaussians"],
+                     "steps_per_s": sps, "memory_mb": peak_mb()}
             losses.clear()
-            events.metric("gaussians", stats["gaussians"], step=s)
-            events.metric("steps_per_s", sps, step=s)
-            events.metric("memory_mb", peak_mb(), step=s)
+            for name, value in point.items():
+                if name != "step":
+                    events.metric(name, value, step=s)
+            with open(out / CURVE_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps({k: round(v, 6) for k, v in point.items()}) + "\n")
         if config.eval_every and s % config.eval_every == 0 and s < steps:
             evaluate()
         if config.preview_every and s % config.preview_every == 0 and s < steps:
@@ -587,7 +630,8 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
     preview()
     save_ckpt()
     info = save_splats(to_splats(trainer.splats), out / "splat.ply")
-    for a in ("train/splat.ply", "train/metrics.json", "train/preview.png", "train/checkpoints"):
+    for a in ("train/splat.ply", "train/metrics.json", f"train/{CURVE_FILE}", "train/preview.png",
+              "train/checkpoints"):
         events.artifact(a)
     result = {
         "psnr": final["psnr"],

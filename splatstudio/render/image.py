@@ -52,6 +52,12 @@ def camera_for(
     return np.asarray(look_at(eye, target, up), np.float64), K
 
 
+def to_tensor(a: Any, device: torch.device) -> torch.Tensor:
+    """float32 copy of array `a` on `device` (a copy: splat arrays may be read-only views of
+    the file, which torch would share and warn about)."""
+    return torch.from_numpy(np.array(a, dtype=np.float32)).to(device)
+
+
 def render_splats(
     splats: Any,
     viewmat: np.ndarray,
@@ -68,7 +74,7 @@ def render_splats(
     dev = resolve_device(device)
 
     def t(a: Any) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=dev)
+        return to_tensor(a, dev)
 
     sh = np.concatenate([splats.sh0, splats.shN], axis=1) if splats.shN.shape[1] else splats.sh0
     with torch.no_grad():

@@ -96,6 +96,29 @@ def test_live_view_draws_curves_and_preview_from_events(window, tmp_path, qtbot)
     model.handle_event(StageState("train", "done"))
 
 
+def test_a_finished_run_shows_its_curves_when_the_project_is_opened(window, tmp_path, qtbot):
+    project = _blank_project(tmp_path)
+    train = project.root / "train"
+    train.mkdir()
+    lines = [json.dumps({"step": s, "loss": 0.4 - s / 1000, "gaussians": 500 + s,
+                         "steps_per_s": 9.0, "memory_mb": 300.0}) for s in range(10, 110, 10)]
+    # a kill in the middle of a write leaves half a line: it is skipped
+    (train / "curve.jsonl").write_text("\n".join(lines) + '\n{"step": 11')
+    (train / "metrics.json").write_text(json.dumps({"evals": [
+        {"step": 0, "psnr": 8.0, "ssim": 0.2, "gaussians": 500},
+        {"step": 100, "psnr": 13.0, "ssim": 0.4, "gaussians": 600}]}))
+    window.open_project(project.root)
+    window.tabs.setCurrentIndex(TAB_TRAIN)
+    view = window.train_view
+    qtbot.waitUntil(lambda: view.curve_points("loss") == 10, timeout=3000)
+    x, y = view.curves["loss"].getData()
+    assert list(x) == list(range(10, 110, 10)) and y[0] == pytest.approx(0.39)
+    assert view.curve_points("psnr") == 2
+    # the gaussians come from the denser curve, not the two evaluations
+    assert view.curve_points("gaussians") == 10
+    assert not view.loss_note.isVisible()
+
+
 def test_orbit_writes_a_camera_the_trainer_reads(window, tmp_path, qtbot):
     from helpers.tiny_project import tiny_georef_project
 

@@ -96,6 +96,12 @@ def test_train_gains_psnr_and_resumes_after_cancel(georef_project, tmp_path):
     assert ev[-1]["psnr"] == pytest.approx(m["psnr"]) and ev[-1]["held_out"]
     for key in ("ssim", "gaussians", "seconds", "peak_memory_mb"):
         assert key in ev[-1]
+    # the curve: one line every metrics_every steps across both runs; the resume cut the lines
+    # written after the checkpoint, so no step is written twice
+    raw = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
+    every = cfg.metrics_every
+    assert [p["step"] for p in raw] == list(range(every, 301, every))
+    assert all(np.isfinite(p["loss"]) and p["gaussians"] > 0 for p in raw)
     splats = load_splats(out / "splat.ply")
     assert splats.n == m["gaussians"] and splats.sh_degree == 1
     assert np.isfinite(splats.means).all()
@@ -103,7 +109,8 @@ def test_train_gains_psnr_and_resumes_after_cancel(georef_project, tmp_path):
     assert np.median(np.linalg.norm(splats.means[:, :2], axis=1)) < 200
     assert (out / "preview.png").exists()
     arts = {a for e in events if e.kind == "artifact" for a in [e.path]}
-    assert {"train/splat.ply", "train/metrics.json", "train/checkpoints"} <= arts
+    assert {"train/splat.ply", "train/metrics.json", "train/curve.jsonl",
+            "train/checkpoints"} <= arts
     assert any(e.kind == "preview" for e in events)
     names = {e.name for e in events if isinstance(e, Metric)}
     assert {"loss", "gaussians", "steps_per_s", "memory_mb", "psnr", "ssim"} <= names

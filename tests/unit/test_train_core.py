@@ -95,3 +95,21 @@ def test_training_improves_held_out_psnr_and_resumes(tmp_path):
     assert tr2.step == 75
     tr2.train()
     assert tr2.evaluate()["psnr"] == pytest.approx(after["psnr"], abs=0.05)
+
+
+def test_curve_file_reads_back_cuts_and_survives_a_torn_line(tmp_path):
+    import json
+
+    from splatstudio.pipeline.train import _rewrite_curve, read_curve
+
+    path = tmp_path / "curve.jsonl"
+    assert read_curve(path) == []
+    rows = [{"step": s, "loss": 1.0 / s} for s in (10, 20, 30, 40)]
+    # a replayed step keeps its last value; a torn last line is skipped
+    text = "".join(json.dumps(r) + "\n" for r in rows) + json.dumps({"step": 20, "loss": 9.0})
+    path.write_text(text + '\n{"step": 50, "lo')
+    got = read_curve(path)
+    assert [p["step"] for p in got] == [10, 20, 30, 40] and got[1]["loss"] == 9.0
+    assert [p["step"] for p in read_curve(path, max_step=25)] == [10, 20]
+    _rewrite_curve(path, 30)  # a resume from the checkpoint at step 30
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [10, 20, 30]
