@@ -21,11 +21,19 @@ lint: setup
 	$(PY) -m ruff check splatstudio tests benchmarks scripts
 	.venv/bin/lint-imports
 
+# Every benchmark (about 40 minutes on 2 cores; COLMAP's panorama pipeline in bench_sfm takes
+# most of it). Run one alone for its figure: each writes its own JSON.
 bench: setup
 	$(PY) benchmarks/bench_ingest.py
 	$(PY) benchmarks/bench_reproject.py
 	$(PY) benchmarks/bench_splat_formats.py
 	$(PY) benchmarks/bench_rasterize_cpu.py
+	$(PY) benchmarks/bench_sfm.py --set 2048
+	$(PY) benchmarks/bench_sfm.py --set full
+	$(PY) benchmarks/bench_cpu_threads.py --steps 100
+	$(PY) benchmarks/bench_mesh.py
+	$(PY) benchmarks/bench_mesh_methods.py
+	$(PY) benchmarks/bench_viewer.py
 
 clean-demo:
 	rm -rf $(PROJECT)

@@ -456,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
+    from .pipeline.runner import limit_openmp_spinning
+
+    limit_openmp_spinning()  # render and convert run torch in this process
     try:
         if args.command == "status":
             return cmd_status(args)

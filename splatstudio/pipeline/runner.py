@@ -66,6 +66,24 @@ def resolve_stage_function(stage: str, target: str | None = None) -> Callable[..
     return getattr(importlib.import_module(module), func)
 
 
+OPENMP_SPINCOUNT = "1000"
+"""``GOMP_SPINCOUNT`` our processes use unless the user set it or ``OMP_WAIT_POLICY``: how long
+an idle OpenMP thread of torch's CPU kernels spins before it sleeps (libgomp's default is
+300,000). Measured by ``benchmarks/bench_cpu_threads.py`` (2-core machine, 100 test-preset CPU
+training steps; results/cpu_threads.json): beside one other busy process libgomp's default took
+353 s against 6.3 s on idle cores (two torch threads spinning at barriers for a descheduled
+peer); 1,000 took 17.9 s there and 6.8 s idle (+8 %); ``OMP_WAIT_POLICY=PASSIVE`` 11.0 s and
+12.0 s (+91 % idle; spin counts of 300 or less behave the same); one thread 11.2 s and 10.1 s."""
+
+
+def limit_openmp_spinning() -> None:
+    """Set ``GOMP_SPINCOUNT`` to :data:`OPENMP_SPINCOUNT` unless the user chose an OpenMP wait
+    setting. Must run before torch is imported in this process (libgomp reads it at load);
+    afterwards it has no effect."""
+    if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = OPENMP_SPINCOUNT
+
+
 class _LatestSlot:
     """Producer side of a latest-value slot on a ``multiprocessing.Queue(maxsize=1)``."""
 
@@ -98,6 +116,7 @@ def _worker_main(
     # The runner handles Ctrl-C (as a cancel); the worker must not die of the terminal's SIGINT.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["SPLATSTUDIO_DEVICE"] = device
+    limit_openmp_spinning()
     emitter = Emitter(stage, events.put, cancel, preview_sink=_LatestSlot(slot).put)
     try:
         project = Project.open(project_root)

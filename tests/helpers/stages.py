@@ -32,3 +32,12 @@ def crashing(project, config, events):
     """Raises an unexpected exception (a bug)."""
     events.progress(0.5, "about to fail")
     raise ZeroDivisionError("boom")
+
+
+def openmp_env(project, config, events):
+    """Reports the worker's GOMP_SPINCOUNT (-1 if unset) and whether torch was already loaded
+    when the stage started (the setting only counts if it was not)."""
+    import os
+
+    events.metric("gomp_spincount", float(os.environ.get("GOMP_SPINCOUNT", -1)))
+    events.metric("torch_loaded", float("torch" in sys.modules))

@@ -142,3 +142,23 @@ def test_a_second_runner_on_the_same_project_is_refused(tmp_path, panos_2048):
     with project_lock(project):
         with pytest.raises(ProjectError, match="another SplatStudio process"):
             PipelineRunner(project).run(until="ingest")
+
+
+@pytest.mark.parametrize("parent_env, expected", [
+    ({}, 1000.0),  # ours: libgomp's 300,000 makes CPU training crawl beside busy processes
+    ({"GOMP_SPINCOUNT": "50"}, 50.0),  # the user's choice wins
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, -1.0),  # so does a wait policy
+])
+def test_workers_limit_openmp_spinning_before_torch_loads(tmp_path, panos_2048, monkeypatch,
+                                                         parent_env, expected):
+    for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in parent_env.items():
+        monkeypatch.setenv(k, v)
+    project = _project(tmp_path, panos_2048)
+    metrics = {}
+    job = StageJob(project, "ingest", target="helpers.stages:openmp_env")
+    job.on_event = lambda e: metrics.__setitem__(e.name, e.value) if hasattr(e, "value") else None
+    job.start()
+    assert job.wait() == "done"
+    assert metrics == {"gomp_spincount": expected, "torch_loaded": 0.0}
