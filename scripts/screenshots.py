@@ -150,7 +150,6 @@ def run(out: Path) -> None:
         project = window.new_project(PANOS)
         if project is None:
             raise SystemExit(f"could not create a project: {window.last_error}")
-        project.config.train.eval_every = 50  # a held-out PSNR point every 50 steps
         project.config.train.preview_view = "07/3.jpg"  # looking down the path
         project.save()
         window.run()

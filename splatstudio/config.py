@@ -286,19 +286,21 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "reproject": {"max_size": 512},
         "train": {"steps": 300, "downscale": 2.0, "sh_degree": 1, "sh_degree_interval": 100,
                   "max_gaussians": 60000, "refine_start": 100, "refine_every": 50,
-                  "preview_every": 50, "checkpoint_every": 100},
+                  "preview_every": 50, "checkpoint_every": 100, "eval_every": 50},
     },
     "fast": {
         "reproject": {"max_size": 1024},
-        "train": {"steps": 7000, "downscale": 1.0, "max_gaussians": 1_000_000},
+        "train": {"steps": 7000, "downscale": 1.0, "max_gaussians": 1_000_000,
+                  "eval_every": 1000},
     },
     "balanced": {
         "reproject": {"max_size": 1600},
-        "train": {"steps": 15000, "downscale": 1.0, "max_gaussians": 3_000_000},
+        "train": {"steps": 15000, "downscale": 1.0, "max_gaussians": 3_000_000,
+                  "eval_every": 1000},
     },
     "quality": {
         "reproject": {"max_size": 1600},
-        "train": {"steps": 30000, "downscale": 1.0, "max_gaussians": 0},
+        "train": {"steps": 30000, "downscale": 1.0, "max_gaussians": 0, "eval_every": 2000},
     },
 }
 """Named presets: per stage, the fields they set. Anything a user sets on top wins."""
