@@ -360,6 +360,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     import cv2
 
     from .errors import InputError
+    from .pipeline.runner import limit_openmp_spinning
+
+    limit_openmp_spinning()  # the render runs torch in this process: before torch loads
     from .render.image import camera_for, render_splats
     from .splats.io import load_splats
 
@@ -456,9 +459,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
-    from .pipeline.runner import limit_openmp_spinning
-
-    limit_openmp_spinning()  # render and convert run torch in this process
     try:
         if args.command == "status":
             return cmd_status(args)

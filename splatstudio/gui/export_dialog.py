@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..config import ExportConfig, update_config
-from ..errors import SplatStudioError
+from ..errors import ConfigError, SplatStudioError
 from ..project import read_json
 from .model import ProjectModel
 
@@ -69,11 +69,13 @@ def format_bytes(n: float) -> str:
 
 
 def _corner(text: str) -> list[float] | None:
+    """A crop corner of the saved config, or None when it is empty or malformed."""
+    from ..pipeline.export import parse_corner
+
     try:
-        vals = [float(v) for v in text.replace(";", ",").split(",")]
-    except ValueError:
+        return parse_corner("crop", text)
+    except ConfigError:
         return None
-    return vals if len(vals) == 3 else None
 
 
 def manifest_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
@@ -123,12 +125,13 @@ class ExportDialog(QDialog):
         self.setMinimumWidth(720)
         project = model.project
         cfg = project.config.export if project is not None else ExportConfig()
-        from ..pipeline.export import ALL_FORMATS, MESH_FORMATS
+        from ..pipeline.export import ALL_FORMATS, MESH_FORMATS, parse_formats
 
         self.mesh_formats = tuple(MESH_FORMATS)
-        chosen = set(cfg.formats.replace(" ", "").split(","))
-        if "all" in chosen:
-            chosen = set(ALL_FORMATS)
+        try:
+            chosen = set(parse_formats(cfg.formats))
+        except ConfigError:  # a hand-edited project.json: start with nothing ticked
+            chosen = set()
 
         # formats: splat files on the left, meshes on the right
         self.format_boxes: dict[str, QCheckBox] = {}
@@ -142,7 +145,7 @@ class ExportDialog(QDialog):
         rows = {"splat": 0, "mesh": 0}
         for fmt in ALL_FORMATS:
             cb = QCheckBox(FORMAT_LABELS.get(fmt, fmt))
-            cb.setChecked(fmt in chosen or (fmt == "compressed_ply" and "compressed" in chosen))
+            cb.setChecked(fmt in chosen)
             cb.toggled.connect(self._update_enabled)
             self.format_boxes[fmt] = cb
             kind = "mesh" if fmt in self.mesh_formats else "splat"
@@ -303,8 +306,7 @@ class ExportDialog(QDialog):
     # -- options --------------------------------------------------------------------------
     def default_dir(self) -> Path:
         """The project's ``exports/`` folder (where the export stage writes by default)."""
-        p = self.model.project
-        return (p.root / "exports") if p is not None else Path("exports")
+        return self.model.stage_dir("export") or Path("exports")
 
     def output_dir(self) -> Path:
         """The folder the files go to (the destination field, or the default)."""

@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 from ..config import STAGES
 from ..events import Event
 from ..pipeline import NOT_BUILT_MESSAGE, is_built
-from ..pipeline.train import CURVE_FILE, read_curve
+from ..pipeline.train import CURVE_FILE, PAUSED_PREFIX, read_curve
 from ..project import Project, read_json
 
 #: States a stage shows: the project's (pending, running, done, failed, cancelled) plus the
@@ -28,8 +28,6 @@ FINAL_STATES = ("done", "skipped", "failed", "cancelled", "unavailable")
 MAX_LOG_LINES = 5000
 MAX_HISTORY_POINTS = 200_000
 """Most (step, value) points kept per metric (the oldest half is thinned out beyond it)."""
-PAUSED_PREFIX = "paused"
-"""A progress message starting with this means the stage is paused (train: "paused at step N")."""
 
 
 @dataclass

@@ -38,13 +38,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..pipeline.train import PAUSE_FILE
+from ..pipeline.train import PAUSE_FILE, PREVIEW_CAMERA_FILE, preview_camera
 from ..project import Project, write_json_atomic
 from .model import FINAL_STATES, ProjectModel
 from .viewer.camera import OrbitCamera, horizontal_basis
 from .viewer.mouse import drag_step
 
-PREVIEW_CAMERA_FILE = "preview_camera.json"
 UP = np.array([0.0, 0.0, 1.0])  # ENU: z up
 MAX_OVERLAY_POINTS = 4000
 #: Curves drawn: metric name -> (plot title, colour, draw symbols).
@@ -399,8 +398,7 @@ class LiveTrainView(QWidget):
     @property
     def train_dir(self) -> Path | None:
         """``PROJECT/train`` of the open project (None without one)."""
-        p = self.model.project
-        return None if p is None else p.root / "train"
+        return self.model.stage_dir("train")
 
     def pause_path(self) -> Path | None:
         """``PROJECT/train/pause`` (None without a project)."""
@@ -563,13 +561,8 @@ class LiveTrainView(QWidget):
             self._update_controls()
             return False
         self.default_camera = cam
-        current = cam
-        stored = p.root / "train" / PREVIEW_CAMERA_FILE
-        if stored.exists():
-            from ..pipeline.train import preview_camera
-
-            vm, K, w, h = preview_camera(stored.parent, cam)
-            current = PreviewCamera(np.asarray(vm, np.float64), np.asarray(K, np.float64), w, h)
+        vm, K, w, h = preview_camera(p.root / "train", cam)  # the stored one, else `cam`
+        current = PreviewCamera(np.asarray(vm, np.float64), np.asarray(K, np.float64), w, h)
         self.canvas.points, self.canvas.colors = pts, cols
         orbit = orbit_from_view(current.viewmat, current.K, current.height, pts)
         self.canvas.set_camera(orbit, np.asarray(current.K, np.float64),

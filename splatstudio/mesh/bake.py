@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..splats.model import SH_C0, Splats
+from .model import camera_centres
 
 #: :class:`~splatstudio.render.torch_impl.RasterConfig` knobs of the bake's CPU renders
 #: (``tile_size`` is chosen per view by :func:`cpu_tile_size`)
@@ -46,8 +48,7 @@ class ViewRenders:
     @property
     def eyes(self) -> np.ndarray:
         """``[C, 3]`` camera centres, world frame."""
-        R, t = self.viewmats[:, :3, :3], self.viewmats[:, :3, 3]
-        return -np.einsum("cji,cj->ci", R, t)
+        return camera_centres(self.viewmats)
 
     def __len__(self) -> int:
         return int(self.viewmats.shape[0])
@@ -123,6 +124,64 @@ def ring_cameras(
     return np.stack(vms), np.stack(eyes), centre, radius
 
 
+def _render_each(
+    splats: Splats,
+    viewmats: np.ndarray,
+    Ks: np.ndarray,
+    sizes: Sequence[tuple[int, int]] | np.ndarray,
+    device: str = "auto",
+    events=None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Render colour, expected depth and alpha of `splats` from each camera in turn (black
+    background); the splat's tensors are built once for all the cameras.
+
+    Args:
+        splats: the gaussians (metres).
+        viewmats: ``[C, 4, 4]`` world-to-camera, OpenCV axes.
+        Ks: ``[C, 3, 3]`` pixel intrinsics.
+        sizes: ``[C, 2]`` per camera ``(width, height)``, pixels.
+        device: "auto", "cpu" or "cuda".
+        events: an Emitter whose cancel token is checked before each view, or None.
+
+    Yields:
+        per camera ``(rgb [H, W, 3] float32 in [0, 1], depth [H, W] float32 metres along
+        the optical axis (expected depth, divided by alpha), alpha [H, W] float32)``.
+    """
+    import torch
+
+    from ..render.image import resolve_device, to_tensor
+    from ..render.rasterize import rasterize
+
+    dev = resolve_device(device)
+
+    def t(a):
+        return to_tensor(a, dev)
+
+    # CPU rasterizer: bigger blocks and a tile size fitted to the gaussians' screen size;
+    # the same image (tiling does not change the values), measured 4x faster than the
+    # training defaults (16 px tiles) for 1M gaussians at 640^2
+    cpu = dev.type == "cpu"
+    sh = np.concatenate([splats.sh0, splats.shN], axis=1) if splats.shN.shape[1] else splats.sh0
+    args = (t(splats.means), t(splats.quats), torch.exp(t(splats.scales)),
+            torch.sigmoid(t(splats.opacities)), t(sh))  # fmt: skip
+    black = t(np.zeros(3, np.float32))[None]
+    for c in range(viewmats.shape[0]):
+        if events is not None:
+            events.check_cancelled()
+        width, height = (int(x) for x in sizes[c])
+        knobs = {}
+        if cpu:
+            ts = cpu_tile_size(splats, viewmats[c], Ks[c], width, height)
+            knobs = CPU_RENDER_KNOBS | {"tile_size": ts}
+        with torch.no_grad():
+            img, alpha, _ = rasterize(
+                *args, t(viewmats[c])[None], t(Ks[c])[None], width, height,
+                sh_degree=splats.sh_degree, render_mode="RGB+ED", backgrounds=black, **knobs,
+            )  # fmt: skip
+        img = img[0].cpu().numpy()
+        yield np.clip(img[..., :3], 0, 1), img[..., 3], alpha[0, ..., 0].cpu().numpy()
+
+
 def render_views(
     splats: Splats,
     viewmats: np.ndarray,
@@ -146,44 +205,12 @@ def render_views(
         ``(rgb [C, H, W, 3] float32 in [0, 1], depth [C, H, W] float32 metres along the
         optical axis (expected depth, divided by alpha), alpha [C, H, W] float32)``.
     """
-    import torch
-
-    from ..render.image import resolve_device, to_tensor
-    from ..render.rasterize import rasterize
-
-    dev = resolve_device(device)
-
-    def t(a):
-        return to_tensor(a, dev)
-
-    # CPU rasterizer: bigger blocks and a tile size fitted to the gaussians' screen size;
-    # the same image (tiling does not change the values), measured 4x faster than the
-    # training defaults (16 px tiles) for 1M gaussians at 640^2
-    cpu = dev.type == "cpu"
-    sh = np.concatenate([splats.sh0, splats.shN], axis=1) if splats.shN.shape[1] else splats.sh0
-    args = (t(splats.means), t(splats.quats), torch.exp(t(splats.scales)),
-            torch.sigmoid(t(splats.opacities)), t(sh))  # fmt: skip
     width, height = (size, size) if isinstance(size, int | np.integer) else size
-    Ks = np.broadcast_to(np.asarray(K, np.float64), (viewmats.shape[0], 3, 3)).copy()
-    rgbs, depths, alphas = [], [], []
-    for c in range(viewmats.shape[0]):
-        if events is not None:
-            events.check_cancelled()
-        knobs = {}
-        if cpu:
-            ts = cpu_tile_size(splats, viewmats[c], Ks[c], int(width), int(height))
-            knobs = CPU_RENDER_KNOBS | {"tile_size": ts}
-        with torch.no_grad():
-            img, alpha, _ = rasterize(
-                *args, t(viewmats[c])[None], t(Ks[c])[None], int(width), int(height),
-                sh_degree=splats.sh_degree, render_mode="RGB+ED",
-                backgrounds=t(np.zeros(3, np.float32))[None], **knobs,
-            )  # fmt: skip
-        img = img[0].cpu().numpy()
-        rgbs.append(np.clip(img[..., :3], 0, 1))
-        depths.append(img[..., 3])
-        alphas.append(alpha[0, ..., 0].cpu().numpy())
-    return np.stack(rgbs), np.stack(depths), np.stack(alphas)
+    n = viewmats.shape[0]
+    Ks = np.broadcast_to(np.asarray(K, np.float64), (n, 3, 3))
+    views = list(_render_each(splats, viewmats, Ks, [(width, height)] * n, device, events))
+    rgb, depth, alpha = zip(*views, strict=True) if views else ((), (), ())
+    return np.stack(rgb), np.stack(depth), np.stack(alpha)
 
 
 def render_cameras(
@@ -194,21 +221,47 @@ def render_cameras(
     device: str = "auto",
     events=None,
 ) -> ViewRenders:
-    """Render `splats` from cameras of any sizes (:func:`render_views`, one by one).
+    """Render `splats` from cameras of any sizes (black background; see
+    :func:`render_views`).
 
     Args:
         viewmats: ``[C, 4, 4]`` world-to-camera, OpenCV axes; Ks: ``[C, 3, 3]`` pixels;
         sizes: ``[C, 2]`` ``(width, height)`` pixels.
+
+    Returns:
+        :class:`ViewRenders` of those cameras (viewmats and Ks as float64).
     """
     out = ViewRenders(np.asarray(viewmats, np.float64), np.asarray(Ks, np.float64), [], [], [])
-    for c in range(out.viewmats.shape[0]):
-        w, h = (int(x) for x in sizes[c])
-        rgb, depth, alpha = render_views(splats, out.viewmats[c : c + 1], out.Ks[c], (w, h),
-                                         device, events)  # fmt: skip
-        out.rgb.append(rgb[0])
-        out.depth.append(depth[0])
-        out.alpha.append(alpha[0])
+    for rgb, depth, alpha in _render_each(splats, out.viewmats, out.Ks, sizes, device, events):
+        out.rgb.append(rgb)
+        out.depth.append(depth)
+        out.alpha.append(alpha)
     return out
+
+
+def render_ring(
+    splats: Splats, views: int, resolution: int, device: str = "auto", events=None
+) -> ViewRenders:
+    """Render `splats` from `views` virtual cameras around it (:func:`ring_cameras` with a
+    60 degree field of view), square images of side `resolution` pixels, black background.
+
+    Args:
+        splats: the gaussians (metres, z-up frame such as ENU).
+        views: number of ring cameras.
+        resolution: width = height of each view, pixels.
+        device: "auto", "cpu" or "cuda".
+        events: an Emitter whose cancel token is checked between views, or None.
+
+    Returns:
+        :class:`ViewRenders` of the ring (``Ks`` the same ``[3, 3]`` for every view).
+    """
+    from ..render.camera import intrinsics_from_fov
+
+    fov = 60.0
+    vm, _, _, _ = ring_cameras(splats.means.astype(np.float64), views, fov_deg=fov)
+    K = np.asarray(intrinsics_from_fov(fov, resolution, resolution), np.float64)
+    Ks = np.broadcast_to(K, (len(vm), 3, 3)).copy()
+    return render_cameras(splats, vm, Ks, [(resolution, resolution)] * len(vm), device, events)
 
 
 def rasterize_uv(faces_uv: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -320,7 +373,7 @@ def bake_texture(
     resolution: int = 1024,
     device: str = "auto",
     events=None,
-    renders: ViewRenders | tuple | None = None,
+    renders: ViewRenders | None = None,
     workers: int = 0,
 ) -> tuple[np.ndarray, dict]:
     """Bake the splat's rendered appearance into a texture for a UV-mapped mesh.
@@ -331,13 +384,10 @@ def bake_texture(
         faces: ``[F, 3]`` vertex indices.
         uvs: ``[V, 2]`` texture coordinates in ``[0, 1]``, ``(0, 0)`` top-left.
         size: texture side, pixels.
-        views: virtual cameras rendered (:func:`ring_cameras`) when `renders` is not a
-            :class:`ViewRenders`.
+        views: virtual cameras rendered (:func:`render_ring`) when `renders` is None.
         resolution: side of each rendered ring view, pixels.
-        renders: the views to bake from: a :class:`ViewRenders` (any cameras, e.g. the
-            capture's), or ``(rgb, depth, alpha)`` of :func:`render_views` for exactly the
-            ring cameras (:func:`ring_cameras` with `views`, 60 degree field of view,
-            `resolution`), or None to render the ring here.
+        renders: the views to bake from (any cameras, e.g. the capture's), or None to
+            render the ring here.
         workers: threads projecting the texels into the views (0: one per CPU core, at
             most 4).
 
@@ -353,18 +403,9 @@ def bake_texture(
 
     from scipy.spatial import cKDTree
 
-    from ..render.camera import intrinsics_from_fov
-
     t0 = time.perf_counter()
-    if not isinstance(renders, ViewRenders):
-        fov = 60.0
-        vm, _, _, _ = ring_cameras(splats.means.astype(np.float64), views, fov_deg=fov)
-        K = np.asarray(intrinsics_from_fov(fov, resolution, resolution), np.float64)
-        if renders is None:
-            renders = render_views(splats, vm, K, resolution, device, events)
-        rgb, depth, alpha = renders
-        renders = ViewRenders(vm, np.broadcast_to(K, (len(vm), 3, 3)).copy(), list(rgb),
-                              list(depth), list(alpha))  # fmt: skip
+    if renders is None:
+        renders = render_ring(splats, views, resolution, device, events)
     render_s = time.perf_counter() - t0
     vm, eyes = renders.viewmats, renders.eyes
     rgb, depth, alpha = renders.rgb, renders.depth, renders.alpha

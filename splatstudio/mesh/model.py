@@ -7,6 +7,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def camera_centres(viewmats: np.ndarray) -> np.ndarray:
+    """Camera centres ``-R^T t`` in the world frame of world-to-camera matrices.
+
+    Args:
+        viewmats: ``[..., 4, 4]`` world-to-camera (e.g. ``[C, 4, 4]``), metres.
+
+    Returns:
+        ``[..., 3]`` float64 centres (``[C, 3]`` for ``[C, 4, 4]``), metres.
+    """
+    vm = np.asarray(viewmats, np.float64)
+    return -np.einsum("...ji,...j->...i", vm[..., :3, :3], vm[..., :3, 3])
+
+
 @dataclass(kw_only=True)
 class MeshOptions:
     """Options of :func:`~splatstudio.mesh.build_textured_mesh`.
@@ -24,7 +37,8 @@ class MeshOptions:
         target_faces: triangle budget after decimation.
         min_opacity: gaussians with ``sigmoid(opacity)`` below this do not shape the surface
             (Poisson: the points; TSDF: a render pixel needs this much alpha to have depth).
-        poisson_depth: octree depth of the Poisson solve (0: from the point count, 8..10);
+        poisson_depth: octree depth of the Poisson solve (0: from the point count, 8 or 9,
+            :func:`~splatstudio.mesh.surface.default_poisson_depth`);
             the TSDF voxel is the same size, ``1.1 * extent / 2 ** depth``.
         density_quantile: vertices whose Poisson density is in this lowest quantile are cut
             (removes the closed "bubble" Poisson adds where there are no points).
@@ -97,5 +111,4 @@ class MeshCameras:
     @property
     def centres(self) -> np.ndarray:
         """``[C, 3]`` camera centres in the world frame (``-R^T t``)."""
-        R, t = self.viewmats[:, :3, :3], self.viewmats[:, :3, 3]
-        return -np.einsum("cji,cj->ci", R, t)
+        return camera_centres(self.viewmats)

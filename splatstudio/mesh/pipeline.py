@@ -31,9 +31,15 @@ def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *, e
     Raises:
         ValueError: an unknown method, bad sizes, or too few opaque gaussians.
     """
-    from ..render.camera import intrinsics_from_fov
-    from .bake import ViewRenders, bake_texture, render_cameras, render_views, ring_cameras
-    from .surface import decimate, gaussian_normals, opaque, poisson_surface, tsdf_surface
+    from .bake import bake_texture, render_cameras, render_ring
+    from .surface import (
+        decimate,
+        default_poisson_depth,
+        gaussian_normals,
+        opaque,
+        poisson_surface,
+        tsdf_surface,
+    )
     from .uv import unwrap
 
     o = options or MeshOptions()
@@ -60,13 +66,8 @@ def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *, e
             "opacity threshold"
         )
     if cameras is None:
-        fov = 60.0
-        vm, _, _, _ = ring_cameras(splats.means.astype(np.float64), o.bake_views, fov_deg=fov)
-        K = np.asarray(intrinsics_from_fov(fov, o.bake_resolution, o.bake_resolution))
-        rgb, dep, alp = render_views(splats, vm, K, o.bake_resolution, o.device, events)
-        renders = ViewRenders(vm, np.broadcast_to(K, (len(vm), 3, 3)).copy(), list(rgb),
-                              list(dep), list(alp))  # fmt: skip
-        what = f"{len(vm)} ring views"
+        renders = render_ring(splats, o.bake_views, o.bake_resolution, o.device, events)
+        what = f"{len(renders)} ring views"
     else:
         vm, Ks, sizes = _capture_subset(cameras, o.capture_views, o.bake_resolution)
         renders = render_cameras(splats, vm, Ks, sizes, o.device, events)
@@ -76,7 +77,7 @@ def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *, e
 
     t = time.perf_counter()
     pts = solid.means.astype(np.float64)
-    depth = o.poisson_depth if o.poisson_depth > 0 else (8 if solid.n < 50_000 else 9)
+    depth = o.poisson_depth if o.poisson_depth > 0 else default_poisson_depth(solid.n)
     if o.method == "poisson":
         eyes = renders.eyes if cameras is None else cameras.centres
         normals = gaussian_normals(solid, eyes, renders)

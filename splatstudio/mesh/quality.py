@@ -1,8 +1,8 @@
 """Measure a textured mesh against the splat it was made from.
 
-* :func:`render_mesh` ray-casts a :class:`~splatstudio.mesh.TexturedMesh` into a pinhole
-  camera (open3d ``RaycastingScene``, Embree): colour from its texture (bilinear), the depth
-  along the optical axis, and which pixels it covers.
+* :class:`MeshRaycaster` ray-casts a textured mesh into pinhole cameras (open3d
+  ``RaycastingScene``, Embree): colour from its texture (bilinear), the depth along the
+  optical axis, and which pixels it covers.
 * :func:`compare_views` renders the splat (our rasterizer, expected depth) and the mesh
   from the same cameras -- views that were not used to build the mesh -- and reports, per
   view and averaged: PSNR of the mesh image against the splat image over the pixels either
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .model import TexturedMesh
+from .model import TexturedMesh, camera_centres
 
 
 def camera_rays(viewmat: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -32,8 +32,8 @@ def camera_rays(viewmat: np.ndarray, K: np.ndarray, width: int, height: int) -> 
     ``(origin xyz, direction xyz)`` in world coordinates, row-major; each direction has
     camera-frame z = 1, so a ray parameter ``t`` is the depth along the optical axis."""
     vm = np.asarray(viewmat, np.float64)
-    R, t = vm[:3, :3], vm[:3, 3]
-    eye = -R.T @ t
+    R = vm[:3, :3]
+    eye = camera_centres(vm)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
     d = np.stack([(xs + 0.5 - K[0, 2]) / K[0, 0], (ys + 0.5 - K[1, 2]) / K[1, 1],
                   np.ones_like(xs)], -1).reshape(-1, 3)  # fmt: skip
@@ -74,8 +74,9 @@ class MeshRaycaster:
             float32 metres along the optical axis (inf where nothing is hit), hit [H, W]
             bool)``.
         """
-        import cv2
         import open3d as o3d
+
+        from .bake import _sample
 
         rays = camera_rays(viewmat, K, width, height)
         rgb = np.zeros((height * width, 3), np.float32)
@@ -92,16 +93,7 @@ class MeshRaycaster:
             tri = self.uvs[self.faces[prim]]  # [M, 3, 2]
             uv = tri[:, 0] * (1 - b[:, :1] - b[:, 1:]) + tri[:, 1] * b[:, :1] + tri[:, 2] * b[:, 1:]
             s = self.texture.shape[0]
-            m = idx.size
-            cols = 4096
-            rows = -(-m // cols)
-            mx = np.zeros(rows * cols, np.float32)
-            my = np.zeros(rows * cols, np.float32)
-            mx[:m] = uv[:, 0] * s - 0.5
-            my[:m] = uv[:, 1] * s - 0.5
-            out = cv2.remap(self.texture, mx.reshape(rows, cols), my.reshape(rows, cols),
-                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-            rgb[idx] = out.reshape(-1, 3)[:m]
+            rgb[idx] = _sample(self.texture, uv[:, 0] * s, uv[:, 1] * s)
         elif idx.size:
             rgb[idx] = 0.5
         return (
@@ -109,14 +101,6 @@ class MeshRaycaster:
             depth.reshape(height, width),
             hit.reshape(height, width),
         )
-
-
-def render_mesh(mesh: TexturedMesh, viewmat: np.ndarray, K: np.ndarray, width: int,
-                height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Ray-cast `mesh` into one camera; see :meth:`MeshRaycaster.render`."""
-    return MeshRaycaster(mesh.vertices, mesh.faces, mesh.uvs, mesh.texture).render(
-        viewmat, K, width, height
-    )
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -129,6 +113,14 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
         d = d[mask]
     mse = float(d.mean())
     return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def _db(se: float, n: float, empty: float | None = None) -> float | None:
+    """PSNR in dB of images in ``[0, 1]`` from the sum `se` of `n` per-pixel mean squared
+    errors: `empty` when ``n == 0``, inf when ``se == 0``."""
+    if n == 0:
+        return empty
+    return float("inf") if se == 0 else 10.0 * math.log10(n / se)
 
 
 def compare_views(
@@ -178,33 +170,32 @@ def compare_views(
         empty = s_alpha[c] < 0.1
         union = opaque | hit
         ref = s_rgb[c]
-        d2 = ((m_rgb.astype(np.float64) - ref) ** 2).mean(axis=-1)
+        d2 = ((m_rgb.astype(np.float64) - ref) ** 2).mean(axis=-1)  # per pixel
+        se_u, n_u = float(d2[union].sum()), float(union.sum())
+        se_o, n_o = float(d2[opaque].sum()), float(opaque.sum())
         both = opaque & hit
         dz = np.abs(m_depth[both] - s_depth[c][both])
         v = {
-            "psnr_db": psnr(m_rgb, ref, union),
-            "psnr_db_opaque": psnr(m_rgb, ref, opaque),
+            "psnr_db": _db(se_u, n_u, empty=float("nan")),
+            "psnr_db_opaque": _db(se_o, n_o, empty=float("nan")),
             "depth_err_median_m": float(np.median(dz)) if dz.size else None,
             "depth_err_p90_m": float(np.quantile(dz, 0.9)) if dz.size else None,
             "coverage": float(both.sum() / max(opaque.sum(), 1)),
             "spill": float((hit & empty).sum() / max(hit.sum(), 1)),
         }
         views.append(v)
-        se_union += float(d2[union].sum())
-        n_union += float(union.sum())
-        se_opaque += float(d2[opaque].sum())
-        n_opaque += float(opaque.sum())
-
-    def db(se: float, n: float) -> float | None:
-        return None if n == 0 else (float("inf") if se == 0 else 10 * math.log10(n / se))
+        se_union += se_u
+        n_union += n_u
+        se_opaque += se_o
+        n_opaque += n_o
 
     def mean(key: str) -> float | None:
         vals = [v[key] for v in views if v[key] is not None]
         return float(np.mean(vals)) if vals else None
 
     return {
-        "psnr_db": db(se_union, n_union),
-        "psnr_db_opaque": db(se_opaque, n_opaque),
+        "psnr_db": _db(se_union, n_union),
+        "psnr_db_opaque": _db(se_opaque, n_opaque),
         "depth_err_median_m": mean("depth_err_median_m"),
         "depth_err_p90_m": mean("depth_err_p90_m"),
         "coverage": mean("coverage"),

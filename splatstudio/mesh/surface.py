@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..splats.model import Splats, quat_to_rotation, sigmoid
+from .model import camera_centres
 
 
 def gaussian_normals(splats: Splats, eyes: np.ndarray, views: Any = None) -> np.ndarray:
@@ -47,6 +48,7 @@ def gaussian_normals(splats: Splats, eyes: np.ndarray, views: Any = None) -> np.
     if views is not None:
         votes = np.zeros(splats.n)
         big = np.exp(splats.scales.max(axis=1).astype(np.float64))
+        view_eyes = camera_centres(views.viewmats)
         for c in range(len(views)):
             vm, K = views.viewmats[c], views.Ks[c]
             depth, alpha = views.depth[c], views.alpha[c]
@@ -63,8 +65,7 @@ def gaussian_normals(splats: Splats, eyes: np.ndarray, views: Any = None) -> np.
             tol = 0.01 * z[idx] + big[idx]
             seen = (alpha[v[idx], u[idx]] > 0.5) & (np.abs(d - z[idx]) < tol)
             idx = idx[seen]
-            eye = -vm[:3, :3].T @ vm[:3, 3]
-            ray = eye - p[idx]
+            ray = view_eyes[c] - p[idx]
             cos = np.sum(n[idx] * ray, axis=1) / np.maximum(np.linalg.norm(ray, axis=1), 1e-12)
             # seen edge-on, a gaussian on the far side near the silhouette passes the depth
             # test too; only clear views vote
@@ -73,6 +74,12 @@ def gaussian_normals(splats: Splats, eyes: np.ndarray, views: Any = None) -> np.
         side = np.where(votes != 0, np.sign(votes), side)
     n = n * np.where(side < 0, -1.0, 1.0)[:, None]
     return n
+
+
+def default_poisson_depth(n_points: int) -> int:
+    """Poisson octree depth for `n_points` points: 8 below 50k points, else 9 (a 512^3 grid,
+    which already gives ~1M triangles before decimation to the usual 300k budget)."""
+    return 8 if n_points < 50_000 else 9
 
 
 def poisson_surface(
@@ -88,8 +95,7 @@ def poisson_surface(
     Args:
         points: ``[N, 3]`` positions, metres.
         normals: ``[N, 3]`` unit normals pointing out of the surface.
-        depth: octree depth (0: 8 below 50k points, else 9: a 512^3 grid, which already
-            gives ~1M triangles before decimation to the usual 300k budget).
+        depth: octree depth (0: :func:`default_poisson_depth` of the point count).
         density_quantile: cut vertices in this lowest quantile of Poisson density (where the
             surface was extrapolated far from any point), and faces outside the points'
             bounding box.
@@ -106,7 +112,7 @@ def poisson_surface(
     if points.shape[0] < 100:
         raise ValueError(f"Poisson needs at least 100 opaque gaussians, got {points.shape[0]}")
     if depth <= 0:
-        depth = 8 if points.shape[0] < 50_000 else 9
+        depth = default_poisson_depth(points.shape[0])
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.astype(np.float64)))
     pcd.normals = o3d.utility.Vector3dVector(normals.astype(np.float64))
     with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):

@@ -83,7 +83,12 @@ def parse_formats(text: str) -> list[str]:
     return out
 
 
-def _parse_corner(name: str, text: str) -> list[float] | None:
+def parse_corner(name: str, text: str) -> list[float] | None:
+    """``"x,y,z"`` (ENU metres; ``;`` also separates) -> ``[x, y, z]``; an empty text -> None.
+
+    Raises:
+        ConfigError: naming option `name`, if the text is not three numbers.
+    """
     if not text.strip():
         return None
     try:
@@ -102,7 +107,7 @@ def filter_options(config: ExportConfig) -> dict[str, Any]:
         ConfigError: a malformed crop corner, or values out of range.
     """
     opts: dict[str, Any] = {}
-    lo, hi = _parse_corner("crop_min", config.crop_min), _parse_corner("crop_max", config.crop_max)
+    lo, hi = parse_corner("crop_min", config.crop_min), parse_corner("crop_max", config.crop_max)
     if lo is not None or hi is not None:
         opts["crop_min"] = lo if lo is not None else [-np.inf] * 3
         opts["crop_max"] = hi if hi is not None else [np.inf] * 3
@@ -256,10 +261,9 @@ def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: st
             ("shN", np.abs(np.clip(src.shN, -4, 4) - back.shN), 1 / 32 + 1e-6),
         ]
     elif fmt == "sog":
-        import json
-        import zipfile
+        from ..splats.sog import read_sog_meta
 
-        meta = json.loads(zipfile.ZipFile(path).read("meta.json"))
+        meta = read_sog_meta(path)
         span = np.asarray(meta["means"]["maxs"], np.float64) - meta["means"]["mins"]
 
         def nearest(v: np.ndarray, book: list) -> np.ndarray:

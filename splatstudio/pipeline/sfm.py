@@ -573,22 +573,18 @@ def refine_with_pose_priors(
     return {"priors": len(priors), "termination": str(summary.termination_type).split(".")[-1]}
 
 
-def complete_tracks(
-    rec: Any, db_path: Path, images: Path, work: Path, refine_intrinsics: bool
-) -> Any:
+def complete_tracks(rec: Any, db_path: Path, images: Path, work: Path) -> Any:
     """`rec` with more 3D points: every verified match triangulated again with the poses held
     fixed (``pycolmap.triangulate_points``, COLMAP's point triangulator), two-view tracks
     included. GLOMAP keeps only tracks of 3+ views, but with ownership masks a point seen from
     two panoramas is a two-view track; on the 2048 walk this took 689 points to 887 in 0.6 s
-    (those seed the Gaussians of training). Returns the new pycolmap.Reconstruction."""
+    (those seed the Gaussians of training). Intrinsics stay as they are (the triangulator's
+    ``refine_intrinsics`` is left False). Returns the new pycolmap.Reconstruction."""
     import pycolmap
 
     o = pycolmap.IncrementalPipelineOptions()
     o.triangulation.ignore_two_view_tracks = False
     o.ba_refine_sensor_from_rig = False
-    o.ba_refine_focal_length = refine_intrinsics
-    o.ba_refine_extra_params = refine_intrinsics
-    o.ba_refine_principal_point = False
     work.mkdir(parents=True, exist_ok=True)
     return pycolmap.triangulate_points(rec, db_path, images, work, clear_points=False, options=o)
 
@@ -760,8 +756,7 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
         t1 = time.monotonic()
         events.progress(0.97, "triangulating two-view tracks")
         n0 = rec.num_points3D()
-        rec = _run_cancellable(events, complete_tracks, rec, db_path, images, work / "tri",
-                               has_photos)
+        rec = _run_cancellable(events, complete_tracks, rec, db_path, images, work / "tri")
         timings["triangulation"] = time.monotonic() - t1
         events.log(f"two-view tracks: {n0} -> {rec.num_points3D()} points, poses unchanged "
                    f"({timings['triangulation']:.1f} s)")

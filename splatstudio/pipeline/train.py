@@ -66,6 +66,13 @@ OOM_TIERS: tuple[int, ...] = (3_000_000, 2_000_000, 1_000_000, 500_000, 250_000)
 PAUSE_FILE = "pause"
 """Name of the flag file in ``train/`` that pauses the training loop while it exists."""
 
+PREVIEW_CAMERA_FILE = "preview_camera.json"
+"""Name of the optional preview camera in ``train/`` (written by a GUI, see the module doc)."""
+
+PAUSED_PREFIX = "paused"
+"""How the progress message starts while training is paused ("paused at step N"); a GUI reads
+a stage as paused from it."""
+
 CURVE_FILE = "curve.jsonl"
 """Name of the training curve in ``train/`` (one JSON object per line, see the module doc)."""
 
@@ -346,7 +353,7 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 def preview_camera(out: Path, default: Any) -> tuple[np.ndarray, np.ndarray, int, int]:
     """(viewmat [4,4], K [3,3], width, height) of ``train/preview_camera.json`` when present
     and valid, else of TrainView `default`."""
-    p = out / "preview_camera.json"
+    p = out / PREVIEW_CAMERA_FILE
     if p.exists():
         try:
             d = json.loads(p.read_text())
@@ -377,7 +384,7 @@ def wait_while_paused(out: Path, events: Emitter, step: int, steps: int) -> floa
     fraction = 0.02 + 0.96 * step / max(1, steps)
     while flag.exists():
         events.check_cancelled()
-        events.progress(fraction, f"paused at step {step}")
+        events.progress(fraction, f"{PAUSED_PREFIX} at step {step}")
         time.sleep(PAUSE_POLL_S)
     paused = time.monotonic() - t0
     events.log(f"train: resumed at step {step} after {paused:.1f} s paused")

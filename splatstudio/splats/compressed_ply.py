@@ -40,7 +40,15 @@ import os
 
 import numpy as np
 
-from .model import SH_C0, SplatFormatError, Splats, sigmoid
+from .model import (
+    ALPHA_DECODE_MAX,
+    ALPHA_DECODE_MIN,
+    QUAT_OTHERS,
+    SH_C0,
+    SplatFormatError,
+    Splats,
+    sigmoid,
+)
 from .ply import _header_text, read_ply_elements, read_ply_header, write_ply_elements
 
 __all__ = ["CHUNK_SIZE", "morton_order", "read_compressed_ply", "write_compressed_ply"]
@@ -51,9 +59,6 @@ _CHUNK_PROPS = ["min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
                 "max_scale_x", "max_scale_y", "max_scale_z"]  # fmt: skip
 _COLOR_PROPS = ["min_r", "min_g", "min_b", "max_r", "max_g", "max_b"]
 _VERTEX_PROPS = ["packed_position", "packed_rotation", "packed_scale", "packed_color"]
-ALPHA_DECODE_MIN = 0.25 / 255.0
-ALPHA_DECODE_MAX = 254.75 / 255.0
-_OTHERS = np.array([[j for j in range(4) if j != i] for i in range(4)])
 
 
 def _spread_bits_10(v: np.ndarray) -> np.ndarray:
@@ -179,7 +184,7 @@ def write_compressed_ply(splats: Splats, path: str | os.PathLike, *, sort: bool 
         q = np.where((q[rows, largest] < 0)[:, None], -q, q)
         rot = largest.astype(np.uint32)
         for slot in range(3):
-            v = q[rows, _OTHERS[largest, slot]]
+            v = q[rows, QUAT_OTHERS[largest, slot]]
             rot = (rot << np.uint32(10)) | _pack_unorm(v * np.sqrt(0.5) + 0.5, 10)
         vertex[:, 1] = rot
 
@@ -287,7 +292,7 @@ def read_compressed_ply(path: str | os.PathLike) -> Splats:
     sumsq = np.zeros(n)
     for slot in range(3):
         v = (_unpack_unorm(pr >> np.uint32(10 * (2 - slot)), 10) - 0.5) / np.sqrt(0.5)
-        q[rows, _OTHERS[largest, slot]] = v
+        q[rows, QUAT_OTHERS[largest, slot]] = v
         sumsq += v * v
     q[rows, largest] = np.sqrt(np.maximum(0.0, 1.0 - sumsq))
 

@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "ALPHA_DECODE_MAX",
+    "ALPHA_DECODE_MIN",
+    "QUAT_OTHERS",
     "SplatFormatError",
     "SH_C0",
     "Splats",
@@ -48,6 +51,15 @@ __all__ = [
 
 #: Degree-0 real spherical-harmonic constant, ``1 / (2 * sqrt(pi))``.
 SH_C0 = 0.28209479177387814
+
+#: Alpha bytes 0 and 255 of the 8-bit formats (.splat, SPZ, compressed PLY, SOG) decode to these
+#: opacities (not 0/1) so that logits stay finite and re-encoding gives the same byte.
+ALPHA_DECODE_MIN = 0.25 / 255.0
+ALPHA_DECODE_MAX = 254.75 / 255.0
+
+#: Row i: the indices of the three quaternion components other than component i, in order
+#: (the "smallest three" packing of compressed PLY and SOG, which drop the largest one).
+QUAT_OTHERS = np.array([[j for j in range(4) if j != i] for i in range(4)])
 
 #: Number of higher-order SH coefficients per channel (``K``) for SH degree 0..3.
 _K_FOR_DEGREE = (0, 3, 8, 15)

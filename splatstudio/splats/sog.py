@@ -55,13 +55,19 @@ from pathlib import Path
 import numpy as np
 
 from .compressed_ply import morton_order
-from .model import SplatFormatError, Splats, sigmoid
+from .model import (
+    ALPHA_DECODE_MAX,
+    ALPHA_DECODE_MIN,
+    QUAT_OTHERS,
+    SplatFormatError,
+    Splats,
+    num_sh_coeffs,
+    sigmoid,
+)
 
-__all__ = ["SOG_VERSION", "read_sog", "sog_palette_size", "write_sog"]
+__all__ = ["SOG_VERSION", "read_sog", "read_sog_meta", "sog_palette_size", "write_sog"]
 
 SOG_VERSION = 2
-_QUAT_OTHERS = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
-_COEFFS = {1: 3, 2: 8, 3: 15}
 
 
 def _pil(path: object):
@@ -269,7 +275,7 @@ def encode_sog(splats: Splats, *, sort: bool = True, iterations: int = 10,
     rows = np.arange(n)
     big = np.argmax(np.abs(qt), axis=1) if n else np.zeros(0, np.int64)
     qt = np.where((qt[rows, big] < 0)[:, None], -qt, qt)
-    three = [np.clip(np.round((qt[rows, _QUAT_OTHERS[big, j]] * math.sqrt(2) + 1.0) * 127.5),
+    three = [np.clip(np.round((qt[rows, QUAT_OTHERS[big, j]] * math.sqrt(2) + 1.0) * 127.5),
                      0, 255).astype(np.uint8) for j in range(3)]  # fmt: skip
     files["quats.webp"] = _encode_webp("quats", _image(three + [252 + big], n, w, h))
 
@@ -298,10 +304,9 @@ def encode_sog(splats: Splats, *, sort: bool = True, iterations: int = 10,
 
     k = s.shN.shape[1]
     if k and n:
-        bands = s.sh_degree
-        coeffs = _COEFFS[bands]
+        bands, coeffs = s.sh_degree, k
         # per gaussian the PLY's channel-major f_rest order: [R coeffs, G coeffs, B coeffs]
-        flat = s.shN[:, :coeffs, :].transpose(0, 2, 1).reshape(n, 3 * coeffs)
+        flat = s.shN.transpose(0, 2, 1).reshape(n, 3 * coeffs)
         palette, labels = _palette(flat, sog_palette_size(n), iterations, seed)
         book, plab = kmeans_1d(palette)
         p = palette.shape[0]
@@ -352,15 +357,15 @@ def write_sog(splats: Splats, path: str | os.PathLike, *, sort: bool = True,
 def _read_files(path: Path) -> tuple[dict, callable]:
     """``(meta, load(name) -> bytes)`` of a ``.sog`` bundle or a ``meta.json`` folder."""
     if zipfile.is_zipfile(path):
-        z = zipfile.ZipFile(path)
-        names = {Path(n).name: n for n in z.namelist()}
-        if "meta.json" not in names:
+        with zipfile.ZipFile(path) as z:  # every member is used: read them all, then close
+            blobs = {Path(n).name: z.read(n) for n in z.namelist() if not n.endswith("/")}
+        if "meta.json" not in blobs:
             raise SplatFormatError(path, "SOG bundle has no meta.json at its root")
 
         def load(name: str) -> bytes:
-            if name not in names:
+            if name not in blobs:
                 raise SplatFormatError(path, f"SOG bundle lacks {name}, named in meta.json")
-            return z.read(names[name])
+            return blobs[name]
 
         raw = load("meta.json")
     else:
@@ -380,6 +385,17 @@ def _read_files(path: Path) -> tuple[dict, callable]:
     if not isinstance(meta, dict):
         raise SplatFormatError(path, "SOG meta.json is not an object")
     return meta, load
+
+
+def read_sog_meta(path: str | os.PathLike) -> dict:
+    """The parsed ``meta.json`` of a SOG (``.sog`` bundle or the ``meta.json`` itself): means
+    mins/maxs, codebooks, file names, count.
+
+    Raises:
+        SplatFormatError: naming the file, if there is no meta.json or it is not a JSON object.
+        OSError: if the file cannot be read.
+    """
+    return _read_files(Path(path))[0]
 
 
 def read_sog(path: str | os.PathLike) -> Splats:
@@ -441,12 +457,12 @@ def read_sog(path: str | os.PathLike) -> Splats:
     q = np.zeros((n, 4))
     rows = np.arange(n)
     for j in range(3):
-        q[rows, _QUAT_OTHERS[big, j]] = comp[:, j]
+        q[rows, QUAT_OTHERS[big, j]] = comp[:, j]
     q[rows, big] = np.sqrt(np.maximum(0.0, 1.0 - (comp * comp).sum(axis=1)))
 
     si = image(scales["files"][0])
     ci = image(sh0["files"][0])
-    a = np.clip(ci[:, 3].astype(np.float64) / 255.0, 0.25 / 255.0, 254.75 / 255.0)
+    a = np.clip(ci[:, 3].astype(np.float64) / 255.0, ALPHA_DECODE_MIN, ALPHA_DECODE_MAX)
     out = Splats(
         means=xyz.astype(np.float32),
         quats=q.astype(np.float32),
@@ -462,11 +478,11 @@ def read_sog(path: str | os.PathLike) -> Splats:
             cent_name, lab_name = shn["files"][0], shn["files"][1]
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise SplatFormatError(path, f"SOG meta.json shN is malformed ({e!r})") from None
-        if bands not in _COEFFS:
+        if bands not in (1, 2, 3):
             raise SplatFormatError(path, f"SOG shN.bands is {bands}, not 1, 2 or 3")
         if book.size != 256:
             raise SplatFormatError(path, f"SOG shN.codebook has {book.size} entries, not 256")
-        coeffs = _COEFFS[bands]
+        coeffs = num_sh_coeffs(bands)
         cent = _decode_webp(path, cent_name, load(cent_name))
         if cent.shape[1] != 64 * coeffs or cent.shape[0] * 64 < count:
             raise SplatFormatError(path, f"SOG {cent_name} is {cent.shape[1]}x{cent.shape[0]}"

@@ -29,14 +29,12 @@ import os
 
 import numpy as np
 
-from .model import SH_C0, SplatFormatError, Splats, sigmoid
+from .model import ALPHA_DECODE_MAX, ALPHA_DECODE_MIN, SH_C0, SplatFormatError, Splats, sigmoid
 
 __all__ = ["RECORD_SIZE", "importance_order", "read_splat", "write_splat", "encode_splat"]
 
 RECORD_SIZE = 32
 _DTYPE = np.dtype([("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
-ALPHA_DECODE_MIN = 0.25 / 255.0
-ALPHA_DECODE_MAX = 254.75 / 255.0
 
 
 def importance_order(splats: Splats) -> np.ndarray:

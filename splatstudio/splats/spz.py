@@ -78,7 +78,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import SplatFormatError, Splats, sigmoid
+from .model import ALPHA_DECODE_MAX, ALPHA_DECODE_MIN, SplatFormatError, Splats, sigmoid
 
 __all__ = [
     "SPZ_MAGIC",
@@ -97,10 +97,6 @@ _SQRT1_2 = np.float32(0.7071067811865476)
 _FLAG_ANTIALIASED = 0x1
 _FLAG_EXTENSIONS = 0x2
 _K_BY_DEGREE = (0, 3, 8, 15, 24)
-#: Alpha bytes 0 and 255 decode to these opacities (not 0/1) so that logits stay finite and
-#: re-encoding gives the same byte.
-ALPHA_DECODE_MIN = 0.25 / 255.0
-ALPHA_DECODE_MAX = 254.75 / 255.0
 
 _AXES = {"R": (0, 1.0), "L": (0, -1.0), "U": (1, 1.0), "D": (1, -1.0), "B": (2, 1.0),
          "F": (2, -1.0)}  # fmt: skip

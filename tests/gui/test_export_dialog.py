@@ -4,7 +4,6 @@ the written files, Open folder, and a failing stage shown instead of a crash."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,17 +20,11 @@ SPLAT = Path(__file__).resolve().parents[3] / "shared" / "data" / "splats" / "fr
 @pytest.fixture
 def trained(tmp_path) -> Project:
     """A project whose stages up to train are done, with a real trained splat."""
-    from helpers.tiny_project import ORIGIN, mark_done
-
-    from splatstudio.project import write_json_atomic
+    from helpers.tiny_project import mark_done, splat_project
 
     if not SPLAT.exists():
         pytest.skip(f"{SPLAT} not present")
-    (tmp_path / "input").mkdir()
-    project = Project.create(tmp_path / "proj", tmp_path / "input")
-    (project.root / "train").mkdir()
-    shutil.copy(SPLAT, project.root / "train" / "splat.ply")
-    write_json_atomic(project.root / "ingest" / "manifest.json", {"origin": ORIGIN, "images": []})
+    project = splat_project(tmp_path / "proj", SPLAT)
     mark_done(project, ["ingest", "reproject", "sfm", "georef", "train"])
     return project
 

@@ -38,19 +38,31 @@ def _image_array(img) -> np.ndarray:
     return arr[:, : img.width() * 4].reshape(img.height(), img.width(), 4)[..., :3].copy()
 
 
-def test_viewer_renders_donut(qtbot):
-    if not DONUT.exists():
-        pytest.skip(f"{DONUT} not present")
+def _shown(qtbot, widget, width: int, height: int):
+    """`widget`, owned by `qtbot`, resized to `width` x `height`, shown and exposed."""
+    qtbot.addWidget(widget)
+    widget.resize(width, height)
+    widget.show()
+    qtbot.waitExposed(widget)
+    return widget
+
+
+def _loaded_page(qtbot, path: Path):
+    """A shown 800 x 600 ViewerPage that has loaded the splat file `path` and drawn it without
+    error (skips the test when `path` is missing)."""
+    if not path.exists():
+        pytest.skip(f"{path} not present")
     from splatstudio.gui.viewer.page import ViewerPage
 
-    page = ViewerPage()
-    qtbot.addWidget(page)
-    page.resize(800, 600)
-    page.show()
-    qtbot.waitExposed(page)
+    page = _shown(qtbot, ViewerPage(), 800, 600)
     with qtbot.waitSignal(page.gl.frameRendered, timeout=60_000):
-        assert page.load(DONUT)
+        assert page.load(path)
     assert page.gl.error is None, page.gl.error
+    return page
+
+
+def test_viewer_renders_donut(qtbot):
+    page = _loaded_page(qtbot, DONUT)
     assert page.gl.packed.n == 45624
     assert "llvmpipe" in page.gl.gl_info["renderer"] or page.gl.gl_info["renderer"]
     rgb = _image_array(page.gl.grabFramebuffer())
@@ -150,11 +162,7 @@ def test_sh_colours_match_cpu_reference(qtbot):
     from splatstudio.gui.viewer.gaussians import pack_gaussians
     from splatstudio.gui.viewer.gl_widget import SplatGLWidget
 
-    w = SplatGLWidget()
-    qtbot.addWidget(w)
-    w.resize(320, 240)
-    w.show()
-    qtbot.waitExposed(w)
+    w = _shown(qtbot, SplatGLWidget(), 320, 240)
     views = {"front": (0.0, 10.0), "back": (180.0, -10.0)}  # opposite view directions
     probe = pack_gaussians(_sh_scene([np.zeros(3)]))
     w.camera.frame(probe.center, probe.radius)
@@ -208,11 +216,7 @@ def test_sh_cap_zero_is_the_dc_only_path(qtbot):
     """Capping the degree to 0 draws exactly what the SH0 (no SH texture) path draws."""
     from splatstudio.gui.viewer.gl_widget import SplatGLWidget
 
-    w = SplatGLWidget()
-    qtbot.addWidget(w)
-    w.resize(320, 240)
-    w.show()
-    qtbot.waitExposed(w)
+    w = _shown(qtbot, SplatGLWidget(), 320, 240)
     splats = _sh_scene([np.array([10.0, 0.0, 0.0])])
     _show(qtbot, w, splats)
     w.camera.frame(w.packed.center, w.packed.radius)
@@ -237,24 +241,14 @@ def test_sh_cap_zero_is_the_dc_only_path(qtbot):
                         "sh3_vs_cap0_max": int(np.abs(full - capped).max())})
 
 
-def test_viewer_renders_sh3_file(qtbot, tmp_path):
+def test_viewer_renders_sh3_file(qtbot):
     """fruit_drops_minimal.ply (SH degree 3) draws, its SH changes the picture, and it agrees
     with the CPU reference (this scene's splats overlap, so the 8-bit back-to-front blending
     and the 3-sigma quads make differences larger than in the synthetic scene: the mean is
     checked, and the 99th percentile)."""
-    if not FRUIT.exists():
-        pytest.skip(f"{FRUIT} not present")
-    from splatstudio.gui.viewer.page import ViewerPage
+    page = _loaded_page(qtbot, FRUIT)
     from splatstudio.splats.io import load_splats
 
-    page = ViewerPage()
-    qtbot.addWidget(page)
-    page.resize(800, 600)
-    page.show()
-    qtbot.waitExposed(page)
-    with qtbot.waitSignal(page.gl.frameRendered, timeout=60_000):
-        assert page.load(FRUIT)
-    assert page.gl.error is None, page.gl.error
     assert page.gl.packed.sh_degree == 3 and page.gl.sh_degree == 3
     assert "SH degree 3" in page.info.text()
     rgb = _image_array(page.gl.grabFramebuffer()).astype(int)

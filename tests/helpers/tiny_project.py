@@ -10,24 +10,16 @@ model (cameras, images with ``cam_from_world`` poses, points3D = noisy Gaussian 
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from splatstudio.config import ProjectConfig, update_config
+from splatstudio.pano.equirect import rotation_to_quat_wxyz
 from splatstudio.project import Project, now_iso, write_json_atomic
 
 ORIGIN = {"lat_deg": 55.7047, "lon_deg": 13.1910, "h_m": 73.25}
-
-
-def _quat_wxyz(R: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z) of rotation matrix `R` [3, 3]."""
-    w = math.sqrt(max(0.0, 1.0 + R[0, 0] + R[1, 1] + R[2, 2])) / 2
-    x = math.copysign(math.sqrt(max(0.0, 1.0 + R[0, 0] - R[1, 1] - R[2, 2])) / 2, R[2, 1] - R[1, 2])
-    y = math.copysign(math.sqrt(max(0.0, 1.0 - R[0, 0] + R[1, 1] - R[2, 2])) / 2, R[0, 2] - R[2, 0])
-    z = math.copysign(math.sqrt(max(0.0, 1.0 - R[0, 0] - R[1, 1] + R[2, 2])) / 2, R[1, 0] - R[0, 1])
-    q = np.array([w, x, y, z])
-    return q / np.linalg.norm(q)
 
 
 def mark_done(project: Project, stages: list[str]) -> None:
@@ -40,6 +32,19 @@ def mark_done(project: Project, stages: list[str]) -> None:
             "pid": None, "fingerprint": fps[s], "metrics": {}, "artifacts": [], "warnings": [],
             "error": None,
         })  # fmt: skip
+
+
+def splat_project(root: Path, splat: Path) -> Project:
+    """A project at `root` (default config, its input folder ``input`` beside it) holding a
+    copy of the splat file `splat` as ``train/splat.ply``, and an ingest manifest with the GPS
+    origin `ORIGIN` (no images). No stage status is written: see `mark_done`."""
+    root = Path(root)
+    (root.parent / "input").mkdir()
+    project = Project.create(root, root.parent / "input")
+    (project.root / "train").mkdir()
+    shutil.copy(splat, project.root / "train" / "splat.ply")
+    write_json_atomic(project.root / "ingest" / "manifest.json", {"origin": ORIGIN, "images": []})
+    return project
 
 
 def tiny_georef_project(root: Path, *, views: int = 8, size: tuple[int, int] = (64, 48),
@@ -90,7 +95,7 @@ def tiny_georef_project(root: Path, *, views: int = 8, size: tuple[int, int] = (
         rgb = (img[0].clamp(0, 1) * 255).round().byte().numpy()
         name = f"v{i:02d}.jpg"
         cv2.imwrite(str(photos / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        q = _quat_wxyz(vm[:3, :3])
+        q = rotation_to_quat_wxyz(vm[:3, :3])
         t = vm[:3, 3]
         lines.append(f"{i + 1} {' '.join(f'{v:.12g}' for v in q)} "
                      f"{' '.join(f'{v:.12g}' for v in t)} 1 photos/{name}\n\n")

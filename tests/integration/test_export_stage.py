@@ -4,39 +4,32 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_project
 
 from splatstudio.config import ExportConfig, update_config
 from splatstudio.errors import ConfigError, InputError, StageError
 from splatstudio.events import Emitter, null_emitter
 from splatstudio.geo.enu import GeoOrigin
 from splatstudio.pipeline.export import run_export
-from splatstudio.project import Project, write_json_atomic
+from splatstudio.project import Project
 from splatstudio.splats import load_splats
 
 SPLAT = (
     Path(__file__).resolve().parents[3] / "shared" / "data" / "splats" / "fruit_drops_minimal.ply"
 )
-ORIGIN = GeoOrigin(55.7047, 13.1910, 73.25)
+ORIGIN = GeoOrigin(**tiny_project.ORIGIN)
 
 
 @pytest.fixture
 def project(tmp_path) -> Project:
     if not SPLAT.exists():
         pytest.skip(f"{SPLAT} not present")
-    (tmp_path / "input").mkdir()
-    proj = Project.create(tmp_path / "proj", tmp_path / "input")
-    (proj.root / "train").mkdir()
-    shutil.copy(SPLAT, proj.root / "train" / "splat.ply")
-    write_json_atomic(
-        proj.root / "ingest" / "manifest.json", {"origin": ORIGIN.to_dict(), "images": []}
-    )
-    return proj
+    return tiny_project.splat_project(tmp_path / "proj", SPLAT)
 
 
 def _cfg(**kw) -> ExportConfig:
