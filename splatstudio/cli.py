@@ -26,7 +26,7 @@ from .config import (
     field_types,
     update_config,
 )
-from .errors import SplatStudioError
+from .errors import DiskFullError, InputError, SplatStudioError, StageError, is_disk_full
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -474,9 +474,21 @@ def main(argv: list[str] | None = None) -> int:
         project = _open_or_create(args, getattr(args, "input", None))
         _apply_config(project, args)
         return _run(project, args, [args.command], None)
+    except StageError as e:  # a stage could not run or finish (a full disk, ...)
+        print(f"splatstudio: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except SplatStudioError as e:
         print(f"splatstudio: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:  # the environment: one line naming the path, never a traceback
+        if is_disk_full(e):
+            err: Exception = DiskFullError.from_os_error(e, getattr(args, "project", None) or ".")
+        else:
+            err = e
+            if e.filename is not None:
+                err = InputError(e.filename, e.strerror or str(e))
+        print(f"splatstudio: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_CANCELLED
 

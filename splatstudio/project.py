@@ -30,7 +30,7 @@ from typing import Any
 
 from . import __version__
 from .config import STAGES, ProjectConfig, config_hash
-from .errors import ProjectError
+from .errors import DiskFullError, ProjectError, is_disk_full
 
 SCHEMA_VERSION = 1
 STAGE_DIRS = {s: s for s in STAGES} | {"export": "exports"}
@@ -89,6 +89,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def check_project_path(root: Path) -> None:
+    """Refuse a project path that can never be a folder: it, or one of its parents, is a file.
+
+    Raises:
+        ProjectError: names the file in the way.
+    """
+    for p in (root, *root.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "the project path" if p == root else f"{p}, a parent of the project path,"
+                raise ProjectError(f"{root}: {what} is a file, not a folder; choose another "
+                                   "project folder")
+            return
+
+
 class Project:
     """A SplatStudio project folder.
 
@@ -119,15 +134,22 @@ class Project:
         """
         root = Path(root).resolve()
         input_dir = Path(input_dir).resolve()
+        check_project_path(root)
         if (root / "project.json").exists():
             raise ProjectError(f"{root}: already a project; open it instead")
         if root.exists() and any(root.iterdir()):
             raise ProjectError(f"{root}: folder is not empty; choose a new or empty folder")
         if root == input_dir:
             raise ProjectError(f"{root}: the project folder cannot be the input folder")
-        root.mkdir(parents=True, exist_ok=True)
-        proj = cls(root, input_dir, config or ProjectConfig(), now_iso())
-        proj.save()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            proj = cls(root, input_dir, config or ProjectConfig(), now_iso())
+            proj.save()
+        except OSError as e:
+            if is_disk_full(e):
+                raise DiskFullError.from_os_error(e, root) from None
+            raise ProjectError(f"{root}: cannot create the project folder ({e.strerror or e}); "
+                               "choose a folder you can write to") from None
         return proj
 
     @classmethod
@@ -138,6 +160,7 @@ class Project:
             ProjectError: no project.json, or one from a newer schema.
         """
         root = Path(root).resolve()
+        check_project_path(root)
         pj = root / "project.json"
         if not pj.exists():
             raise ProjectError(f"{root}: not a SplatStudio project (no project.json)")

@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 
+from ..lifeline import tie_to_parent
+
 
 def _split(centroids: np.ndarray, idx: np.ndarray, limit: int, out: list[np.ndarray]) -> None:
     if idx.size <= limit:
@@ -135,7 +137,8 @@ def unwrap(
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("fork")) as ex:
+            with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("fork"),
+                                     initializer=tie_to_parent) as ex:
                 chunk = max(1, len(args) // (4 * n_workers))
                 results = list(ex.map(_atlas_block, args, chunksize=chunk))
         except (BrokenProcessPool, OSError, ValueError):

@@ -32,6 +32,7 @@ import numpy as np
 from ..config import ReprojectConfig, config_hash
 from ..errors import InputError
 from ..events import Emitter
+from ..lifeline import tie_to_parent
 from ..pano.rig import Rig, View, auto_view_size, make_rig, nadir_mask, ownership_mask, render_view
 from ..project import Project, read_json, write_json_atomic
 from .ingest import load_manifest
@@ -97,6 +98,7 @@ def insert_exif(jpeg: bytes, exif: bytes) -> bytes:
 def _init_worker() -> None:
     import cv2
 
+    tie_to_parent()  # end with the stage worker, however it ends
     cv2.setNumThreads(1)  # one process per core: no oversubscription
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -29,13 +30,24 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from ..config import STAGES
-from ..errors import Cancelled, ProjectError, SplatStudioError, StageNotBuilt
-from ..events import Emitter, Event, StageState
+from ..errors import (
+    Cancelled,
+    DiskFullError,
+    ProjectError,
+    SplatStudioError,
+    StageNotBuilt,
+    free_bytes,
+    is_disk_full,
+)
+from ..events import Emitter, Event, Log, StageState
+from ..lifeline import tie_to_parent
 from ..project import Project, now_iso
 from . import NOT_BUILT_MESSAGE, STAGE_FUNCTIONS
+from .preflight import check_disk
 
 EventCallback = Callable[[Event], None]
 
@@ -65,6 +77,10 @@ def resolve_stage_function(stage: str, target: str | None = None) -> Callable[..
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)
 
+
+DISK_FULL_BYTES = 1_000_000
+"""A stage that fails with less than this free on the project's disk failed for lack of space,
+whatever its library called the error."""
 
 OPENMP_SPINCOUNT = "1000"
 """``GOMP_SPINCOUNT`` our processes use unless the user set it or ``OMP_WAIT_POLICY``: how long
@@ -108,17 +124,22 @@ def _worker_main(
     cancel: Any,
     device: str,
     target: str | None,
+    runner_pid: int | None = None,
 ) -> None:
     """Entry point of a stage's worker process (runs `run_<stage>` and reports how it ended)."""
     if hasattr(os, "setsid"):
         with contextlib.suppress(OSError):
             os.setsid()  # own process group: the runner can kill the whole tree
+    tie_to_parent(runner_pid)  # never outlive the runner (SIGKILL of the runner included)
     # The runner handles Ctrl-C (as a cancel); the worker must not die of the terminal's SIGINT.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["SPLATSTUDIO_DEVICE"] = device
     limit_openmp_spinning()
     emitter = Emitter(stage, events.put, cancel, preview_sink=_LatestSlot(slot).put)
+    worker_lock = None
     try:
+        # One writer per project: held until this process ends, however it ends.
+        worker_lock = hold_worker_lock(Path(project_root), stage)
         project = Project.open(project_root)
         func = resolve_stage_function(stage, target)
         func(project, project.config.stage(stage), emitter)
@@ -127,11 +148,25 @@ def _worker_main(
         fin = _Finished(stage, "cancelled", error=str(e), error_type="Cancelled")
     except SplatStudioError as e:
         fin = _Finished(stage, "failed", error=str(e), error_type=type(e).__name__)
+    except OSError as e:
+        if not is_disk_full(e):
+            tb = traceback.format_exc(limit=20)
+            fin = _Finished(stage, "failed", error=f"{type(e).__name__}: {e}\n{tb}",
+                            error_type=type(e).__name__)
+        else:
+            err = DiskFullError.from_os_error(e, project_root)
+            fin = _Finished(stage, "failed", error=str(err), error_type="DiskFullError")
     except BaseException as e:  # noqa: BLE001 - a bug: report it with its traceback
-        tb = traceback.format_exc(limit=20)
-        fin = _Finished(
-            stage, "failed", error=f"{type(e).__name__}: {e}\n{tb}", error_type=type(e).__name__
-        )
+        free = free_bytes(project_root)
+        if free is not None and free < DISK_FULL_BYTES:
+            # a library's own error for a full disk (torch.save: "PytorchStreamWriter failed
+            # writing file", OpenCV: imwrite returned False ...)
+            err = DiskFullError(project_root, free=free, what=f"{type(e).__name__}: {e}")
+            fin = _Finished(stage, "failed", error=str(err), error_type="DiskFullError")
+        else:
+            tb = traceback.format_exc(limit=20)
+            fin = _Finished(stage, "failed", error=f"{type(e).__name__}: {e}\n{tb}",
+                            error_type=type(e).__name__)
     fin = _Finished(
         stage,
         fin.state,
@@ -144,6 +179,8 @@ def _worker_main(
     events.put(fin)
     events.close()
     events.join_thread()
+    if worker_lock is not None:
+        worker_lock.close()
 
 
 def kill_process_tree(pid: int) -> None:
@@ -237,6 +274,7 @@ class StageJob:
                 self._cancel,
                 self.device,
                 self.target,
+                os.getpid(),
             ),
             name=f"splatstudio-{self.stage}",
             daemon=False,
@@ -245,8 +283,7 @@ class StageJob:
         self._started = now_iso()
         self.process.start()
         self.state = "running"
-        self.project.write_status(
-            self.stage,
+        self._write_status(
             {
                 "stage": self.stage,
                 "state": "running",
@@ -262,6 +299,22 @@ class StageJob:
         )
         self._fingerprint = fingerprint
         self.on_event(StageState(self.stage, "running"))
+
+    def _write_status(self, status: dict[str, Any]) -> None:
+        """Write the stage's status file; a full disk stops the worker and raises.
+
+        Raises:
+            DiskFullError: the status file could not be written for lack of space.
+        """
+        try:
+            self.project.write_status(self.stage, status)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            if self.process is not None and self.process.is_alive():
+                kill_process_tree(self.process.pid)
+                self.process.join(timeout=5)
+            raise DiskFullError.from_os_error(e, self.project.status_path(self.stage)) from None
 
     def cancel(self) -> None:
         """Ask the stage to stop: cooperative now, process tree killed after `grace_s`."""
@@ -314,6 +367,7 @@ class StageJob:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
 
+        disk_full = fin is not None and fin.error_type == "DiskFullError"
         if fin is not None:
             state, error = fin.state, fin.error
             metrics, artifacts, warnings = fin.metrics, fin.artifacts, fin.warnings
@@ -330,47 +384,143 @@ class StageJob:
                 )
         self.state, self.error = state, error
         seconds = round(time.monotonic() - self._t0, 3)
-        self.project.write_status(
-            self.stage,
-            {
-                "stage": self.stage,
-                "state": state,
-                "started": self._started,
-                "finished": now_iso(),
-                "seconds": seconds,
-                "pid": None,
-                "host": socket.gethostname(),
-                "fingerprint": self._fingerprint if state == "done" else None,
-                "metrics": metrics,
-                "artifacts": artifacts,
-                "warnings": warnings,
-                "error": error,
-            },
-        )
+        final = {
+            "stage": self.stage,
+            "state": state,
+            "started": self._started,
+            "finished": now_iso(),
+            "seconds": seconds,
+            "pid": None,
+            "host": socket.gethostname(),
+            "fingerprint": self._fingerprint if state == "done" else None,
+            "metrics": metrics,
+            "artifacts": artifacts,
+            "warnings": warnings,
+            "error": error,
+        }
+        try:
+            self._write_status(final)
+        except DiskFullError as e:
+            if disk_full:  # the worker's message names the file it was writing
+                e.args = (error,)
+            raise
         self.on_event(StageState(self.stage, state, error))
         return state
 
 
-@contextlib.contextmanager
-def project_lock(project: Project) -> Iterator[None]:
-    """Hold an exclusive lock on the project so two runners never write it at once.
+RUNNER_LOCK = ".lock"
+"""Lock file of the runner (one run of stages per project at a time)."""
+WORKER_LOCK = ".worker.lock"
+"""Lock file of the stage worker (one writer of stage outputs per project at a time): held by
+the worker process itself, so it stays held while an orphaned worker lives on and is released
+by the kernel the moment that process ends, however it ends."""
+
+
+def _try_flock(f: IO[str]) -> bool:
+    """Take an exclusive non-blocking lock on open file `f`: True when taken (or when the
+    platform has no ``fcntl``), False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock; the status files' pids are checked instead
+        return True
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _write_owner(f: IO[str], **info: Any) -> None:
+    """Record who holds lock file `f` (pid, host, time, ...) in it, for the busy message."""
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso(),
+                        **info}))
+    f.flush()
+
+
+def _read_owner(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _busy_message(root: Path, owner: dict[str, Any], what: str) -> str:
+    pid, host, since = owner.get("pid"), owner.get("host"), owner.get("since")
+    where = f"pid {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")
+    stage = owner.get("stage")
+    who = f"the {stage} stage of {what}" if stage else what
+    stop = (f"wait for it to end, or stop it (`kill {pid}`" + ("" if not stage else
+            "; what it finished is kept and the next run resumes") + ")") if pid else \
+        "wait for it to end"
+    return (f"{root}: {who} is still running ({where}"
+            + (f", since {since}" if since else "") + f"); {stop}")
+
+
+def hold_worker_lock(root: Path, stage: str) -> IO[str]:
+    """Take the project's worker lock for this process (a stage worker) and return the open
+    lock file; the lock lasts until the file is closed or the process ends.
 
     Raises:
-        ProjectError: another SplatStudio process holds the lock.
+        ProjectError: another process is writing this project's stage outputs (names the
+            stage, its pid and since when).
     """
-    lock_path = project.root / ".lock"
-    f = open(lock_path, "a+")
-    try:
-        try:
-            import fcntl
+    path = root / WORKER_LOCK
+    f = open(path, "a+", encoding="utf-8")
+    if not _try_flock(f):
+        owner = _read_owner(path)
+        f.close()
+        raise ProjectError(_busy_message(root, owner, "an earlier run"))
+    _write_owner(f, stage=stage)
+    return f
 
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # Windows: no advisory lock
-            pass
-        except BlockingIOError:
-            raise ProjectError(
-                f"{project.root}: another SplatStudio process is running stages of this project"
-            ) from None
+
+def live_worker(project: Project) -> dict[str, Any] | None:
+    """The stage worker of an earlier run that still writes this project, or None.
+
+    Returns:
+        {"pid", "host", "since", "stage"} of the worker holding :data:`WORKER_LOCK`; without
+        ``fcntl``, the first stage whose status says ``running`` with a live pid on this host.
+    """
+    path = project.root / WORKER_LOCK
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:
+        for stage in STAGES:
+            st = project.read_status(stage)
+            if st.get("state") == "running" and project.stage_summary(stage)["state"] == "running":
+                return {"pid": st.get("pid"), "host": st.get("host"), "since": st.get("started"),
+                        "stage": stage}
+        return None
+    if not path.exists():
+        return None
+    with open(path, "a+", encoding="utf-8") as f:
+        if _try_flock(f):
+            return None  # closing the file releases the probe's lock
+    return _read_owner(path) or {"stage": None}
+
+
+@contextlib.contextmanager
+def project_lock(project: Project) -> Iterator[None]:
+    """Hold the project's runner lock so two runners never write it at once, and refuse to
+    start while a stage worker of an earlier run still lives (one writer per stage).
+
+    Raises:
+        ProjectError: another runner holds the lock, or an earlier run's worker is still
+            running; the message names it (stage, pid, since when) and how to stop it.
+    """
+    path = project.root / RUNNER_LOCK
+    f = open(path, "a+", encoding="utf-8")
+    try:
+        if not _try_flock(f):
+            raise ProjectError(_busy_message(project.root, _read_owner(path),
+                                             "another SplatStudio run of this project"))
+        owner = live_worker(project)
+        if owner is not None:
+            raise ProjectError(_busy_message(project.root, owner, "an earlier run"))
+        _write_owner(f)
         yield
     finally:
         f.close()
@@ -425,6 +575,19 @@ class PipelineRunner:
         self._job: StageJob | None = None
         self._lock = threading.Lock()
 
+    def _refuse(self, stage: str, message: str, result: PipelineResult) -> None:
+        """Record `stage` as failed with `message` without running it (its status file says
+        the same when the disk still takes a small write)."""
+        result.states[stage] = "failed"
+        result.stopped_at, result.reason = stage, message
+        st = self.project.read_status(stage)
+        with contextlib.suppress(OSError):
+            self.project.write_status(stage, {
+                **st, "stage": stage, "state": "failed", "pid": None, "fingerprint": None,
+                "finished": now_iso(), "error": message,
+            })
+        self.on_event(StageState(stage, "failed", message))
+
     def cancel(self) -> None:
         """Cancel the running stage (two tiers) and stop the run after it."""
         self._cancelled.set()
@@ -474,6 +637,12 @@ class PipelineRunner:
                     result.states[stage] = "skipped"
                     self.on_event(StageState(stage, "skipped"))
                     continue
+                disk = check_disk(self.project, stage)
+                if not disk.ok:
+                    self._refuse(stage, str(disk.message), result)
+                    break
+                if disk.message:
+                    self.on_event(Log(stage, "warning", disk.message))
                 job = StageJob(
                     self.project,
                     stage,
@@ -486,10 +655,15 @@ class PipelineRunner:
                     self._job = job
                     if self._cancelled.is_set():
                         job.cancel()
-                job.start()
-                state = job.wait()
-                with self._lock:
-                    self._job = None
+                try:
+                    job.start()
+                    state = job.wait()
+                except DiskFullError as e:
+                    self._refuse(stage, str(e), result)
+                    break
+                finally:
+                    with self._lock:
+                        self._job = None
                 result.states[stage] = state
                 if state != "done":
                     result.stopped_at, result.reason = stage, job.error

@@ -235,13 +235,20 @@ def _run_cancellable(events: Emitter, fn: Callable[..., Any], *args: Any, **kw: 
     token = kw.get("cancellation_token")
     while t.is_alive():
         t.join(0.2)
-        if events.cancelled() and token is not None and not token.is_cancelled():
+        if events.cancelled() and token is not None and not _token_cancelled(token):
             token.cancel()
     if events.cancelled():
         raise Cancelled("stage sfm cancelled (the database is kept; run again to resume)")
     if "error" in box:
         raise box["error"]
     return box.get("result")
+
+
+def _token_cancelled(token: Any) -> bool:
+    """``CancellationToken.is_cancelled`` is a property in pycolmap 4.2 (a method in some
+    builds): read it either way."""
+    value = token.is_cancelled
+    return bool(value() if callable(value) else value)
 
 
 def _hash(obj: Any) -> str:
@@ -292,6 +299,128 @@ def reference_view(rig: dict[str, Any]) -> int:
     """Index of the rig's reference sensor: the view nearest the horizon straight ahead."""
     return int(np.argmin([abs(v["pitch_deg"]) * 10 + min(v["yaw_deg"], 360 - v["yaw_deg"])
                           for v in rig["views"]]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Database healing (resume after a cancel, a crash or a kill)
+# ---------------------------------------------------------------------------------------------
+MAX_IMAGE_ID = 2147483647
+"""COLMAP's ``kMaxNumImages``: ``pair_id = MAX_IMAGE_ID * min(id1, id2) + max(id1, id2)``."""
+
+
+def _delete_images(con: Any, ids: list[int]) -> None:
+    """Delete images `ids` and every row that refers to them (features, frames, priors,
+    matches, two-view geometries) from an open COLMAP database connection."""
+    if not ids:
+        return
+    q = ",".join("?" * len(ids))
+    for table, col in (("keypoints", "image_id"), ("descriptors", "image_id"),
+                       ("frame_data", "data_id"), ("pose_priors", "corr_data_id"),
+                       ("images", "image_id")):
+        con.execute(f"DELETE FROM {table} WHERE {col} IN ({q})", ids)
+    for table in ("matches", "two_view_geometries"):
+        con.execute(
+            f"DELETE FROM {table} WHERE (pair_id / {MAX_IMAGE_ID}) IN ({q}) "
+            f"OR (pair_id % {MAX_IMAGE_ID}) IN ({q})", ids + ids)
+
+
+def heal_database(db_path: Path, expected: set[str], events: Emitter) -> dict[str, int]:
+    """Make a COLMAP database left by an interrupted run fit to resume feature extraction.
+
+    A feature extraction cut short (cancel, kill, crash) leaves images whose keypoints or
+    descriptors are missing, and on resume COLMAP's per-folder camera mode starts a *second*
+    camera for the folder it was in (measured: ``01/1.jpg`` on camera 2, ``01/2.jpg``..
+    ``01/5.jpg`` on camera 4), after which ``apply_rig_config`` fails for good with
+    "Inconsistent cameras for images with prefix". This function, run before and after
+    extraction:
+
+    1. checks the file with SQLite's ``quick_check``; a damaged database is deleted (every
+       feature is then extracted again, and the log says so);
+    2. deletes images that are not among `expected` names or lack keypoints or descriptors (or
+       whose two counts differ), with their rows in every other table: extraction redoes them;
+    3. merges cameras that are the same camera split by a resume: images of one top folder
+       (a rig view, or ``photos``) whose cameras have identical model, size and parameters go
+       to the lowest camera id, and cameras no image uses are deleted, with the rigs and frames
+       (rebuilt by :func:`setup_database`).
+
+    Returns:
+        counts of what was repaired: {"reset": 0/1, "images_removed": n, "cameras_merged": n}.
+    """
+    import sqlite3
+
+    report = {"reset": 0, "images_removed": 0, "cameras_merged": 0}
+    if not db_path.exists():
+        return report
+    try:
+        con = sqlite3.connect(db_path)
+        try:
+            ok = con.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+            ok = ok and {"images", "cameras", "keypoints", "descriptors"} <= tables
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        ok, why = False, str(e)
+    else:
+        why = "failed SQLite's integrity check"
+    if not ok:
+        events.warning(f"{db_path}: the database is damaged ({why}); it is deleted and every "
+                       "feature is extracted again")
+        for p in (db_path, db_path.with_name(db_path.name + "-wal"),
+                  db_path.with_name(db_path.name + "-shm"), db_path.with_name(db_path.name + "-journal")):
+            p.unlink(missing_ok=True)
+        report["reset"] = 1
+        return report
+    con = sqlite3.connect(db_path)
+    try:
+        with con:
+            rows = con.execute(
+                "SELECT i.image_id, i.name, i.camera_id, k.rows, d.rows FROM images i "
+                "LEFT JOIN keypoints k ON k.image_id = i.image_id "
+                "LEFT JOIN descriptors d ON d.image_id = i.image_id").fetchall()
+            bad = [r for r in rows if r[1] not in expected or r[3] is None or r[4] is None
+                   or r[3] != r[4]]
+            if bad:
+                names = ", ".join(r[1] for r in bad[:5]) + (" ..." if len(bad) > 5 else "")
+                events.log(f"database: {len(bad)} images unfinished or not in this capture "
+                           f"({names}): their features are extracted again")
+                _delete_images(con, [int(r[0]) for r in bad])
+                report["images_removed"] = len(bad)
+            cams = {int(c[0]): (c[1], c[2], c[3], bytes(c[4] or b"")) for c in
+                    con.execute("SELECT camera_id, model, width, height, params FROM cameras")}
+            groups: dict[tuple[Any, ...], set[int]] = {}
+            for image_id, name, camera_id, *_ in rows:
+                if image_id in {r[0] for r in bad} or camera_id not in cams:
+                    continue
+                groups.setdefault((name.split("/")[0], cams[camera_id]), set()).add(camera_id)
+            merged = 0
+            for (folder, _), ids in groups.items():
+                if len(ids) < 2:
+                    continue
+                keep = min(ids)
+                others = sorted(ids - {keep})
+                q = ",".join("?" * len(others))
+                con.execute(
+                    f"UPDATE images SET camera_id = ? WHERE camera_id IN ({q}) AND name LIKE ?",
+                    [keep, *others, f"{folder}/%"])
+                merged += len(others)
+            if merged:
+                events.log(f"database: {merged} cameras split by an interrupted extraction "
+                           "merged back (one camera per view folder)")
+            used = {r[0] for r in con.execute("SELECT DISTINCT camera_id FROM images")}
+            orphans = [c for c in cams if c not in used]
+            if orphans or merged or bad:
+                q = ",".join("?" * len(orphans))
+                if orphans:
+                    con.execute(f"DELETE FROM cameras WHERE camera_id IN ({q})", orphans)
+                # rigs and frames are rebuilt by setup_database (apply_rig_config)
+                for table in ("frame_data", "frames", "rig_sensors", "rigs"):
+                    if table in tables:
+                        con.execute(f"DELETE FROM {table}")
+            report["cameras_merged"] = merged
+    finally:
+        con.close()
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -682,8 +811,14 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
         db_path.unlink()
         state = {}
     write_json_atomic(state_path, {**state, "features": feat_key})
+    expected = {n for f in frames for n in image_names(f, rig)}
+    heal_database(db_path, expected, events)
     events.progress(0.02, "extracting SIFT features")
     extract(db_path, images, masks, frames, rig, config, events)
+    healed = heal_database(db_path, expected, events)
+    if healed["images_removed"]:  # a broken write during this very extraction: redo those
+        extract(db_path, images, masks, frames, rig, config, events)
+        heal_database(db_path, expected, events)
     info = setup_database(db_path, frames, rig, config.gps_priors)
     timings["features"] = time.monotonic() - t0
     n_images = info["images"]

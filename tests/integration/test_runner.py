@@ -140,7 +140,7 @@ def test_a_second_runner_on_the_same_project_is_refused(tmp_path, panos_2048):
 
     project = _project(tmp_path, panos_2048)
     with project_lock(project):
-        with pytest.raises(ProjectError, match="another SplatStudio process"):
+        with pytest.raises(ProjectError, match="another SplatStudio run of this project is still running"):
             PipelineRunner(project).run(until="ingest")
 
 
