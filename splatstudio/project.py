@@ -26,7 +26,7 @@ import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from . import __version__
 from .config import STAGES, ProjectConfig, config_hash
@@ -79,6 +79,13 @@ def read_json(path: str | Path) -> Any:
         raise ProjectError(f"{path}: not valid JSON ({e})") from None
 
 
+WORKER_LOCK = ".worker.lock"
+"""Lock file of the stage worker (one writer of stage outputs per project at a time): held by
+the worker process itself (:func:`splatstudio.pipeline.runner.hold_worker_lock`), so it stays
+held while an orphaned worker lives on and is released by the kernel the moment that process
+ends, however it ends."""
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -86,7 +93,35 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    try:  # a killed process nobody reaped yet (a container's init may never) is not running
+        import psutil
+
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except Exception:
+        return True
+
+
+def _try_flock(f: IO[str]) -> bool:
+    """Take an exclusive non-blocking lock on open file `f`: True when taken (or when the
+    platform has no ``fcntl``), False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock; the status files' pids are checked instead
+        return True
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
     return True
+
+
+def _read_owner(path: Path) -> dict[str, Any]:
+    """What the holder of lock file `path` wrote in it (pid, host, since, stage), or {}."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def check_project_path(root: Path) -> None:
@@ -211,6 +246,34 @@ class Project:
         """Store the status of `stage` atomically."""
         self.stage_dir(stage)
         write_json_atomic(self.status_path(stage), status)
+
+    def live_worker(self) -> dict[str, Any] | None:
+        """The stage worker that writes this project now (this run's or an earlier one's that
+        outlived its runner), or None.
+
+        Returns:
+            {"pid", "host", "since", "stage"} of the process holding :data:`WORKER_LOCK`;
+            without ``fcntl``, the first stage whose status says ``running`` with a live pid on
+            this host.
+        """
+        try:
+            import fcntl  # noqa: F401
+        except ImportError:
+            for stage in STAGES:
+                st = self.read_status(stage)
+                pid = st.get("pid")
+                if (st.get("state") == "running" and pid and st.get("host") == socket.gethostname()
+                        and _pid_alive(int(pid))):
+                    return {"pid": pid, "host": st.get("host"), "since": st.get("started"),
+                            "stage": stage}
+            return None
+        path = self.root / WORKER_LOCK
+        if not path.exists():
+            return None
+        with open(path, "a+", encoding="utf-8") as f:
+            if _try_flock(f):
+                return None  # closing the file releases the probe's lock
+        return _read_owner(path) or {"stage": None}
 
     def input_signature(self) -> str:
         """Hash of the input folder's listing (relative paths, sizes, modification times)."""

@@ -45,7 +45,7 @@ from ..errors import (
 )
 from ..events import Emitter, Event, Log, StageState
 from ..lifeline import tie_to_parent
-from ..project import Project, now_iso
+from ..project import WORKER_LOCK, Project, _read_owner, _try_flock, now_iso
 from . import NOT_BUILT_MESSAGE, STAGE_FUNCTIONS
 from .preflight import check_disk
 
@@ -410,26 +410,6 @@ class StageJob:
 
 RUNNER_LOCK = ".lock"
 """Lock file of the runner (one run of stages per project at a time)."""
-WORKER_LOCK = ".worker.lock"
-"""Lock file of the stage worker (one writer of stage outputs per project at a time): held by
-the worker process itself, so it stays held while an orphaned worker lives on and is released
-by the kernel the moment that process ends, however it ends."""
-
-
-def _try_flock(f: IO[str]) -> bool:
-    """Take an exclusive non-blocking lock on open file `f`: True when taken (or when the
-    platform has no ``fcntl``), False when another process holds it."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory lock; the status files' pids are checked instead
-        return True
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
 def _write_owner(f: IO[str], **info: Any) -> None:
     """Record who holds lock file `f` (pid, host, time, ...) in it, for the busy message."""
     f.seek(0)
@@ -437,14 +417,6 @@ def _write_owner(f: IO[str], **info: Any) -> None:
     f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso(),
                         **info}))
     f.flush()
-
-
-def _read_owner(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _busy_message(root: Path, owner: dict[str, Any], what: str) -> str:
@@ -477,31 +449,6 @@ def hold_worker_lock(root: Path, stage: str) -> IO[str]:
     return f
 
 
-def live_worker(project: Project) -> dict[str, Any] | None:
-    """The stage worker of an earlier run that still writes this project, or None.
-
-    Returns:
-        {"pid", "host", "since", "stage"} of the worker holding :data:`WORKER_LOCK`; without
-        ``fcntl``, the first stage whose status says ``running`` with a live pid on this host.
-    """
-    path = project.root / WORKER_LOCK
-    try:
-        import fcntl  # noqa: F401
-    except ImportError:
-        for stage in STAGES:
-            st = project.read_status(stage)
-            if st.get("state") == "running" and project.stage_summary(stage)["state"] == "running":
-                return {"pid": st.get("pid"), "host": st.get("host"), "since": st.get("started"),
-                        "stage": stage}
-        return None
-    if not path.exists():
-        return None
-    with open(path, "a+", encoding="utf-8") as f:
-        if _try_flock(f):
-            return None  # closing the file releases the probe's lock
-    return _read_owner(path) or {"stage": None}
-
-
 @contextlib.contextmanager
 def project_lock(project: Project) -> Iterator[None]:
     """Hold the project's runner lock so two runners never write it at once, and refuse to
@@ -517,7 +464,7 @@ def project_lock(project: Project) -> Iterator[None]:
         if not _try_flock(f):
             raise ProjectError(_busy_message(project.root, _read_owner(path),
                                              "another SplatStudio run of this project"))
-        owner = live_worker(project)
+        owner = project.live_worker()
         if owner is not None:
             raise ProjectError(_busy_message(project.root, owner, "an earlier run"))
         _write_owner(f)

@@ -218,3 +218,41 @@ def test_recent_projects_survive_a_restart(window, settings, tmp_path, panos_204
 
 def test_all_stages_have_rows(window):
     assert list(window.stage_panel.rows) == list(STAGES)
+
+
+@pytest.mark.slow
+def test_closing_the_window_during_sfm_cancels_and_the_project_resumes(
+        window, tmp_path, panos_2048, qtbot):
+    """Closing the window mid-SfM once aborted pycolmap and left a database no later run could
+    use ("Inconsistent cameras for images with prefix"); now it is a cancel, and a resume."""
+    import sqlite3
+
+    from splatstudio.pipeline.runner import PipelineRunner
+
+    pytest.importorskip("pycolmap")
+    project = window.new_project(_small_input(tmp_path, panos_2048, 5))
+    assert project is not None
+    db = project.root / "sfm" / "database.db"
+
+    def extracting() -> bool:
+        if window.model.stages["sfm"].state != "running" or not db.exists():
+            return False
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.2)
+            n = con.execute("SELECT count(*) FROM descriptors").fetchone()[0]
+            con.close()
+        except sqlite3.Error:
+            return False
+        return 5 <= n < 85
+
+    window.run()
+    qtbot.waitUntil(extracting, timeout=RUN_TIMEOUT_MS)
+    window.close()  # cancels and waits for the worker (closeEvent)
+    assert not window.model.is_running
+    st = Project.open(project.root).read_status("sfm")
+    assert st["state"] == "cancelled", st
+    result = PipelineRunner(Project.open(project.root), device="cpu").run(until="georef")
+    assert result.ok, result.reason
+    summary = Project.open(project.root).summary()["stages"]
+    assert summary["sfm"]["metrics"]["registered_images"] == 90
+    assert summary["georef"]["metrics"]["rms_residual_all_m"] < 1.0
