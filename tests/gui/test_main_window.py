@@ -248,7 +248,7 @@ def test_closing_the_window_during_sfm_cancels_and_the_project_resumes(
     window.run()
     qtbot.waitUntil(extracting, timeout=RUN_TIMEOUT_MS)
     window.close()  # cancels and waits for the worker (closeEvent)
-    assert not window.model.is_running
+    qtbot.waitUntil(lambda: not window.model.is_running, timeout=30_000)
     st = Project.open(project.root).read_status("sfm")
     assert st["state"] == "cancelled", st
     result = PipelineRunner(Project.open(project.root), device="cpu").run(until="georef")

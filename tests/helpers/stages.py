@@ -41,3 +41,13 @@ def openmp_env(project, config, events):
 
     events.metric("gomp_spincount", float(os.environ.get("GOMP_SPINCOUNT", -1)))
     events.metric("torch_loaded", float("torch" in sys.modules))
+
+
+def disk_full(project, config, events):
+    """Writes part of its output, then fails as a full disk makes ``write`` fail."""
+    import errno
+    import os
+
+    out = project.stage_dir("ingest") / "part.bin"
+    out.write_bytes(b"x" * 1000)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
