@@ -101,7 +101,7 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _try_flock(f: IO[str]) -> bool:
+def try_lock(f: IO[str]) -> bool:
     """Take an exclusive non-blocking lock on open file `f`: True when taken (or when the
     platform has no ``fcntl``), False when another process holds it."""
     try:
@@ -115,7 +115,7 @@ def _try_flock(f: IO[str]) -> bool:
     return True
 
 
-def _read_owner(path: Path) -> dict[str, Any]:
+def read_lock_owner(path: Path) -> dict[str, Any]:
     """What the holder of lock file `path` wrote in it (pid, host, since, stage), or {}."""
     try:
         data = json.loads(path.read_text(encoding="utf-8") or "{}")
@@ -271,9 +271,9 @@ class Project:
         if not path.exists():
             return None
         with open(path, "a+", encoding="utf-8") as f:
-            if _try_flock(f):
+            if try_lock(f):
                 return None  # closing the file releases the probe's lock
-        return _read_owner(path) or {"stage": None}
+        return read_lock_owner(path) or {"stage": None}
 
     def input_signature(self) -> str:
         """Hash of the input folder's listing (relative paths, sizes, modification times)."""

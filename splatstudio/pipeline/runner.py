@@ -10,7 +10,14 @@ The parent (this module) is the only writer of ``<stage>/status.json``: ``runnin
 worker's pid when it starts, then ``done``, ``failed`` or ``cancelled``. A worker that dies
 (SIGKILL, segfault, out of memory) leaves the stage ``failed`` and the rest of the project as
 it was; the next run resumes from there. A runner that dies itself leaves ``running`` with a dead
-pid, which :meth:`Project.stage_summary` reports as ``failed`` (interrupted).
+pid, which :meth:`Project.stage_summary` reports as ``failed`` (interrupted), and takes its
+worker with it (:mod:`splatstudio.lifeline`: ``PR_SET_PDEATHSIG`` and a parent watchdog).
+
+One writer per project: the runner holds ``PROJECT/.lock`` for the whole run and the worker
+holds ``PROJECT/.worker.lock`` for its whole life, so a second run is refused while either
+lives, with a message naming the stage, the pid and since when. Before each stage the disk is
+checked against the stage's estimated need (:mod:`.preflight`); a full disk, before or during a
+stage, ends it with one :class:`~splatstudio.errors.DiskFullError` line.
 
 Nothing here knows about terminals or Qt: listeners get typed :mod:`splatstudio.events`.
 """
@@ -45,7 +52,7 @@ from ..errors import (
 )
 from ..events import Emitter, Event, Log, StageState
 from ..lifeline import tie_to_parent
-from ..project import WORKER_LOCK, Project, _read_owner, _try_flock, now_iso
+from ..project import WORKER_LOCK, Project, now_iso, read_lock_owner, try_lock
 from . import NOT_BUILT_MESSAGE, STAGE_FUNCTIONS
 from .preflight import check_disk
 
@@ -410,6 +417,8 @@ class StageJob:
 
 RUNNER_LOCK = ".lock"
 """Lock file of the runner (one run of stages per project at a time)."""
+
+
 def _write_owner(f: IO[str], **info: Any) -> None:
     """Record who holds lock file `f` (pid, host, time, ...) in it, for the busy message."""
     f.seek(0)
@@ -420,15 +429,21 @@ def _write_owner(f: IO[str], **info: Any) -> None:
 
 
 def _busy_message(root: Path, owner: dict[str, Any], what: str) -> str:
-    pid, host, since = owner.get("pid"), owner.get("host"), owner.get("since")
-    where = f"pid {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")
-    stage = owner.get("stage")
+    """'ROOT: WHAT is still running (pid N, since T); how to stop it' from a lock's owner."""
+    pid, host, since, stage = (owner.get(k) for k in ("pid", "host", "since", "stage"))
     who = f"the {stage} stage of {what}" if stage else what
-    stop = (f"wait for it to end, or stop it (`kill {pid}`" + ("" if not stage else
-            "; what it finished is kept and the next run resumes") + ")") if pid else \
-        "wait for it to end"
-    return (f"{root}: {who} is still running ({where}"
-            + (f", since {since}" if since else "") + f"); {stop}")
+    where = ", ".join(x for x in (
+        f"pid {pid}" if pid else "",
+        f"on {host}" if host and host != socket.gethostname() else "",
+        f"since {since}" if since else "") if x)
+    if not pid:
+        stop = "wait for it to end"
+    elif stage:
+        stop = (f"wait for it to end, or stop it (`kill {pid}`; what it finished is kept and the "
+                "next run resumes)")
+    else:
+        stop = f"wait for it to end, or stop it (`kill {pid}`)"
+    return f"{root}: {who} is still running" + (f" ({where})" if where else "") + f"; {stop}"
 
 
 def hold_worker_lock(root: Path, stage: str) -> IO[str]:
@@ -441,8 +456,8 @@ def hold_worker_lock(root: Path, stage: str) -> IO[str]:
     """
     path = root / WORKER_LOCK
     f = open(path, "a+", encoding="utf-8")
-    if not _try_flock(f):
-        owner = _read_owner(path)
+    if not try_lock(f):
+        owner = read_lock_owner(path)
         f.close()
         raise ProjectError(_busy_message(root, owner, "an earlier run"))
     _write_owner(f, stage=stage)
@@ -461,8 +476,8 @@ def project_lock(project: Project) -> Iterator[None]:
     path = project.root / RUNNER_LOCK
     f = open(path, "a+", encoding="utf-8")
     try:
-        if not _try_flock(f):
-            raise ProjectError(_busy_message(project.root, _read_owner(path),
+        if not try_lock(f):
+            raise ProjectError(_busy_message(project.root, read_lock_owner(path),
                                              "another SplatStudio run of this project"))
         owner = project.live_worker()
         if owner is not None:
