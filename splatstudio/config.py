@@ -65,6 +65,10 @@ class IngestConfig:
     equirect_tolerance: float = opt(
         0.01, "relative tolerance on the 2:1 aspect ratio of an equirectangular panorama"
     )
+    gps_outlier_m: float = opt(
+        1000.0, "a GPS fix farther than this (metres) and 20 times the capture's median spread "
+        "from the capture's median position is ignored (another trip's photo)", added=True
+    )
 
 
 @dataclass(kw_only=True)
@@ -176,6 +180,16 @@ class GeorefConfig:
     mode: AlignMode = opt(AlignMode.GRAVITY, "alignment: gravity (4-DoF) or sim3 (7-DoF)")
     max_error_m: float = opt(5.0, "GPS residual above which a position is an outlier, metres")
     min_positions: int = opt(3, "fewest registered positions with GPS needed to align")
+    check: bool = opt(True, "refuse a model that contradicts its GPS (see README: the GPS check)",
+                      added=True)
+    check_tolerance_m: float = opt(
+        5.0, "GPS check: a frame agrees with its fix within this distance after the fit, metres",
+        added=True)
+    check_min_fraction: float = opt(
+        0.5, "GPS check: fewest frames (share of those with GPS) that must agree", added=True)
+    check_max_extent_ratio: float = opt(
+        2.0, "GPS check: largest ratio between the model's and the GPS track's extent (either "
+        "way)", added=True)
     export_text: bool = opt(True, "also write the model as COLMAP text (georef/sparse_text)")
     export_transforms: bool = opt(True, "also write a nerfstudio transforms.json")
 
@@ -416,9 +430,14 @@ def update_config(cfg: Any, values: dict[str, Any]) -> Any:
 
 
 def config_hash(cfg: Any) -> str:
-    """SHA-256 of the fields that invalidate a stage (metadata hash=True), hex."""
+    """SHA-256 of the fields that invalidate a stage (metadata hash=True), hex.
+
+    An option added after projects existed (metadata ``added``) counts only when it differs
+    from its default, which gives the old behaviour: adding it does not make every existing
+    project run again."""
     data = {
         f.name: _plain(getattr(cfg, f.name)) for f in fields(cfg) if f.metadata.get("hash", True)
+        and not (f.metadata.get("added") and getattr(cfg, f.name) == f.default)
     }
     blob = json.dumps({"type": type(cfg).__name__, **data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -190,6 +190,30 @@ def scan_images(
     return images, skipped
 
 
+def far_gps_fixes(images: list[dict[str, Any]], min_m: float,
+                  factor: float = 20.0) -> list[tuple[dict[str, Any], float]]:
+    """GPS fixes far from the rest of the capture (a photo of another trip in the folder).
+
+    Distances are horizontal, in metres, from the median latitude/longitude of all fixes; a fix
+    is far when it is beyond both `min_m` and `factor` times the median distance (so a long
+    drive's ends are never far, and one stray fix cannot move the median).
+
+    Returns:
+        [(image entry of the manifest, distance in metres)] in input order; empty with fewer
+        than 3 fixes.
+    """
+    fixes = [e for e in images if e.get("gps") is not None]
+    if len(fixes) < 3:
+        return []
+    lat = np.array([e["gps"]["lat_deg"] for e in fixes])
+    lon = np.array([e["gps"]["lon_deg"] for e in fixes])
+    centre = GeoOrigin(float(np.median(lat)), float(np.median(lon)), 0.0)
+    enu = geodetic_to_enu(lat, lon, np.zeros_like(lat), centre)
+    d = np.linalg.norm(enu[:, :2], axis=1)
+    limit = max(float(min_m), factor * float(np.median(d)))
+    return [(e, float(di)) for e, di in zip(fixes, d, strict=True) if di > limit]
+
+
 def run_ingest(project: Project, config: IngestConfig, events: Emitter) -> dict[str, Any]:
     """Ingest stage: scan ``project.input_dir`` and write ``ingest/manifest.json``.
 
@@ -203,7 +227,17 @@ def run_ingest(project: Project, config: IngestConfig, events: Emitter) -> dict[
     exclude = project.root if project.root.is_relative_to(project.input_dir) else None
     images, skipped = scan_images(project.input_dir, config, events, exclude)
 
-    with_gps = [e for e in images if e["gps"] is not None]
+    far = far_gps_fixes(images, config.gps_outlier_m)
+    for e, d in far:
+        e["gps_outlier_m"] = round(d, 1)
+    far_ids = {id(e) for e, _ in far}
+    if far:
+        names = ", ".join(f"{e['file']} ({d / 1000:,.1f} km)" for e, d in far[:10])
+        events.warning(
+            f"{len(far)} GPS fixes lie far from the rest of the capture and are ignored (not "
+            f"the ENU origin, not a position prior, not checked): {names}"
+        )
+    with_gps = [e for e in images if e["gps"] is not None and id(e) not in far_ids]
     origin = None
     if with_gps:
         g = with_gps[0]["gps"]
