@@ -82,6 +82,12 @@ class ReprojectConfig:
     max_size: int = opt(1600, "cap on the automatic view size, pixels")
     nadir_mask: bool = opt(True, "mask the operator and mount around the nadir")
     nadir_deg: float = opt(45.0, "nadir mask radius, degrees from straight down")
+    platform_mask: bool = opt(
+        True, "find what stays fixed in the camera's frame across the capture (vehicle, cabin, "
+        "mount) and ignore it in SfM and training", added=True)
+    platform_mask_file: str = opt(
+        "", "your own platform mask: an equirect image of any size, black where the platform "
+        "is (replaces the automatic one)", added=True)
     jpeg_quality: int = opt(95, "JPEG quality of the written views (1..100)")
     workers: int = opt(0, "worker processes (0: one per core)", hash=False)
 

@@ -37,6 +37,7 @@ from ..config import AlignMode, GeorefConfig
 from ..errors import InputError, StageError
 from ..events import Emitter
 from ..project import Project, read_json, write_json_atomic
+from .reproject import view_keep_mask
 from .sfm import PHOTO_DIR, frame_centres, frame_of_image, load_inputs
 
 
@@ -190,22 +191,28 @@ def gps_check(aligned: np.ndarray, gps: np.ndarray, config: GeorefConfig) -> dic
     report, turned into a verdict.)
 
     Args:
-        aligned: [N, 3] frame centres after the fit, ENU metres.
+        aligned: [N, 3] frame centres after the fit, ENU metres, in capture order.
         gps: [N, 3] their GPS positions, ENU metres.
 
     Returns:
         {"verdict": "pass" | "noisy-gps" | "reject" | "no-check", "within": [N] bool (within
         ``check_tolerance_m``), "fraction": share within, "extent_model_m", "extent_gps_m"
         (horizontal bounding-box diagonals), "extent_ratio" (model / GPS, None when the GPS
-        extent is under twice the tolerance: too small to judge), "reason": words}.
+        extent is under twice the tolerance: too small to judge), "path_model_m",
+        "path_gps_m" (3D lengths in capture order), "path_ratio" (model / GPS, None when the
+        GPS path is shorter than the tolerance), "reason": words}.
 
     The rule (README, "The GPS check"): reject when fewer than ``check_min_fraction`` of the
-    frames lie within the tolerance, or when the extents differ by more than
-    ``check_max_extent_ratio`` either way; pass with a GPS warning ("noisy-gps") when fewer than
-    80 % lie within it. Calibrated on real captures: a car drive whose cabin glued the
-    panoramas together (9 of 100 within 5 m, extent 0.35x) is rejected; the shared walk (5 of 5
-    within 1.1 m), Lund's phone GPS (19 of 29), an indoor walk with GPS jumps (7 of 11) and a
-    drone survey (57 of 57 after nadir levelling) pass.
+    frames lie within the tolerance, when the extents differ by more than
+    ``check_max_extent_ratio`` either way, or when the model's path is more than that ratio
+    longer than the GPS track's (a frame thrown far away; noisy GPS makes the GPS path the
+    longer one, so only this side counts); pass with a GPS warning ("noisy-gps") when fewer
+    than 80 % lie within the tolerance. Calibrated on real captures: a car drive whose cabin
+    glued the panoramas together (9 of 100 within 5 m, extent 0.35x) is rejected, and the
+    shared walk with a dashboard pasted into every panorama and no platform mask (4 of 5 within
+    5 m, but one panorama thrown 22 m away: path 5.1x); the shared walk (5 of 5 within 1.1 m,
+    path 1.0x), Lund's phone GPS (19 of 29, path and extent 1.1x), an indoor walk with GPS
+    jumps (7 of 11) and a drone survey (57 of 57 after nadir levelling) pass.
     """
     tol = float(config.check_tolerance_m)
     res = np.linalg.norm(aligned - gps, axis=1)
@@ -215,12 +222,18 @@ def gps_check(aligned: np.ndarray, gps: np.ndarray, config: GeorefConfig) -> dic
     def diag(p: np.ndarray) -> float:
         return float(np.linalg.norm(p[:, :2].max(0) - p[:, :2].min(0))) if len(p) else 0.0
 
+    def path(p: np.ndarray) -> float:
+        return float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum()) if len(p) > 1 else 0.0
+
     ext_m, ext_g = diag(aligned), diag(gps)
     ratio = ext_m / ext_g if ext_g >= 2 * tol and ext_g > 0 else None
+    path_m, path_g = path(aligned), path(gps)
+    path_ratio = path_m / path_g if path_g >= tol else None
     frac = float(within.mean()) if n else 0.0
     out: dict[str, Any] = {"within": within, "fraction": frac, "extent_model_m": ext_m,
                            "extent_gps_m": ext_g, "extent_ratio": ratio,
-                           "tolerance_m": tol}
+                           "path_model_m": path_m, "path_gps_m": path_g,
+                           "path_ratio": path_ratio, "tolerance_m": tol}
     r = float(config.check_max_extent_ratio)
     if n < 3:
         out.update(verdict="no-check", reason=f"only {n} frames with GPS: nothing to check")
@@ -230,6 +243,11 @@ def gps_check(aligned: np.ndarray, gps: np.ndarray, config: GeorefConfig) -> dic
     elif ratio is not None and not (1 / r <= ratio <= r):
         out.update(verdict="reject", reason=f"the model spans {ext_m:.0f} m where the GPS track "
                    f"spans {ext_g:.0f} m ({ratio:.2f}x)")
+    elif path_ratio is not None and path_ratio > r:
+        worst = int(np.argmax(res))
+        out.update(verdict="reject", reason=f"the model's path is {path_m:.0f} m long where the "
+                   f"GPS track's is {path_g:.0f} m ({path_ratio:.1f}x; frame {worst + 1} of "
+                   f"{n} lies {res[worst]:.0f} m from its fix)")
     elif frac < 0.8:
         out.update(verdict="noisy-gps", reason=f"{n - int(within.sum())} of {n} GPS fixes are "
                    f"more than {tol:g} m from the model: the GPS is noisy there (the model "
@@ -261,8 +279,9 @@ def write_transforms(rec: Any, path: str | Path, project_root: str | Path | None
     COLMAP world-to-camera pose inverted, with its y and z columns negated (nerfstudio's
     ``colmap_utils.colmap_to_json``, without its axis swap since ENU is already Z up).
     Intrinsics per frame in pixels: fl_x, fl_y, cx, cy, w, h (k1 for SIMPLE_RADIAL /
-    RADIAL, camera_model OPENCV). ``file_path`` and ``mask_path`` (the view's nadir mask, 0 =
-    ignore) are relative to the folder of `path` when `project_root` is given.
+    RADIAL, camera_model OPENCV). ``file_path`` and ``mask_path`` (the view's keep mask:
+    nadir and platform, 0 = ignore) are relative to the folder of `path` when `project_root`
+    is given.
 
     Returns:
         the JSON dict written.
@@ -294,7 +313,7 @@ def write_transforms(rec: Any, path: str | Path, project_root: str | Path | None
                 e["k2"] = float(cam.params[4])
         head = im.name.split("/", 1)[0]
         if nadir_masks and head != PHOTO_DIR:
-            e["mask_path"] = f"reproject/masks/{head}.nadir.png"
+            e["mask_path"] = view_keep_mask(root, head)
         if root is not None:
             for key in ("file_path", "mask_path"):
                 if key in e:
@@ -347,7 +366,8 @@ def run_georef(project: Project, config: GeorefConfig, events: Emitter) -> dict[
     events.progress(0.1, "aligning the model to GPS")
     centres = frame_centres(rec, rig)
     by_id = {f["id"]: f for f in frames}
-    ids = [fid for fid in centres if by_id.get(fid, {}).get("enu_m") is not None]
+    # in capture order (frames.json), for the path lengths of the GPS check
+    ids = [f["id"] for f in frames if f["id"] in centres and f.get("enu_m") is not None]
     src = np.array([centres[i]["centre"] for i in ids]).reshape(-1, 3)
     dst = np.array([by_id[i]["enu_m"] for i in ids], dtype=np.float64).reshape(-1, 3)
 
@@ -443,7 +463,8 @@ def run_georef(project: Project, config: GeorefConfig, events: Emitter) -> dict[
                 f"{check['tolerance_m']:g} m: {_list(off)}. This happens when something fixed "
                 "to the camera (a vehicle, a helmet, a pole, the operator) is matched across "
                 "frames, or when a stretch of the capture does not overlap. Try masking it "
-                "(reproject.nadir_deg), removing that stretch from the input folder, the other "
+                "(your own mask: reproject.platform_mask_file; a larger nadir mask: "
+                "reproject.nadir_deg), removing that stretch from the input folder, the other "
                 "mapper (sfm.mapper=incremental), or, if you trust the model more than the "
                 "GPS, georef.check=false (details per frame in georef/georef.json)"
             )

@@ -5,6 +5,10 @@ Reads ``ingest/manifest.json``; writes into ``reproject/``::
     rig.json                  the rig: per view name, yaw/pitch, PINHOLE intrinsics, cam_from_rig
     masks/<view>.ownership.png  255 where the view owns the ray (nearest optical axis), else 0
     masks/<view>.nadir.png    0 within nadir_deg of straight down (operator, mount), else 255
+    platform_mask.png         equirect (512 x 256): 0 on the platform (what stays fixed in the
+                              camera's frame: vehicle, cabin, mount; :mod:`splatstudio.pano.
+                              platform`, or the user's own file), else 255
+    masks/<view>.keep.png     what SfM and training use of each view: nadir AND platform
     views/<pano id>/<view>.jpg  the views, with the panorama's GPS and time in their EXIF
     photos/<id>.<ext>         perspective photos, passed through unchanged
     frames.json               per image: frame id, kind, image paths, camera, GPS/ENU, time
@@ -148,6 +152,74 @@ def _pano_fingerprint(entry: dict[str, Any], src: Path, rig: Rig, config: Reproj
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def platform_keep_mask(project: Project, panos: list[dict[str, Any]], input_dir: Path,
+                       config: ReprojectConfig, events: Emitter) -> np.ndarray:
+    """The capture's platform mask as uint8 [256, 512] equirect: 0 on the platform, 255 else.
+
+    From ``config.platform_mask_file`` when set, else estimated from the panoramas
+    (:func:`splatstudio.pano.platform.estimate_platform_mask`, decoded at a quarter size),
+    else all 255.
+
+    Raises:
+        InputError: the user's mask file is missing or not an image.
+    """
+    import cv2
+
+    from ..pano.platform import WORK_WIDTH, estimate_platform_mask
+
+    size = (WORK_WIDTH, WORK_WIDTH // 2)
+    if config.platform_mask_file:
+        path = Path(config.platform_mask_file).expanduser()
+        if not path.is_absolute():
+            path = project.root / path
+        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if img is None:
+            raise InputError(path, "platform mask missing or not an image "
+                             "(reproject.platform_mask_file)")
+        keep = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        keep = np.where(keep >= 128, 255, 0).astype(np.uint8)
+        events.log(f"platform mask from {path}: {100 * (keep == 0).mean():.1f} % of the image")
+        return keep
+    if not config.platform_mask or len(panos) == 0:
+        return np.full(size[::-1], 255, np.uint8)
+
+    def small(e: dict[str, Any]) -> np.ndarray:
+        src = input_dir / e["file"]
+        img = cv2.imread(str(src), cv2.IMREAD_REDUCED_COLOR_4)
+        if img is None:
+            raise InputError(src, "cannot decode the panorama")
+        return img
+
+    found = estimate_platform_mask(small(e) for e in panos)
+    if found.reason:
+        events.log(f"platform mask: none ({found.reason})")
+    else:
+        events.log(f"platform mask: {100 * found.fraction:.1f} % of the sphere stays fixed in "
+                   f"the camera's frame over {found.frames} panoramas (ignored in SfM and "
+                   "training; reproject/platform_mask.png)")
+    if found.fraction > 0.3:
+        events.warning(f"the platform mask covers {100 * found.fraction:.0f} % of the sphere: "
+                       "check it (reproject/platform_mask.png), or set your own with "
+                       "reproject.platform_mask_file")
+    return np.where(found.mask, 0, 255).astype(np.uint8)
+
+
+def view_keep_mask(root: Path | None, view: str) -> str:
+    """Path, relative to the project folder, of the mask training and SfM use for rig view
+    `view` (255 = keep): ``reproject/masks/<view>.keep.png`` (nadir and platform), or the
+    nadir mask in a project reprojected before platform masks existed (when `root` is given
+    and the keep mask is not there)."""
+    keep = f"reproject/masks/{view}.keep.png"
+    if root is not None and not (Path(root) / keep).exists():
+        return f"reproject/masks/{view}.nadir.png"
+    return keep
+
+
+def platform_view(keep: np.ndarray, view: View) -> np.ndarray:
+    """The equirect keep-mask `keep` [h, w] uint8 seen by `view`: uint8 [S, S], 0 or 255."""
+    return np.where(render_view(keep, view) >= 128, 255, 0).astype(np.uint8)
+
+
 def _done(folder: Path, fingerprint: str) -> bool:
     marker = folder / _MARKER
     if not marker.exists():
@@ -183,6 +255,9 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
         )
         rig = make_rig(config.rig, config.fov_deg, size, config.views)
         rig_dict = rig.to_dict()
+        platform = platform_keep_mask(project, panos, input_dir, config, events)
+        _write_png(out / "platform_mask.png", platform)
+        events.artifact("reproject/platform_mask.png")
         mask_dir = out / "masks"
         mask_dir.mkdir(exist_ok=True)
         for i, view in enumerate(rig.views):
@@ -193,8 +268,11 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
             if nadir is None:
                 nadir = np.full((view.size, view.size), 255, np.uint8)
             _write_png(out / nad, nadir)
-            rig_dict["views"][i]["masks"] = {"ownership": own, "nadir": nad}
+            keep = f"masks/{view.name}.keep.png"
+            _write_png(out / keep, np.minimum(nadir, platform_view(platform, view)))
+            rig_dict["views"][i]["masks"] = {"ownership": own, "nadir": nad, "keep": keep}
         rig_dict["nadir_deg"] = config.nadir_deg if config.nadir_mask else None
+        rig_dict["platform_mask"] = "platform_mask.png"
         write_json_atomic(out / "rig.json", rig_dict)
         events.artifact("reproject/rig.json")
         events.artifact("reproject/masks")

@@ -5,7 +5,8 @@ Reads ``reproject/frames.json``, ``reproject/rig.json``, the masks and the image
 
     images/<view>/<pano id>.jpg   links to reproject/views/<pano id>/<view>.jpg (COLMAP rig
     images/photos/<file>          layout: the folder names the sensor, the file the frame)
-    masks/<view>/<pano id>.jpg.png  ownership AND nadir mask of the view (255 = keep)
+    masks/<view>/<pano id>.jpg.png  ownership AND keep mask (nadir, platform) of the view
+                                  (255 = keep)
     database.db                   the COLMAP database (features, matches, rigs, pose priors)
     pairs.txt                     the image pairs matched ("name1 name2" per line)
     sparse/                       the largest model, COLMAP binary (cameras, images, points3D,
@@ -138,7 +139,8 @@ def prepare_images(
     if rig:
         for v in rig["views"]:
             m = None
-            for kind in ("ownership", "nadir") if ownership else ("nadir",):
+            keep = "keep" if "keep" in v["masks"] else "nadir"  # projects before the platform mask
+            for kind in ("ownership", keep) if ownership else (keep,):
                 p = rp / v["masks"][kind]
                 mk = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
                 if mk is None:

@@ -3,7 +3,8 @@
 Reads ``georef/sparse`` (``pycolmap.Reconstruction`` in local ENU metres, Z up), the views and
 photos of ``reproject/`` (COLMAP image ``<view>/<pano id>.jpg`` is
 ``reproject/views/<pano id>/<view>.jpg``, ``photos/<file>`` is ``reproject/photos/<file>``) and
-the nadir masks ``reproject/masks/<view>.nadir.png`` (255 = keep; photos have none). Writes into
+the keep masks ``reproject/masks/<view>.keep.png`` (nadir and platform, 255 = keep; photos
+have none). Writes into
 ``train/``::
 
     splat.ply            the trained Gaussians, standard INRIA 3DGS PLY, ENU metres
@@ -115,12 +116,14 @@ class Camera:
 
 
 def image_paths(name: str) -> tuple[str, str | None]:
-    """(image, nadir mask or None), relative to the project folder, of COLMAP image `name`."""
+    """(image, keep mask (nadir and platform) or None), relative to the project folder, of
+    COLMAP image `name`."""
     from .georef import image_source
+    from .reproject import view_keep_mask
     from .sfm import PHOTO_DIR
 
     head = name.split("/", 1)[0]
-    mask = None if head == PHOTO_DIR else f"reproject/masks/{head}.nadir.png"
+    mask = None if head == PHOTO_DIR else view_keep_mask(None, head)
     return image_source(name), mask
 
 
@@ -203,6 +206,8 @@ def load_view(root: Path, cam: Camera, downscale: float) -> Any:
     mask = None
     if cam.mask is not None:
         mp = root / cam.mask
+        if not mp.exists() and mp.name.endswith(".keep.png"):  # reprojected before platform masks
+            mp = mp.with_name(mp.name.replace(".keep.png", ".nadir.png"))
         mask = cv2.imread(str(mp), cv2.IMREAD_GRAYSCALE)
         if mask is None:
             raise InputError(mp, "mask missing or unreadable; run reproject again")

@@ -117,3 +117,20 @@ def test_far_gps_fixes_are_flagged():
     drive = [fix(55.70 + i * 5e-5, 13.19) for i in range(100)]  # a 550 m drive: nothing far
     assert far_gps_fixes(drive, 1000.0) == []
     assert far_gps_fixes([walk[0], trip], 1000.0) == []  # two fixes: no majority
+
+
+def test_check_rejects_a_frame_thrown_far_away():
+    """The shared walk with a pasted dashboard and no platform mask (measured): four frames
+    within 2 m, one 22 m away; the share within 5 m (4 of 5) passes, the path does not."""
+    gps = np.array([[0, 0, 0], [0.31, 1.0, -0.09], [0.8, 4.07, 0.05], [1.05, 7.25, 0.32],
+                    [0.63, 9.32, 0.98]])
+    model = np.array([[0.52, 1.93, -0.39], [12.31, 17.6, -7.9], [0.09, 2.31, -0.52],
+                      [1.15, 7.57, 0.52], [0.71, 8.83, 1.74]])
+    c = gps_check(model, gps, GeorefConfig())
+    assert c["verdict"] == "reject" and "path" in c["reason"] and "frame 2 of 5" in c["reason"]
+    assert c["path_ratio"] == pytest.approx(5.1, abs=0.1)
+    # the same walk georeferenced from clean panoramas (measured): passes
+    clean = np.array([[0.52, -0.23, 0.9], [0.14, 1.38, 0.47], [0.21, 4.47, 0.06],
+                      [0.91, 6.78, -0.14], [1.0, 9.24, -0.03]])
+    c = gps_check(clean, gps, GeorefConfig())
+    assert c["verdict"] == "pass" and c["path_ratio"] == pytest.approx(1.0, abs=0.15)
