@@ -33,6 +33,7 @@ STATE_COLOURS = {
     "ingested": "#8b93a3",
     "reprojected": "#3d8bff",
     "registered": "#3fb950",
+    "off its GPS fix": "#f0883e",
     "not registered": "#f85149",
 }
 VIEW_THUMB = QSize(112, 112)
@@ -105,6 +106,8 @@ def load_captures(project_root: Path) -> tuple[list[Capture], int]:
         if georef:
             registered = bool(g and g.get("registered", True))
             state = "registered" if registered else "not registered"
+            if registered and (g or {}).get("agrees") is False:  # the GPS check's tolerance
+                state = "off its GPS fix"
             r = (g or {}).get("residual_m", (g or {}).get("residual"))
             residual = float(r) if isinstance(r, (int, float)) else None
             p = (g or {}).get("sfm_enu_m")
@@ -116,6 +119,21 @@ def load_captures(project_root: Path) -> tuple[list[Capture], int]:
             )
         )
     return out, missing
+
+
+def gps_check_summary(project_root: Path) -> str | None:
+    """One line on the georef stage's GPS check (``georef/georef.json``), or None before it."""
+    try:
+        data = json.loads((project_root / "georef" / "georef.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    check = data.get("check") or {}
+    verdict, reason = check.get("verdict"), check.get("reason")
+    if not verdict:
+        return None
+    words = {"pass": "agrees with the GPS", "noisy-gps": "agrees; the GPS is noisy",
+             "reject": "REJECTED: contradicts the GPS", "no-check": "not checked"}
+    return f"GPS check: {words.get(verdict, verdict)} ({reason})"
 
 
 class CaptureMap(QWidget):
@@ -130,6 +148,7 @@ class CaptureMap(QWidget):
         self.model = model
         self.captures: list[Capture] = []
         self.selected: str | None = None
+        self._check_line: str | None = None  # the georef stage's GPS check, in words
 
         pg.setConfigOptions(antialias=True)
         self.plot = pg.PlotWidget(background="#141820")
@@ -256,7 +275,11 @@ class CaptureMap(QWidget):
         text = f"{len(self.captures)} captures with GPS"
         if missing:
             text += f", {missing} without"
-        self.info.setText(text + ". Click one to see it and its views.")
+        text += ". Click one to see it and its views."
+        self._check_line = gps_check_summary(project.root) if project is not None else None
+        if self._check_line:
+            text += f"<br>{self._check_line}"
+        self.info.setText(text)
         keep = self.selected if any(c.id == self.selected for c in self.captures) else None
         self.select(keep or self.captures[0].id)
 
@@ -278,6 +301,8 @@ class CaptureMap(QWidget):
         )
         if cap.residual_m is not None:
             text += f"<br>GPS residual after georef: {cap.residual_m:.3f} m"
+        if self._check_line:
+            text += f"<br>{self._check_line}"
         self.info.setText(text)
         self.thumb.setPixmap(load_thumbnail(cap.file, QSize(340, 170)))
         self.views.clear()

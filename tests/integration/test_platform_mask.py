@@ -60,3 +60,43 @@ def test_too_few_or_identical_panoramas_give_no_mask(panos_2048):
     assert estimate_platform_mask(ims[:2]).reason.startswith("2 panoramas")
     still = estimate_platform_mask([ims[0]] * 4)
     assert "did not move" in still.reason and not still.mask.any()
+
+
+def _georef(tmp_path: Path, src: Path, name: str, **reproject) -> tuple[object, dict]:
+    import json
+
+    from splatstudio.config import ProjectConfig, update_config
+    from splatstudio.pipeline.runner import PipelineRunner
+    from splatstudio.project import Project
+
+    cfg = ProjectConfig.from_preset("test")
+    cfg.reproject = update_config(cfg.reproject, reproject)
+    project = Project.create(tmp_path / name, src, cfg)
+    result = PipelineRunner(project).run(until="georef")
+    report = project.root / "georef" / "georef.json"
+    return result, json.loads(report.read_text()) if report.exists() else {}
+
+
+@pytest.mark.slow
+def test_dashboard_capture_breaks_sfm_without_the_mask_and_not_with_it(
+        tmp_path, dashboard, panos_2048):
+    pytest.importorskip("pycolmap")
+    clean_res, clean = _georef(tmp_path, panos_2048, "clean")
+    assert clean_res.ok, clean_res.reason
+    # without the platform mask: the dashboard glues the panoramas, and the GPS check says so
+    # (measured: one panorama thrown 22 m away, model path 5.1x the GPS track's)
+    off_res, off = _georef(tmp_path, dashboard, "off", platform_mask=False)
+    if off_res.ok:  # recovered: then it must agree with its GPS as the clean walk does
+        assert off["check"]["verdict"] == "pass" and off["rms_residual_all_m"] < 1.5
+    else:
+        assert off_res.stopped_at == "georef"
+        assert "contradicts its GPS" in off_res.reason and off["status"].startswith("rejected")
+    # with it: the frame positions of the clean panoramas
+    on_res, on = _georef(tmp_path, dashboard, "on")
+    assert on_res.ok, on_res.reason
+    assert on["check"]["verdict"] == "pass" and on["rms_residual_all_m"] <= 1.5
+    for fid, f in clean["frames"].items():
+        d = np.linalg.norm(np.subtract(on["frames"][fid]["sfm_enu_m"], f["sfm_enu_m"]))
+        # panorama 3 has two places 0.6 m apart along the walk that thread timing picks
+        # between (test_sfm); the others stay within the 0.3 m
+        assert d < (0.8 if fid == "3" else 0.3), (fid, d)
