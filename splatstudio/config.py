@@ -166,6 +166,10 @@ class SfmConfig:
     time_neighbours: int = opt(
         2, "neighbours by capture order on each side (always; all pairs use them without GPS)"
     )
+    view_overlap_deg: float = opt(
+        0.0, "match only the views of two panoramas whose axes are within this angle once the "
+        "panoramas' relative heading is known (estimated from their features); 0: every view "
+        "pair", added=True)
     mapper: Mapper = opt(Mapper.AUTO, "mapper: auto, incremental or global (GLOMAP)")
     gps_priors: bool = opt(
         True, "use GPS positions as pose priors (global mapper: a pose-prior bundle adjustment "

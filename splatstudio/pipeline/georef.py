@@ -186,6 +186,15 @@ def align_gravity(
     return best[1]
 
 
+COLLAPSE_MIN_GPS_M = 2.0
+"""GPS check: pairs of frames at least this far apart by GPS count for the collapse test."""
+COLLAPSE_RATIO = 0.05
+"""GPS check: such a pair is collapsed when the model has it under this share of its GPS
+distance apart (the same spot; consumer GPS drift alone does not make 2 m look like 10 cm)."""
+COLLAPSE_MAX_SHARE = 0.3
+"""GPS check: the model is rejected when more than this share of those pairs are collapsed."""
+
+
 def gps_check(aligned: np.ndarray, gps: np.ndarray, config: GeorefConfig) -> dict[str, Any]:
     """Does the aligned model agree with its GPS track? (ODM/Metashape-style GPS residual
     report, turned into a verdict.)
@@ -206,11 +215,14 @@ def gps_check(aligned: np.ndarray, gps: np.ndarray, config: GeorefConfig) -> dic
     frames lie within the tolerance, when the extents differ by more than
     ``check_max_extent_ratio`` either way, or when the model's path is more than that ratio
     longer than the GPS track's (a frame thrown far away; noisy GPS makes the GPS path the
-    longer one, so only this side counts); pass with a GPS warning ("noisy-gps") when fewer
-    than 80 % lie within the tolerance. Calibrated on real captures: a car drive whose cabin
+    longer one, so only this side counts), or when more than :data:`COLLAPSE_MAX_SHARE` of the
+    pairs of frames the GPS has over :data:`COLLAPSE_MIN_GPS_M` apart sit on one spot in the
+    model (under :data:`COLLAPSE_RATIO` of that distance: frames glued together); pass with a
+    GPS warning ("noisy-gps") when fewer than 80 % lie within the tolerance. Calibrated on real captures: a car drive whose cabin
     glued the panoramas together (9 of 100 within 5 m, extent 0.35x) is rejected, and the
-    shared walk with a dashboard pasted into every panorama and no platform mask (4 of 5 within
-    5 m, but one panorama thrown 22 m away: path 5.1x); the shared walk (5 of 5 within 1.1 m,
+    shared walk with a dashboard pasted into every panorama and no platform mask (two runs:
+    4 of 5 within 5 m each time, but one panorama thrown 22 m away, path 5.1x; or four
+    panoramas glued onto one spot, 6 of 9 pairs collapsed); the shared walk (5 of 5 within 1.1 m,
     path 1.0x), Lund's phone GPS (19 of 29, path and extent 1.1x), an indoor walk with GPS
     jumps (7 of 11) and a drone survey (57 of 57 after nadir levelling) pass.
     """
@@ -229,11 +241,18 @@ def gps_check(aligned: np.ndarray, gps: np.ndarray, config: GeorefConfig) -> dic
     ratio = ext_m / ext_g if ext_g >= 2 * tol and ext_g > 0 else None
     path_m, path_g = path(aligned), path(gps)
     path_ratio = path_m / path_g if path_g >= tol else None
+    # frames the model puts on one spot while the GPS has them metres apart (glued together)
+    iu = np.triu_indices(n, 1)
+    dg = np.linalg.norm(gps[:, None] - gps[None], axis=-1)[iu]
+    dm = np.linalg.norm(aligned[:, None] - aligned[None], axis=-1)[iu]
+    apart = dg >= COLLAPSE_MIN_GPS_M
+    collapsed = float(np.mean(dm[apart] < COLLAPSE_RATIO * dg[apart])) if apart.any() else 0.0
     frac = float(within.mean()) if n else 0.0
     out: dict[str, Any] = {"within": within, "fraction": frac, "extent_model_m": ext_m,
                            "extent_gps_m": ext_g, "extent_ratio": ratio,
                            "path_model_m": path_m, "path_gps_m": path_g,
-                           "path_ratio": path_ratio, "tolerance_m": tol}
+                           "path_ratio": path_ratio, "collapsed_pairs": collapsed,
+                           "tolerance_m": tol}
     r = float(config.check_max_extent_ratio)
     if n < 3:
         out.update(verdict="no-check", reason=f"only {n} frames with GPS: nothing to check")
@@ -243,6 +262,11 @@ def gps_check(aligned: np.ndarray, gps: np.ndarray, config: GeorefConfig) -> dic
     elif ratio is not None and not (1 / r <= ratio <= r):
         out.update(verdict="reject", reason=f"the model spans {ext_m:.0f} m where the GPS track "
                    f"spans {ext_g:.0f} m ({ratio:.2f}x)")
+    elif collapsed > COLLAPSE_MAX_SHARE:
+        out.update(verdict="reject", reason=f"the model puts frames on one spot that the GPS has "
+                   f"metres apart ({100 * collapsed:.0f} % of the pairs of frames over "
+                   f"{COLLAPSE_MIN_GPS_M:g} m apart by GPS are under "
+                   f"{100 * COLLAPSE_RATIO:g} % of that apart in the model)")
     elif path_ratio is not None and path_ratio > r:
         worst = int(np.argmax(res))
         out.update(verdict="reject", reason=f"the model's path is {path_m:.0f} m long where the "

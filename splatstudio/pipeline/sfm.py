@@ -215,6 +215,139 @@ def image_pairs(
     return [(a, b) for i, j in pairs for a in names[i] for b in names[j]]
 
 
+def _view_axes(rig: dict[str, Any]) -> np.ndarray:
+    """Optical axes [V, 3] of the rig's views in the rig frame (x right, y down, z forward)."""
+    return np.array([np.asarray(v["cam_from_rig"]["rotation_matrix"], float)[2]
+                     for v in rig["views"]])
+
+
+def _yaw(deg: float) -> np.ndarray:
+    y = np.radians(deg)
+    return np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+
+
+def panorama_features(db_path: Path, frames: list[dict[str, Any]], rig: dict[str, Any],
+                      max_features: int = 2000, max_lat_deg: float = 35.0
+                      ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per panorama frame id: (longitudes [N] in degrees, descriptors [N, 128] float32) of its
+    SIFT keypoints near the horizon (|latitude| < `max_lat_deg`), pooled from every view of the
+    database and turned into the panorama's rig frame (longitude 0 = the panorama's centre
+    column, growing to the right). The `max_features` of largest scale are kept."""
+    import pycolmap
+
+    views = {v["name"]: v for v in rig["views"]}
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    with pycolmap.Database.open(db_path) as db:
+        by_name = {im.name: im for im in db.read_all_images()}
+        for f in frames:
+            if f["kind"] != "equirect":
+                continue
+            lons, descs, scales = [], [], []
+            for name in image_names(f, rig):
+                im = by_name.get(name)
+                if im is None:
+                    continue
+                v = views[name.split("/")[0]]
+                kp = np.asarray(db.read_keypoints(im.image_id), np.float64)
+                if len(kp) == 0:
+                    continue
+                d = np.asarray(db.read_descriptors(im.image_id).data, np.float32)
+                fx, fy, cx, cy = (float(x) for x in v["camera"]["params"][:4])
+                rays = np.stack([(kp[:, 0] - cx) / fx, (kp[:, 1] - cy) / fy,
+                                 np.ones(len(kp))], 1)
+                rig_from_cam = np.asarray(v["cam_from_rig"]["rotation_matrix"], float).T
+                rays = rays @ rig_from_cam.T
+                rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+                lat = np.degrees(-np.arcsin(np.clip(rays[:, 1], -1, 1)))
+                keep = np.abs(lat) < max_lat_deg
+                lons.append(np.degrees(np.arctan2(rays[keep, 0], rays[keep, 2])))
+                descs.append(d[keep])
+                scales.append(np.hypot(kp[keep, 2], kp[keep, 3]) if kp.shape[1] >= 4
+                              else np.ones(int(keep.sum())))
+            if not lons:
+                continue
+            lon, desc, sc = np.concatenate(lons), np.concatenate(descs), np.concatenate(scales)
+            top = np.argsort(-sc, kind="stable")[:max_features]
+            out[f["id"]] = (lon[top], desc[top])
+    return out
+
+
+def relative_heading(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
+                     min_votes: int = 15) -> float | None:
+    """Heading of panorama b relative to panorama a, degrees: a point at longitude L in a is
+    near longitude L + heading in b. From SIFT matches (Lowe's ratio test, 0.8) of their
+    horizon features (:func:`panorama_features`), the mode of the longitude differences in 5 deg
+    bins (distant points move little between two nearby panoramas; near ones spread around it).
+
+    Returns:
+        the heading, or None with fewer than `min_votes` matches in the mode's +-10 deg or a
+        mode that holds under a fifth of the matches (no reliable estimate).
+    """
+    import cv2
+
+    if len(a[1]) < 2 or len(b[1]) < 2:
+        return None
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a[1], b[1], k=2)
+    pairs = [(m.queryIdx, m.trainIdx) for m, *n in knn if n and m.distance < 0.8 * n[0].distance]
+    if len(pairs) < min_votes:
+        return None
+    ia, ib = np.array(pairs).T
+    diff = np.mod(b[0][ib] - a[0][ia] + 180.0, 360.0) - 180.0
+    hist, edges = np.histogram(diff, bins=72, range=(-180, 180))
+    smooth = hist + np.roll(hist, 1) + np.roll(hist, -1)
+    centre = float(edges[int(np.argmax(smooth))] + 2.5)
+    near = np.abs(np.mod(diff - centre + 180.0, 360.0) - 180.0) <= 10.0
+    if near.sum() < min_votes or near.mean() < 0.2:
+        return None
+    d = diff[near]
+    return float(np.degrees(np.arctan2(np.sin(np.radians(d)).mean(),
+                                       np.cos(np.radians(d)).mean())))
+
+
+def overlapping_view_pairs(rig: dict[str, Any], heading_deg: float,
+                           max_angle_deg: float) -> list[tuple[int, int]]:
+    """Index pairs (view of panorama a, view of panorama b) whose optical axes are within
+    `max_angle_deg` once b's heading relative to a (:func:`relative_heading`) is applied."""
+    axes = _view_axes(rig)
+    in_b = axes @ _yaw(heading_deg).T  # a's view axes, expressed in b's rig frame
+    cos = np.clip(in_b @ axes.T, -1, 1)
+    ia, ib = np.nonzero(cos >= np.cos(np.radians(max_angle_deg)))
+    return list(zip(ia.tolist(), ib.tolist(), strict=True))
+
+
+def image_pairs_by_overlap(
+    frames: list[dict[str, Any]], rig: dict[str, Any] | None, pairs: list[tuple[int, int]],
+    features: dict[str, tuple[np.ndarray, np.ndarray]], max_angle_deg: float,
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """Like :func:`image_pairs`, but two panoramas match only their views that can see the same
+    things (:func:`overlapping_view_pairs`); every view pair when their relative heading cannot
+    be estimated, and always for photos.
+
+    Returns:
+        (image-name pairs, {"estimated": frame pairs with a heading, "fallback": without,
+        "headings": {"a b": degrees}}).
+    """
+    names = [image_names(f, rig) for f in frames]
+    out: list[tuple[str, str]] = []
+    info: dict[str, Any] = {"estimated": 0, "fallback": 0, "headings": {}}
+    for i, j in pairs:
+        fi, fj = frames[i], frames[j]
+        heading = None
+        if rig and fi["kind"] == fj["kind"] == "equirect" and fi["id"] in features \
+                and fj["id"] in features:
+            heading = relative_heading(features[fi["id"]], features[fj["id"]])
+        if heading is None:
+            if fi["kind"] == fj["kind"] == "equirect":
+                info["fallback"] += 1
+            out.extend((a, b) for a in names[i] for b in names[j])
+            continue
+        info["estimated"] += 1
+        info["headings"][f"{fi['id']} {fj['id']}"] = round(heading, 1)
+        out.extend((names[i][a], names[j][b])
+                   for a, b in overlapping_view_pairs(rig, heading, max_angle_deg))
+    return out, info
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers around pycolmap
 # ---------------------------------------------------------------------------------------------
@@ -430,10 +563,13 @@ def heal_database(db_path: Path, expected: set[str], events: Emitter) -> dict[st
 # ---------------------------------------------------------------------------------------------
 def sift_first_octave(width: int, height: int, config: SfmConfig) -> int:
     """COLMAP SIFT ``first_octave`` for images of this size (pixels, before
-    ``max_image_size``): -1 (upsample x2) below ``upsample_below`` on the longest side, else 0."""
+    ``max_image_size``): -1 (upsample x2) below ``upsample_below`` on the longest side, else 0.
+    An image that ``max_image_size`` shrinks is never upsampled: the cap is there to cut the
+    cost, and upsampling the shrunk image would bring it back (a 1440 px view capped at 1024
+    would be searched at 2048)."""
     side = max(width, height)
-    if config.max_image_size > 0:
-        side = min(side, config.max_image_size)
+    if 0 < config.max_image_size < side:
+        return 0
     return -1 if side < config.upsample_below else 0
 
 
@@ -835,13 +971,26 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
     # 2. pairs and matching --------------------------------------------------------------------
     t0 = time.monotonic()
     fpairs = frame_pairs(frames, config.neighbours, config.radius_m, config.time_neighbours)
-    ipairs = image_pairs(frames, rig, fpairs)
+    how: dict[str, Any] | None = None
+    if rig and config.view_overlap_deg > 0:
+        events.progress(0.08, "relative headings of the panoramas")
+        feats = panorama_features(db_path, frames, rig)
+        ipairs, how = image_pairs_by_overlap(frames, rig, fpairs, feats, config.view_overlap_deg)
+        timings["headings"] = time.monotonic() - t0
+        t0 = time.monotonic()  # matching is timed on its own
+        events.log(f"view pairs: {len(ipairs)} of {len(image_pairs(frames, rig, fpairs))} "
+                   f"(views within {config.view_overlap_deg:g} deg once the relative heading "
+                   f"is known: {how['estimated']} panorama pairs, every view pair for "
+                   f"{how['fallback']} without a reliable heading)")
+    else:
+        ipairs = image_pairs(frames, rig, fpairs)
     pairs_path = out / "pairs.txt"
     tmp = pairs_path.with_name("pairs.txt.tmp")
     tmp.write_text("".join(f"{a} {b}\n" for a, b in ipairs))
     os.replace(tmp, pairs_path)
     events.artifact("sfm/pairs.txt")
-    match_key = _hash({"f": feat_key, "n": config.min_num_inliers, "seed": config.seed})
+    match_key = _hash({"f": feat_key, "n": config.min_num_inliers, "seed": config.seed,
+                       **({"overlap": config.view_overlap_deg} if config.view_overlap_deg else {})})
     if state.get("matching") != match_key:
         with pycolmap.Database.open(db_path) as db:
             db.clear_matches()
@@ -939,6 +1088,7 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
         "pairs": len(ipairs),
         "frame_pairs": [[frames[i]["id"], frames[j]["id"]] for i, j in fpairs],
         "verified_pairs": verified,
+        "view_pairs": how,
         "seconds": {k: round(v, 3) for k, v in timings.items()},
         "metrics": dict(events.metrics),
         "image_root": "sfm/images",

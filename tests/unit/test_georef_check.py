@@ -134,3 +134,21 @@ def test_check_rejects_a_frame_thrown_far_away():
                       [0.91, 6.78, -0.14], [1.0, 9.24, -0.03]])
     c = gps_check(clean, gps, GeorefConfig())
     assert c["verdict"] == "pass" and c["path_ratio"] == pytest.approx(1.0, abs=0.15)
+
+
+def test_check_rejects_frames_glued_onto_one_spot():
+    """The dashboard walk without the platform mask, another run (measured): panoramas 1, 3,
+    4 and 5 on one spot, every frame but one within 5 m, path 1.06x: only the collapse shows
+    (6 of the 9 pairs over 2 m apart by GPS)."""
+    gps = np.array([[0, 0, 0], [0.31, 1.0, -0.09], [0.8, 4.07, 0.05], [1.05, 7.25, 0.32],
+                    [0.63, 9.32, 0.98]])
+    model = np.array([[0.81, 6.54, -0.22], [0.41, 2.04, 2.01], [0.78, 6.53, -0.28],
+                      [0.8, 6.54, -0.23], [0.8, 6.54, -0.24]])
+    c = gps_check(model, gps, GeorefConfig())
+    assert c["verdict"] == "reject" and "one spot" in c["reason"]
+    assert c["collapsed_pairs"] == pytest.approx(6 / 9)  # 1-2 are 1.05 m apart: not counted
+    # a vehicle that stops: a few frames on one spot, the GPS too (drift under 2 m)
+    stop = np.concatenate([np.stack([np.arange(20.0) * 5, np.zeros(20), np.zeros(20)], 1),
+                           np.tile([[95.0, 0, 0]], (5, 1))])
+    drift = stop + np.random.default_rng(3).normal(scale=0.5, size=stop.shape)
+    assert gps_check(stop, drift, GeorefConfig())["verdict"] == "pass"

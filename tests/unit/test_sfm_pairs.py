@@ -96,6 +96,7 @@ def test_sift_upsamples_only_small_images():
     assert sift_first_octave(512, 512, cfg) == -1  # 2048 panoramas: views upsampled x2
     assert sift_first_octave(1024, 768, cfg) == -1  # Lund photos: COLMAP's default
     assert sift_first_octave(1440, 1440, cfg) == 0  # full-resolution views as they are
-    # a SIFT size cap below the threshold brings upsampling back
-    assert sift_first_octave(1440, 1440, SfmConfig(max_image_size=800)) == -1
+    # a SIFT size cap shrinks without upsampling back; images under the cap are unchanged
+    assert sift_first_octave(1440, 1440, SfmConfig(max_image_size=1024)) == 0
+    assert sift_first_octave(512, 512, SfmConfig(max_image_size=1024)) == -1
     assert sift_first_octave(1440, 1440, SfmConfig(upsample_below=2000)) == -1
