@@ -188,9 +188,10 @@ def align_gravity(
 
 COLLAPSE_MIN_GPS_M = 2.0
 """GPS check: pairs of frames at least this far apart by GPS count for the collapse test."""
-COLLAPSE_RATIO = 0.05
+COLLAPSE_RATIO = 0.2
 """GPS check: such a pair is collapsed when the model has it under this share of its GPS
-distance apart (the same spot; consumer GPS drift alone does not make 2 m look like 10 cm)."""
+distance apart (measured on glued models of the dashboard walk: 0.002-0.13; on the clean walk
+and Lund no pair under 0.5)."""
 COLLAPSE_MAX_SHARE = 0.3
 """GPS check: the model is rejected when more than this share of those pairs are collapsed."""
 
@@ -211,20 +212,22 @@ def gps_check(aligned: np.ndarray, gps: np.ndarray, config: GeorefConfig) -> dic
         "path_gps_m" (3D lengths in capture order), "path_ratio" (model / GPS, None when the
         GPS path is shorter than the tolerance), "reason": words}.
 
-    The rule (README, "The GPS check"): reject when fewer than ``check_min_fraction`` of the
-    frames lie within the tolerance, when the extents differ by more than
-    ``check_max_extent_ratio`` either way, or when the model's path is more than that ratio
-    longer than the GPS track's (a frame thrown far away; noisy GPS makes the GPS path the
-    longer one, so only this side counts), or when more than :data:`COLLAPSE_MAX_SHARE` of the
-    pairs of frames the GPS has over :data:`COLLAPSE_MIN_GPS_M` apart sit on one spot in the
-    model (under :data:`COLLAPSE_RATIO` of that distance: frames glued together); pass with a
-    GPS warning ("noisy-gps") when fewer than 80 % lie within the tolerance. Calibrated on real captures: a car drive whose cabin
-    glued the panoramas together (9 of 100 within 5 m, extent 0.35x) is rejected, and the
-    shared walk with a dashboard pasted into every panorama and no platform mask (two runs:
-    4 of 5 within 5 m each time, but one panorama thrown 22 m away, path 5.1x; or four
-    panoramas glued onto one spot, 6 of 9 pairs collapsed); the shared walk (5 of 5 within 1.1 m,
-    path 1.0x), Lund's phone GPS (19 of 29, path and extent 1.1x), an indoor walk with GPS
-    jumps (7 of 11) and a drone survey (57 of 57 after nadir levelling) pass.
+    The rule (README, "Platform mask and GPS check"): reject when fewer than
+    ``check_min_fraction`` of the frames lie within the tolerance, when the extents differ by
+    more than ``check_max_extent_ratio`` either way, when the model's path is more than that
+    ratio longer than the GPS track's (a frame thrown far away; noisy GPS makes the GPS path
+    the longer one, so only this side counts), or when more than :data:`COLLAPSE_MAX_SHARE` of
+    the pairs of frames the GPS has over :data:`COLLAPSE_MIN_GPS_M` apart sit close together
+    in the model (under :data:`COLLAPSE_RATIO` of that distance: frames glued together); pass
+    with a GPS warning ("noisy-gps") when fewer than 80 % lie within the tolerance.
+
+    Calibrated on real captures. Rejected: a car drive whose cabin glued the panoramas
+    together (9 of 100 within 5 m, extent 0.35x); the shared walk with a dashboard pasted into
+    every panorama and no platform mask, in three runs (one panorama thrown 22 m away, path
+    5.1x; four panoramas on one spot, 6 of 9 pairs collapsed; four within 0.7 m of each other,
+    4 of 9 pairs collapsed). Passed: the shared walk (5 of 5 within 1.1 m, path 1.0x), Lund's
+    phone GPS (19 of 29, path and extent 1.1x), an indoor walk with GPS jumps (7 of 11) and a
+    drone survey (57 of 57 after nadir levelling).
     """
     tol = float(config.check_tolerance_m)
     res = np.linalg.norm(aligned - gps, axis=1)

@@ -152,3 +152,15 @@ def test_check_rejects_frames_glued_onto_one_spot():
                            np.tile([[95.0, 0, 0]], (5, 1))])
     drift = stop + np.random.default_rng(3).normal(scale=0.5, size=stop.shape)
     assert gps_check(stop, drift, GeorefConfig())["verdict"] == "pass"
+
+
+def test_check_rejects_frames_glued_within_a_metre():
+    """A third run of the dashboard walk without the mask (measured): panoramas 1-4 within
+    0.7 m of each other, every frame within 5 m of its fix, path 1.0x."""
+    gps = np.array([[0, 0, 0], [0.31, 1.0, -0.09], [0.8, 4.07, 0.05], [1.05, 7.25, 0.32],
+                    [0.63, 9.32, 0.98]])
+    model = np.array([[0.18, 4.02, 0.06], [0.83, 3.63, -0.52], [0.73, 3.75, -0.5],
+                      [0.69, 3.59, -0.61], [0.35, 6.66, 2.83]])
+    c = gps_check(model, gps, GeorefConfig())
+    assert c["fraction"] == 1.0  # the share within 5 m alone would pass it
+    assert c["verdict"] == "reject" and c["collapsed_pairs"] == pytest.approx(4 / 9)
