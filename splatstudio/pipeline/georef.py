@@ -480,13 +480,18 @@ def run_georef(project: Project, config: GeorefConfig, events: Emitter) -> dict[
             events.metric("extent_ratio", check["extent_ratio"])
         off = [fid for fid, p in per.items() if not p["agrees"]]
         if check["verdict"] == "reject" and config.check:
+            sfm_json = project.root / "sfm" / "sfm.json"
+            tried = [t.get("mapper") for t in
+                     (read_json(sfm_json).get("gps_check") or [] if sfm_json.exists() else [])]
+            mappers = (f" (the sfm stage tried the {' and the '.join(tried)} mapper)"
+                       if len(tried) > 1 else "")
             report["status"] = f"rejected: {check['reason']}"
             report["frames"] = per
             write_json_atomic(out / "georef.json", report)
             events.artifact("georef/georef.json")
             raise StageError(
                 f"georef: the SfM model contradicts its GPS: {check['reason']} (RMS over all "
-                f"{rms_all:.1f} m, scale {s:.3f} m/unit); frames off by more than "
+                f"{rms_all:.1f} m, scale {s:.3f} m/unit){mappers}; frames off by more than "
                 f"{check['tolerance_m']:g} m: {_list(off)}. This happens when something fixed "
                 "to the camera (a vehicle, a helmet, a pole, the operator) is matched across "
                 "frames, or when a stretch of the capture does not overlap. Try masking it "

@@ -856,6 +856,84 @@ def complete_tracks(rec: Any, db_path: Path, images: Path, work: Path) -> Any:
     return pycolmap.triangulate_points(rec, db_path, images, work, clear_points=False, options=o)
 
 
+def build_model(mapper: Mapper, config: SfmConfig, db_path: Path, images: Path, work: Path,
+                has_panos: bool, has_photos: bool, n_images: int, verified: int, n_frames: int,
+                timings: dict[str, float], events: Emitter, label: str = ""
+                ) -> tuple[dict[int, Any], int, Any]:
+    """Map with `mapper` (a copy of `config` with that mapper), then for the global mapper the
+    GPS pose-prior bundle adjustment and the two-view tracks. Seconds go into `timings` as
+    ``mapping<label>`` etc.
+
+    Returns:
+        (models with registered images by index, index of the largest, that model).
+
+    Raises:
+        StageError: no model at all.
+    """
+    import dataclasses
+
+    t0 = time.monotonic()
+    events.progress(0.55, f"{mapper} mapping")
+    cfg = dataclasses.replace(config, mapper=mapper)
+    recs = map_model(db_path, images, work, cfg, has_panos, has_photos, n_images, events)
+    timings[f"mapping{label}"] = time.monotonic() - t0
+    recs = {k: r for k, r in (recs or {}).items() if r.num_reg_images() > 0}
+    if not recs:
+        shutil.rmtree(work, ignore_errors=True)
+        raise StageError(
+            f"sfm: no model could be built from {n_frames} frames ({verified} verified image "
+            "pairs); check the images overlap, try more features (sfm.max_num_features) or more "
+            "neighbours (sfm.neighbours), or the other mapper (sfm.mapper)"
+        )
+    best = max(recs, key=lambda k: (recs[k].num_reg_images(), recs[k].num_points3D()))
+    rec = recs[best]
+    if mapper == Mapper.GLOBAL and config.gps_priors:
+        t1 = time.monotonic()
+        events.progress(0.95, "bundle adjustment with the GPS pose priors")
+        ba = _run_cancellable(events, refine_with_pose_priors, rec, db_path, has_photos)
+        timings[f"prior_ba{label}"] = time.monotonic() - t1
+        if "termination" in ba:
+            events.log(f"GPS pose-prior bundle adjustment: {ba['priors']} priors, "
+                       f"{ba['termination'].lower()} ({timings[f'prior_ba{label}']:.1f} s)")
+        else:
+            events.log(f"GPS pose priors: {ba['priors']} on registered frames, fewer than 3; "
+                       "the model keeps the mapper's frame")
+    if mapper == Mapper.GLOBAL:
+        t1 = time.monotonic()
+        events.progress(0.97, "triangulating two-view tracks")
+        n0 = rec.num_points3D()
+        rec = _run_cancellable(events, complete_tracks, rec, db_path, images, work / "tri")
+        timings[f"triangulation{label}"] = time.monotonic() - t1
+        events.log(f"two-view tracks: {n0} -> {rec.num_points3D()} points, poses unchanged "
+                   f"({timings[f'triangulation{label}']:.1f} s)")
+    return recs, best, rec
+
+
+def gps_verdict(rec: Any, frames: list[dict[str, Any]], rig: dict[str, Any] | None,
+                georef: Any) -> dict[str, Any] | None:
+    """The georef stage's GPS check (:func:`splatstudio.pipeline.georef.gps_check`) on model
+    `rec`, aligned as georef aligns it; None with fewer than 3 registered frames with GPS.
+
+    Returns:
+        {"verdict", "reason", "fraction"} of the check.
+    """
+    from .georef import align_gravity, gps_check  # georef imports this module
+
+    centres = frame_centres(rec, rig)
+    ids = [f["id"] for f in frames if f["id"] in centres and f.get("enu_m") is not None]
+    if len(ids) < 3:
+        return None
+    by_id = {f["id"]: f for f in frames}
+    src = np.array([centres[i]["centre"] for i in ids])
+    dst = np.array([by_id[i]["enu_m"] for i in ids], dtype=np.float64)
+    try:
+        _, s, r, t, _ = align_gravity(centres, ids, src, dst, float(georef.max_error_m))
+    except StageError:  # GPS positions coincide: georef says so
+        return None
+    c = gps_check(s * src @ r.T + t, dst, georef)
+    return {"verdict": c["verdict"], "reason": c["reason"], "fraction": c["fraction"]}
+
+
 # ---------------------------------------------------------------------------------------------
 # Analysis of a model
 # ---------------------------------------------------------------------------------------------
@@ -1009,43 +1087,35 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
     events.check_cancelled()
 
     # 3. mapping ----------------------------------------------------------------------------
-    t0 = time.monotonic()
     mapper = mapper_for(config.mapper, has_panos)
-    events.progress(0.55, f"{mapper} mapping")
     work = out / "models.tmp"
     shutil.rmtree(work, ignore_errors=True)
-    recs = map_model(db_path, images, work, config, has_panos, has_photos, n_images, events)
-    timings["mapping"] = time.monotonic() - t0
-    recs = {k: r for k, r in (recs or {}).items() if r.num_reg_images() > 0}
-    total_views = n_images
-    if not recs:
-        shutil.rmtree(work, ignore_errors=True)
-        raise StageError(
-            f"sfm: no model could be built from {len(frames)} frames ({verified} verified image "
-            "pairs); check the images overlap, try more features (sfm.max_num_features) or more "
-            "neighbours (sfm.neighbours), or the other mapper (sfm.mapper)"
-        )
-    best = max(recs, key=lambda k: (recs[k].num_reg_images(), recs[k].num_points3D()))
-    rec = recs[best]
-    if mapper == Mapper.GLOBAL and config.gps_priors:
-        t1 = time.monotonic()
-        events.progress(0.95, "bundle adjustment with the GPS pose priors")
-        ba = _run_cancellable(events, refine_with_pose_priors, rec, db_path, has_photos)
-        timings["prior_ba"] = time.monotonic() - t1
-        if "termination" in ba:
-            events.log(f"GPS pose-prior bundle adjustment: {ba['priors']} priors, "
-                       f"{ba['termination'].lower()} ({timings['prior_ba']:.1f} s)")
+    recs, best, rec = build_model(mapper, config, db_path, images, work, has_panos, has_photos,
+                                  n_images, verified, len(frames), timings, events)
+    gps_tries: list[dict[str, Any]] = []
+    verdict = gps_verdict(rec, frames, rig, project.config.georef)
+    if verdict is not None:
+        gps_tries.append({"mapper": str(mapper), **verdict})
+    if (verdict is not None and verdict["verdict"] == "reject" and config.gps_priors
+            and config.mapper == Mapper.AUTO and mapper == Mapper.GLOBAL):
+        # what fixed the dashboard walk (tests/integration/test_platform_mask.py): COLMAP's
+        # incremental mapper with the GPS positions as pose priors in every bundle adjustment
+        events.warning(f"the global model contradicts its GPS ({verdict['reason']}): trying "
+                       "the incremental mapper with the GPS positions as pose priors")
+        alt = build_model(Mapper.INCREMENTAL, config, db_path, images, work / "incremental",
+                          has_panos, has_photos, n_images, verified, len(frames), timings,
+                          events, label="_incremental")
+        alt_verdict = gps_verdict(alt[2], frames, rig, project.config.georef)
+        if alt_verdict is not None:
+            gps_tries.append({"mapper": str(Mapper.INCREMENTAL), **alt_verdict})
+        if alt_verdict is not None and alt_verdict["verdict"] != "reject":
+            events.log(f"the incremental model agrees with the GPS ({alt_verdict['reason']}): "
+                       "it is kept")
+            (recs, best, rec), mapper = alt, Mapper.INCREMENTAL
         else:
-            events.log(f"GPS pose priors: {ba['priors']} on registered frames, fewer than 3; "
-                       "the model keeps the mapper's frame")
-    if mapper == Mapper.GLOBAL:
-        t1 = time.monotonic()
-        events.progress(0.97, "triangulating two-view tracks")
-        n0 = rec.num_points3D()
-        rec = _run_cancellable(events, complete_tracks, rec, db_path, images, work / "tri")
-        timings["triangulation"] = time.monotonic() - t1
-        events.log(f"two-view tracks: {n0} -> {rec.num_points3D()} points, poses unchanged "
-                   f"({timings['triangulation']:.1f} s)")
+            events.warning("the incremental model contradicts its GPS too; the global one is "
+                           "kept and georef will say what to try")
+    total_views = n_images
     reg = model_frames(rec)
     frame_ids = [f["id"] for f in frames]
     others = []
@@ -1089,6 +1159,7 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
         "frame_pairs": [[frames[i]["id"], frames[j]["id"]] for i, j in fpairs],
         "verified_pairs": verified,
         "view_pairs": how,
+        "gps_check": gps_tries,
         "seconds": {k: round(v, 3) for k, v in timings.items()},
         "metrics": dict(events.metrics),
         "image_root": "sfm/images",
