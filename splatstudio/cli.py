@@ -356,7 +356,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _project_view(project: Path, name: str) -> tuple[Any, Any, int, int]:
     """(viewmat [4,4] world-to-camera, K [3,3] pixels, width, height) of registered image
-    `name` of the project's georeferenced model (ENU metres, the frame of train/splat.ply).
+    `name` of the project's georeferenced model (ENU metres, the frame of train/splat.ply);
+    for `name` ``"list"``, the names of every registered image instead.
 
     Raises:
         InputError: no georeferenced model, or no registered image of that name (the message
@@ -372,8 +373,7 @@ def _project_view(project: Path, name: str) -> tuple[Any, Any, int, int]:
 
     cams = {c.name: c for c in load_cameras(pycolmap.Reconstruction(str(sparse)))}
     if name == "list":
-        print("\n".join(cams))
-        raise SystemExit(EXIT_OK)
+        return list(cams)  # type: ignore[return-value]
     if name not in cams:
         some = ", ".join(list(cams)[:6])
         raise InputError(sparse, f"no registered view {name!r} (views: {some}, ...; "
@@ -401,6 +401,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.output is None and args.view != "list":
         raise SplatStudioError("render: -o/--output PNG is required (except with --view list)")
     view = _project_view(args.project, args.view) if args.view else None
+    if args.view == "list":
+        print("\n".join(view))  # type: ignore[arg-type]
+        return EXIT_OK
     if args.scene is None:
         if args.project is None:
             raise InputError(Path("."), "give a splat file, or --project for its trained splat")

@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None, screenshot: Path | None = None,
         timeout_s: with `screenshot`, give up (exit 1) after this many seconds.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    from ..pipeline.runner import limit_openmp_spinning
+
+    limit_openmp_spinning()  # Help → System times CPU training steps in this process
     app = create_app([])
     setup_app(app)
     hook = ErrorDialogHook(show=screenshot is None).install()
