@@ -332,17 +332,16 @@ def check_open3d() -> Check:
 
 
 def check_qt() -> Check:
-    """PySide6 and the Qt library version (no window is made)."""
+    """PySide6 and the Qt library version (no window is made; see
+    :func:`splatstudio.gui.system.qt_check`, the only place outside this check that imports Qt)."""
     try:
-        import PySide6
-        from PySide6 import QtCore
+        from .gui.system import qt_check
     except ImportError as e:
         return Check("qt", "Qt", MISSING, f"not installed ({_short(e)})",
                      "no desktop application (the commands work): install the 'gui' extra")
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - a broken Qt library must be reported, not crash
         return Check("qt", "Qt", FAIL, f"import failed: {_short(e)}", "no desktop application")
-    return Check("qt", "Qt", OK, f"PySide6 {PySide6.__version__}, Qt {QtCore.qVersion()}",
-                 details={"pyside6": PySide6.__version__, "qt": QtCore.qVersion()})
+    return qt_check()
 
 
 def gl_check(info: dict[str, Any]) -> Check:

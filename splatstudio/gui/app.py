@@ -14,8 +14,8 @@ from PySide6.QtGui import QIcon, QSurfaceFormat
 from PySide6.QtWidgets import QApplication
 
 from .. import __version__
-from .dialogs import ErrorDialogHook
 from ..resources import resource_path
+from .dialogs import ErrorDialogHook
 
 
 def style_sheet() -> str:

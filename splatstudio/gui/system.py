@@ -24,6 +24,15 @@ from PySide6.QtWidgets import (
 from .. import doctor
 
 
+def qt_check() -> doctor.Check:
+    """The doctor's Qt line: PySide6 and Qt library versions."""
+    import PySide6
+    from PySide6.QtCore import qVersion
+
+    return doctor.Check("qt", "Qt", doctor.OK, f"PySide6 {PySide6.__version__}, Qt {qVersion()}",
+                        details={"pyside6": PySide6.__version__, "qt": qVersion()})
+
+
 def gl_info() -> dict[str, Any]:
     """Version, renderer and vendor of an OpenGL 3.3 core context on an offscreen surface of
     the running Q(Gui)Application: ``{"version", "renderer", "vendor", "major", "minor"}``, or
