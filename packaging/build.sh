@@ -19,7 +19,7 @@ VERSION="$("$PY" -c 'import sys; sys.path.insert(0, "."); import splatstudio; pr
 ARCH="$(uname -m)"
 echo "package: building the bundle with PyInstaller (several minutes)"
 t0=$(date +%s)
-PYTHONPATH="$ROOT" "$PY" -m PyInstaller --noconfirm --log-level WARN \
+PYTHONWARNINGS="ignore::DeprecationWarning" PYTHONPATH="$ROOT" "$PY" -m PyInstaller --noconfirm --log-level WARN \
   --workpath build/pyinstaller --distpath dist packaging/splatstudio.spec
 t1=$(date +%s)
 
