@@ -32,7 +32,10 @@ from .errors import SplatStudioError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
 COMMANDS = ("run", *STAGES, "status", "render", "gui", "doctor", "convert")
-"""The sub-commands; any other single argument is a PATH to open (``splatstudio PATH``)."""
+"""The sub-commands; any other first argument is a PATH to open (``splatstudio PATH``)."""
+
+OPEN_SCAN_FILES = 500
+"""``splatstudio FOLDER``: how many of its files are read for an image header at most."""
 
 
 # Short spellings the issue texts promise (``splatstudio export -p P --format F -o DIR``).
@@ -490,14 +493,16 @@ def open_target(path: Path) -> str:
         from .pipeline.ingest import list_input_files
 
         files = list_input_files(path, recursive=True)
-        for f in files[:500]:
+        for f in files[:OPEN_SCAN_FILES]:
             try:
                 read_image_header(f)
                 return "images"
             except (HeaderError, OSError):
                 continue
+        looked = f"{len(files)} files" if len(files) <= OPEN_SCAN_FILES else \
+            f"the first {OPEN_SCAN_FILES} of {len(files)} files"
         raise InputError(path, "neither a SplatStudio project (no project.json) nor a folder "
-                         f"of JPEG or PNG images ({len(files)} files, none an image); open a "
+                         f"of JPEG or PNG images ({looked}, none an image); open a "
                          "project, a folder of panoramas or photos, or a splat file")
     from .splats.io import detect_format
 
@@ -544,6 +549,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                             f"{est.limit_s / 3600:.1f} h)")
         elif est is None and report.check("torch").state != "ok":
             problems.append(f"preset {args.preset}: no torch, no training")
+    gs = report.check("gsplat")
+    if args.build_gsplat and gs is not None and not gs.details.get("probe"):
+        problems.append(f"gsplat: cannot build: {doctor.GSPLAT_PROBE_MISSING}")
     resources = report.check("resources")
     if resources is not None and resources.state == "fail":  # a broken installation
         problems.append(f"resources: {resources.summary}")

@@ -107,7 +107,7 @@ def test_linux_installer_then_uninstall(tmp_path, xdisplay):
     keep = home / "SplatStudio Projects" / "mine"
     keep.mkdir(parents=True)
     proc = subprocess.run(["bash", ROOT / "installers/linux/install.sh", "--uninstall"], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     assert not prefix.exists() and not exe.exists() and not exe.is_symlink()
     assert not desktop.exists() and not icon.exists() and keep.is_dir()
