@@ -204,3 +204,20 @@ def test_gsplat_check_without_and_with_the_build_probe(monkeypatch):
     assert c.state == doctor.FAIL and "no nvcc found" in c.impact
     status["probe"] = _Status(False, None, "1.5.3", None, False, False, None, "no CUDA")
     assert doctor.check_gsplat(None).state == doctor.OK  # not needed without CUDA
+
+
+def test_torch_check_reports_a_cuda_device(monkeypatch):
+    """The CUDA branch (no GPU here): name, memory, compute capability from torch."""
+    torch = pytest.importorskip("torch")
+    props = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", total_memory=80 * 1024**3,
+                                  major=9, minor=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    t, cuda, mod = doctor.check_torch()
+    assert t.state == cuda.state == doctor.OK and mod is torch
+    assert cuda.summary == "CUDA 12.8: NVIDIA H100 80GB HBM3, 80.0 GiB, compute capability 9.0"
+    assert cuda.details["devices"][0]["capability"] == "9.0"
+    report = doctor.Report([t, cuda])
+    assert report.unmet(["cuda"]) == []
