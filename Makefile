@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (idempotently).
-.PHONY: setup demo test lint bench clean-demo
+.PHONY: setup demo test lint bench clean-demo package package-smoke
 
 PY := .venv/bin/python
 DATA ?= ../shared/data/panos/geovisio-gopromax-2048
@@ -34,6 +34,15 @@ bench: setup
 	$(PY) benchmarks/bench_mesh.py
 	$(PY) benchmarks/bench_mesh_methods.py
 	$(PY) benchmarks/bench_viewer.py
+
+# The self-contained Linux bundle (PyInstaller one-folder, CPU torch): dist/splatstudio/ and
+# dist/splatstudio-VERSION-linux-ARCH.tar.gz. About 10 minutes on 2 cores; not part of `make test`.
+package: setup
+	bash packaging/build.sh
+
+# Its smoke test: --version, doctor, `run --until sfm` and the viewer under Xvfb, from the bundle.
+package-smoke:
+	$(PY) packaging/smoke_test.py
 
 clean-demo:
 	rm -rf $(PROJECT)

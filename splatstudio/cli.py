@@ -26,9 +26,16 @@ from .config import (
     field_types,
     update_config,
 )
+from .doctor import REQUIREMENTS
 from .errors import DiskFullError, InputError, SplatStudioError, StageError, is_disk_full
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+
+COMMANDS = ("run", *STAGES, "status", "render", "gui", "doctor", "convert")
+"""The sub-commands; any other first argument is a PATH to open (``splatstudio PATH``)."""
+
+OPEN_SCAN_FILES = 500
+"""``splatstudio FOLDER``: how many of its files are read for an image header at most."""
 
 
 # Short spellings the issue texts promise (``splatstudio export -p P --format F -o DIR``).
@@ -119,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scene", type=Path, nargs="?",
                    help="splat file: standard or compressed PLY, .splat, .spz, .sog (default with "
                    "--project: its train/splat.ply)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
+    p.add_argument("-o", "--output", type=Path,
+                   help="PNG to write (required, except with --view list)")
     p.add_argument("-p", "--project", type=Path,
                    help="project whose trained splat and registered views to use")
     p.add_argument("--view", help="render from this registered view of --project (its COLMAP "
@@ -137,6 +145,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", type=float, nargs=3, default=(0.0, 0.0, 0.0),
                    metavar=("R", "G", "B"), help="background colour in [0, 1]")
     p.add_argument("--device", choices=[d.value for d in Device], default="auto")
+
+    p = sub.add_parser("gui", help="open the desktop application (the same as `splatstudio "
+                       "PATH` or a bare `splatstudio`)")
+    p.add_argument("path", type=Path, nargs="?",
+                   help="a project folder, a folder of images (becomes a new project) or a "
+                   "splat file (opens in the viewer)")
+    p.add_argument("--screenshot", type=Path, metavar="PNG",
+                   help="save the window to PNG once PATH is shown, print its state as JSON "
+                   "and quit (for smoke tests)")
+
+    p = sub.add_parser("doctor", help="check what this machine and installation can run")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--projects-dir", type=Path, default=None,
+                   help="folder whose free disk space to report (default: the working folder)")
+    p.add_argument("--require", default="", metavar="LIST",
+                   help="comma-separated needs that must work, else exit 1: "
+                   + ", ".join(REQUIREMENTS))
+    p.add_argument("--device", choices=[d.value for d in Device],
+                   help="'cuda': exit 1 when CUDA training cannot run here")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="exit 1 when the train stage would refuse this preset here (on the CPU)")
+    p.add_argument("--no-measure", action="store_true",
+                   help="skip timing CPU training steps (no preset estimates)")
+    p.add_argument("--build-gsplat", action="store_true",
+                   help="compile gsplat's CUDA kernels now instead of on the first training")
 
     p = sub.add_parser("convert", help="convert a splat file to another format")
     p.add_argument("src", type=Path, help="input splat file")
@@ -326,7 +359,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _project_view(project: Path, name: str) -> tuple[Any, Any, int, int]:
     """(viewmat [4,4] world-to-camera, K [3,3] pixels, width, height) of registered image
-    `name` of the project's georeferenced model (ENU metres, the frame of train/splat.ply).
+    `name` of the project's georeferenced model (ENU metres, the frame of train/splat.ply);
+    for `name` ``"list"``, the names of every registered image instead.
 
     Raises:
         InputError: no georeferenced model, or no registered image of that name (the message
@@ -342,8 +376,7 @@ def _project_view(project: Path, name: str) -> tuple[Any, Any, int, int]:
 
     cams = {c.name: c for c in load_cameras(pycolmap.Reconstruction(str(sparse)))}
     if name == "list":
-        print("\n".join(cams))
-        raise SystemExit(EXIT_OK)
+        return list(cams)  # type: ignore[return-value]
     if name not in cams:
         some = ", ".join(list(cams)[:6])
         raise InputError(sparse, f"no registered view {name!r} (views: {some}, ...; "
@@ -368,7 +401,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     if args.view and not args.project:
         raise InputError(Path(args.view), "--view needs --project")
+    if args.output is None and args.view != "list":
+        raise SplatStudioError("render: -o/--output PNG is required (except with --view list)")
     view = _project_view(args.project, args.view) if args.view else None
+    if args.view == "list":
+        print("\n".join(view))  # type: ignore[arg-type]
+        return EXIT_OK
     if args.scene is None:
         if args.project is None:
             raise InputError(Path("."), "give a splat file, or --project for its trained splat")
@@ -435,7 +473,98 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _launch_gui(argv: list[str]) -> int:
+def open_target(path: Path) -> str:
+    """What ``splatstudio PATH`` opens: ``"project"`` (a folder with ``project.json``),
+    ``"images"`` (a folder holding a JPEG or PNG image, at any depth: a new project) or
+    ``"splat"`` (a file the splat readers recognise: .ply, .compressed.ply, .splat, .spz,
+    .sog).
+
+    Raises:
+        InputError: `path` does not exist, or is none of these (the message says what it is).
+    """
+    from .errors import InputError
+
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if path.is_dir():
+        if (path / "project.json").is_file():
+            return "project"
+        from .geo.exif import HeaderError, read_image_header
+        from .pipeline.ingest import list_input_files
+
+        files = list_input_files(path, recursive=True)
+        for f in files[:OPEN_SCAN_FILES]:
+            try:
+                read_image_header(f)
+                return "images"
+            except (HeaderError, OSError):
+                continue
+        looked = f"{len(files)} files" if len(files) <= OPEN_SCAN_FILES else \
+            f"the first {OPEN_SCAN_FILES} of {len(files)} files"
+        raise InputError(path, "neither a SplatStudio project (no project.json) nor a folder "
+                         f"of JPEG or PNG images ({looked}, none an image); open a "
+                         "project, a folder of panoramas or photos, or a splat file")
+    from .splats.io import detect_format
+
+    try:
+        detect_format(path)
+    except ValueError:
+        raise InputError(path, "not a splat file (.ply, .compressed.ply, .splat, .spz, .sog), "
+                         "a project folder or a folder of images") from None
+    return "splat"
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``splatstudio doctor``: the report; exit 1 when something asked for (``--require``,
+    ``--device cuda``, ``--preset``, ``--build-gsplat``) cannot work, or the installation has
+    lost its resources. Other failed checks are shown but do not change the exit code."""
+    from . import doctor
+    from .pipeline.runner import limit_openmp_spinning
+
+    limit_openmp_spinning()  # doctor times CPU training steps in this process: before torch
+    wants = [w.strip() for w in args.require.split(",") if w.strip()]
+    unknown = [w for w in wants if w not in REQUIREMENTS]
+    if unknown:
+        raise SplatStudioError(f"doctor: unknown --require {', '.join(unknown)}; choose from "
+                               + ", ".join(REQUIREMENTS))
+    if args.preset and args.no_measure:
+        raise SplatStudioError("doctor: --preset needs the CPU timing; drop --no-measure")
+    if args.device == "cuda":
+        wants.append("cuda")
+    if args.build_gsplat:
+        wants.append("gsplat")
+
+    def say(msg: str) -> None:
+        if not args.json:
+            print(f"  checking {msg}...", file=sys.stderr)
+
+    report = doctor.collect(args.projects_dir, measure=not args.no_measure,
+                            build_gsplat=args.build_gsplat, progress=say)
+    problems = report.unmet(list(dict.fromkeys(wants)))
+    if args.preset:
+        est = next((p for p in report.presets if p.preset == args.preset), None)
+        if est is not None and est.refused:
+            problems.append(f"preset {args.preset}: refused on this CPU (about "
+                            f"{est.estimate_s / 3600:.1f} h over cpu_limit_s "
+                            f"{est.limit_s / 3600:.1f} h)")
+        elif est is None and report.check("torch").state != "ok":
+            problems.append(f"preset {args.preset}: no torch, no training")
+    gs = report.check("gsplat")
+    if args.build_gsplat and gs is not None and not gs.details.get("probe"):
+        problems.append(f"gsplat: cannot build: {doctor.GSPLAT_PROBE_MISSING}")
+    resources = report.check("resources")
+    if resources is not None and resources.state == "fail":  # a broken installation
+        problems.append(f"resources: {resources.summary}")
+    if args.json:
+        print(json.dumps({**report.to_dict(), "problems": problems}, indent=2, default=str))
+    else:
+        print(report.to_text())
+        for p in problems:
+            print(f"cannot work: {p}")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _launch_gui(argv: list[str], screenshot: Path | None = None) -> int:
     try:
         from .gui.app import main as gui_main
     except ImportError as e:
@@ -443,23 +572,37 @@ def _launch_gui(argv: list[str]) -> int:
               "install the 'gui' extra, or use the commands below.\n", file=sys.stderr)
         build_parser().print_help()
         return EXIT_USAGE
-    return gui_main(argv)
+    return gui_main(argv, screenshot=screenshot)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``splatstudio`` command; returns the exit code.
 
-    With no arguments it opens the desktop application.
+    With no arguments it opens the desktop application; ``splatstudio PATH`` (a first argument
+    that is not a command) is ``splatstudio gui PATH`` and opens PATH in it (see
+    :func:`open_target`).
     """
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         return _launch_gui(argv)
+    if argv == ["_gl-probe"]:  # doctor's child process: OpenGL facts as one JSON line
+        from .gui.system import probe_main
+
+        return probe_main()
     parser = build_parser()
+    if argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv = ["gui", *argv]  # `splatstudio PATH [--screenshot PNG]`
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_OK
     try:
+        if args.command == "gui":
+            if args.path is not None:
+                open_target(args.path)
+            return _launch_gui([str(args.path)] if args.path else [], args.screenshot)
+        if args.command == "doctor":
+            return cmd_doctor(args)
         if args.command == "status":
             return cmd_status(args)
         if args.command == "render":

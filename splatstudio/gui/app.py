@@ -14,8 +14,8 @@ from PySide6.QtGui import QIcon, QSurfaceFormat
 from PySide6.QtWidgets import QApplication
 
 from .. import __version__
+from ..resources import resource_path
 from .dialogs import ErrorDialogHook
-from .resources import resource_path
 
 
 def style_sheet() -> str:
@@ -54,22 +54,79 @@ def setup_app(app: QApplication) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
+def window_state(window) -> dict:
+    """What `window` shows: current tab, open project, viewer file and size, last error."""
+    page = window.viewer_tab.page
+    project = window.model.project
+    return {
+        "tab": window.tabs.tabText(window.tabs.currentIndex()),
+        "project": str(project.root) if project is not None else None,
+        "input_dir": str(project.input_dir) if project is not None else None,
+        "viewer_file": str(page.path) if page is not None and page.path else None,
+        "gaussians": int(page.gl.packed.n) if page is not None and page.gl.packed else 0,
+        "gl_renderer": page.gl.gl_info.get("renderer") if page is not None else None,
+        "error": window.last_error or (page.gl.error if page is not None else None),
+    }
+
+
+def _screenshot_when_ready(app: QApplication, window, out: Path, timeout_s: float) -> None:
+    """Save `window` to `out` once it shows what it opened (the viewer's first frame when a
+    splat file was opened, else after the first events), print :func:`window_state` as one JSON
+    line on stdout and quit (exit code 1 when there was an error or `timeout_s` passed)."""
+    import json
+
+    from PySide6.QtCore import QTimer
+
+    done = {"yes": False}
+
+    def shoot(error: str | None = None) -> None:
+        if done["yes"]:
+            return
+        done["yes"] = True
+        app.processEvents()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        saved = window.grab().save(str(out))
+        state = {**window_state(window), "screenshot": str(out) if saved else None}
+        if error and not state["error"]:
+            state["error"] = error
+        print(json.dumps(state), flush=True)
+        app.exit(1 if state["error"] or not saved else 0)
+
+    page = window.viewer_tab.page
+    if page is not None and page.path is not None:
+        page.gl.frameRendered.connect(lambda _ms: QTimer.singleShot(200, shoot))
+        page.gl.glError.connect(lambda msg: shoot(msg))
+    else:
+        QTimer.singleShot(1500, shoot)
+    QTimer.singleShot(int(timeout_s * 1000), lambda: shoot(f"timeout after {timeout_s:.0f} s"))
+
+
+def main(argv: list[str] | None = None, screenshot: Path | None = None,
+         timeout_s: float = 120.0) -> int:
     """Run the desktop application until its window closes; returns the exit code.
 
     Args:
         argv: optional ``[PATH]``: a project folder, an image folder or a splat file to open.
+        screenshot: save a PNG of the window here once it shows PATH, print its state as one
+            JSON line (:func:`window_state`) and quit, instead of waiting for the user (smoke
+            tests of the installed or bundled application).
+        timeout_s: with `screenshot`, give up (exit 1) after this many seconds.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    from ..pipeline.runner import limit_openmp_spinning
+
+    limit_openmp_spinning()  # Help → System times CPU training steps in this process
     app = create_app([])
     setup_app(app)
-    hook = ErrorDialogHook().install()
+    hook = ErrorDialogHook(show=screenshot is None).install()
     from .main_window import MainWindow
 
     window = MainWindow()
     window.show()
     if argv:
         window.handle_drop(Path(argv[0]).expanduser().resolve())
+    if screenshot is not None:
+        _screenshot_when_ready(app, window, Path(screenshot), timeout_s)
     try:
         return int(app.exec())
     finally:

@@ -156,6 +156,7 @@ class MainWindow(QMainWindow):
         self.cancel_action = self._action("&Cancel", "Esc", self.cancel)
         self.export_action = self._action("&Export…", "Ctrl+E", self.export_dialog)
         self.about_action = self._action("&About SplatStudio", None, self.about)
+        self.system_action = self._action("&System…", None, self.system_dialog)
         m = self.menuBar().addMenu("&File")
         for a in (self.new_action, self.open_action, self.open_splat_action):
             m.addAction(a)
@@ -169,6 +170,7 @@ class MainWindow(QMainWindow):
         m.addAction(self.run_action)
         m.addAction(self.cancel_action)
         m = self.menuBar().addMenu("&Help")
+        m.addAction(self.system_action)
         m.addAction(self.about_action)
 
     # -- projects -------------------------------------------------------------------------
@@ -377,6 +379,15 @@ class MainWindow(QMainWindow):
         renderer = page.gl.gl_info.get("renderer") if page is not None else None
         show_about(self, renderer)
 
+    def system_dialog(self):
+        """Help → System: the ``splatstudio doctor`` report (non-modal); returns the dialog."""
+        from .system import SystemDialog
+
+        dlg = SystemDialog(self.settings.projects_dir, self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        return dlg
+
     def show_error(self, title: str, message: str) -> None:
         """Show `message` in a non-blocking message box and the status bar."""
         self.last_error = message
@@ -412,7 +423,7 @@ class MainWindow(QMainWindow):
             self.open_splat(path)
         else:
             self.show_error("Drop", f"{path}: drop a folder of images, a project folder or a "
-                            "splat file (.ply, .splat, .spz)")
+                            "splat file (.ply, .splat, .spz, .sog)")
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         if self.model.is_running:

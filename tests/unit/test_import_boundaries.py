@@ -21,6 +21,8 @@ CORE = [
     "splatstudio.geo.exif",
     "splatstudio.geo.enu",
     "splatstudio.pano.rig",
+    "splatstudio.doctor",
+    "splatstudio.resources",
 ]
 
 

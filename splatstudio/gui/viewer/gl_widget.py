@@ -29,8 +29,8 @@ from PySide6.QtGui import QKeyEvent, QMouseEvent, QSurfaceFormat, QWheelEvent
 from PySide6.QtOpenGLWidgets import QOpenGLWidget
 from PySide6.QtWidgets import QWidget
 
+from ...resources import read_text
 from ...splats.model import Splats
-from ..resources import read_text
 from .camera import OrbitCamera
 from .gaussians import PackedGaussians, back_to_front, pack_gaussians
 from .mouse import drag_step

@@ -19,12 +19,12 @@ from PySide6.QtWidgets import (
 from .camera import UP_AXES
 from .gl_widget import MAX_SH_DEGREE, SplatGLWidget
 
-SPLAT_FILTER = "Splat files (*.ply *.splat *.spz);;All files (*)"
-SPLAT_SUFFIXES = (".ply", ".splat", ".spz")
+SPLAT_FILTER = "Splat files (*.ply *.splat *.spz *.sog);;All files (*)"
+SPLAT_SUFFIXES = (".ply", ".splat", ".spz", ".sog")
 
 
 def is_splat_file(path: Path) -> bool:
-    """True for a file name the viewer can open (.ply, .compressed.ply, .splat, .spz)."""
+    """True for a file name the viewer can open (.ply, .compressed.ply, .splat, .spz, .sog)."""
     return path.is_file() and path.name.lower().endswith(SPLAT_SUFFIXES)
 
 
