@@ -30,6 +30,7 @@ bench: setup
 	$(PY) benchmarks/bench_rasterize_cpu.py
 	$(PY) benchmarks/bench_sfm.py --set 2048
 	$(PY) benchmarks/bench_sfm.py --set full
+	$(PY) benchmarks/bench_sfm_cost.py
 	$(PY) benchmarks/bench_cpu_threads.py --steps 100
 	$(PY) benchmarks/bench_mesh.py
 	$(PY) benchmarks/bench_mesh_methods.py
