@@ -164,3 +164,24 @@ def test_check_rejects_frames_glued_within_a_metre():
     c = gps_check(model, gps, GeorefConfig())
     assert c["fraction"] == 1.0  # the share within 5 m alone would pass it
     assert c["verdict"] == "reject" and c["collapsed_pairs"] == pytest.approx(4 / 9)
+
+
+def test_check_rejects_three_frames_glued_and_spares_gps_jumps():
+    """A fourth run of the dashboard walk without the mask (measured): panoramas 1-3 within
+    0.3 m, every frame within 2.5 m of its fix. And an indoor-like walk whose GPS jumps: the
+    jumping fixes do not count as frames the model glued together."""
+    from splatstudio.pipeline.georef import gps_jumps
+
+    gps = np.array([[0, 0, 0], [0.31, 1.0, -0.09], [0.8, 4.07, 0.05], [1.05, 7.25, 0.32],
+                    [0.63, 9.32, 0.98]])
+    model = np.array([[0.32, 2.38, -0.37], [0.47, 2.32, -0.27], [0.65, 2.17, -0.16],
+                      [0.86, 5.06, -0.08], [0.48, 9.73, 2.14]])
+    c = gps_check(model, gps, GeorefConfig())
+    assert c["verdict"] == "reject" and c["collapsed_pairs"] == pytest.approx(2 / 9)
+    # 11 panoramas 1 m apart indoors; fixes 3, 6 and 8 jump 6-12 m away
+    truth = np.stack([np.arange(11.0), np.zeros(11), np.zeros(11)], 1)
+    noisy = truth + np.random.default_rng(4).normal(scale=0.7, size=truth.shape) * [1, 1, 0]
+    noisy[[3, 6, 8]] += [[0, 9.0, 0], [6.0, -8.0, 0], [0, 12.0, 0]]
+    assert list(np.nonzero(gps_jumps(noisy))[0]) == [3, 6, 8]
+    c = gps_check(truth, noisy, GeorefConfig())
+    assert c["verdict"] == "noisy-gps" and c["collapsed_pairs"] < 0.15
