@@ -213,16 +213,18 @@ def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: st
     src = written
     opts: dict[str, Any] = {}
     glb_info: dict[str, Any] = {}
-    if fmt in ("spz", "glb_splat"):  # compare in the file's own RUB axes (glTF's for a GLB)
+    if fmt == "spz":  # compare in the file's own RUB axes, where the quantisation happened
         from ..splats.spz import axis_matrix
 
         opts = {"coordinate_system": "RUB"}
         m = axis_matrix(spz_coordinates, "RUB")
         src = src if np.array_equal(m, np.eye(3)) else src.transformed(m)
-    if fmt == "glb_splat":
-        from ..splats.gltf import decode_glb_splat
+    if fmt == "glb_splat":  # compare in the file's glTF axes
+        from ..splats.gltf import decode_glb_splat, gltf_matrix
 
-        back, glb_info = decode_glb_splat(path.read_bytes(), coordinate_system="RUB",
+        m = gltf_matrix(spz_coordinates)
+        src = src if np.array_equal(m, np.eye(3)) else src.transformed(m)
+        back, glb_info = decode_glb_splat(path.read_bytes(), coordinate_system=None,
                                           name=str(path))  # fmt: skip
     else:
         back = load_splats(path, format=fmt, **opts)

@@ -42,14 +42,20 @@ Specifications (KhronosGroup/glTF, ``extensions/2.0/Khronos/``):
 
 Axes
 ----
-glTF is right-handed, +Y up, the asset's front facing +Z; seen by a viewer looking at that
-front, x right, y up, z towards the viewer: ``"RUB"`` in the axis codes of
-:func:`splatstudio.splats.spz.axis_matrix`. The writer converts from the in-memory frame
-named by ``coordinate_system`` (default ``"RDF"``, the PLY convention; ``"ENU"`` for
-SplatStudio scenes, giving x east, y up, z south: the axes 3D Tiles assumes for glTF content,
-whose y-up -> z-up rotation ``(x, y, z) -> (x, -z, y)`` then yields east, north, up again);
-the reader converts back. Positions, rotations and higher SH are re-expressed exactly
-(:meth:`Splats.transformed`).
+glTF is right-handed, +Y up, the asset's front facing +Z: ``"LUF"`` (x left, y up, z front)
+in the axis codes of :func:`splatstudio.splats.spz.axis_matrix`, the name the SPZ
+compression extension gives it. The writer converts from the in-memory frame named by
+``coordinate_system``; the reader converts back (positions, rotations and higher SH exactly,
+:meth:`Splats.transformed`):
+
+* ``"RDF"`` (default; PLY, COLMAP): ``(x, y, z) -> (-x, -y, z)``, the mapping PlayCanvas
+  splat-transform and SuperSplat use for a PLY, so a GLB of a third-party PLY opens the same
+  way up and facing the same way as the PLY does there;
+* ``"ENU"`` (SplatStudio scenes: x east, y north, z up): ``(e, n, u) -> (e, u, -n)`` (x east,
+  y up, z south), the axes 3D Tiles assumes for glTF content: its y-up -> z-up rotation
+  ``(x, y, z) -> (x, -z, y)`` yields east, north, up again under an ENU -> ECEF tile
+  transform. (In the letter codes east is glTF's "left" and north its "back": ``"LBU"``.)
+* ``None``: the arrays are glTF values already.
 
 SPZ payload axes: the compression extension asks for the SPZ library's ``LUF`` option, under
 which the blob would hold ``(-x, y, -z)`` of the glTF values; CesiumJS 1.140, the
@@ -78,10 +84,12 @@ from .model import SH_C0, SplatFormatError, Splats, logit, sigmoid
 from .spz import axis_matrix, decode_spz, encode_spz
 
 __all__ = [
+    "ENU_AS_GLTF_LETTERS",
     "EXT_SPLAT",
     "EXT_SPZ",
     "GLTF_AXES",
     "build_glb",
+    "gltf_matrix",
     "parse_glb",
     "read_glb_splat",
     "write_glb_splat",
@@ -90,7 +98,9 @@ __all__ = [
 EXT_SPLAT = "KHR_gaussian_splatting"
 EXT_SPZ = "KHR_gaussian_splatting_compression_spz_2"
 #: glTF's axes in the codes of :func:`~splatstudio.splats.spz.axis_matrix`.
-GLTF_AXES = "RUB"
+GLTF_AXES = "LUF"
+#: The letter code of ENU (x east, y north, z up) that maps it to glTF as 3D Tiles expects.
+ENU_AS_GLTF_LETTERS = "LBU"
 _GLB_MAGIC = 0x46546C67  # "glTF"
 _CHUNK_JSON = 0x4E4F534A
 _CHUNK_BIN = 0x004E4942
@@ -99,6 +109,14 @@ _ARRAY_BUFFER = 34962
 _NCOMP = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}
 _DTYPE = {_FLOAT: "<f4", _UBYTE: "u1", _BYTE: "i1", _USHORT: "<u2", _SHORT: "<i2"}
 _COEFS = (1, 3, 5, 7)  # coefficients per SH band 0..3
+
+
+def gltf_matrix(coordinate_system: str | None) -> np.ndarray:
+    """``[3, 3]`` signed permutation taking arrays in `coordinate_system` to glTF axes (see
+    the module docstring; ``"ENU"`` gives x east, y up, z south, ``None`` the identity)."""
+    if coordinate_system is not None and coordinate_system.upper() == "ENU":
+        coordinate_system = ENU_AS_GLTF_LETTERS
+    return axis_matrix(coordinate_system, GLTF_AXES)
 
 
 def _sh_semantic(band: int, n: int) -> str:
@@ -231,7 +249,7 @@ def encode_glb_splat(
                          f"got {color_space!r}")  # fmt: skip
     if spz_axes not in ("GLTF", "LUF"):
         raise ValueError(f"spz_axes must be 'GLTF' or 'LUF', got {spz_axes!r}")
-    m = axis_matrix(coordinate_system, GLTF_AXES)
+    m = gltf_matrix(coordinate_system)
     s = splats if np.array_equal(m, np.eye(3)) else splats.transformed(m)
     n, deg = s.n, s.sh_degree
     b = _Builder()
@@ -245,7 +263,7 @@ def encode_glb_splat(
             raise ValueError(
                 f"spz_version must be 2 or 3 inside glTF (gzip SPZ), got {spz_version}"
             )
-        blob_cs = GLTF_AXES if spz_axes == "GLTF" else "LUF"  # LUF -> RUB negates x and z
+        blob_cs = None if spz_axes == "GLTF" else "LUF"  # LUF -> RUB negates x and z
         blob = encode_spz(s, version=spz_version, coordinate_system=blob_cs,
                           fractional_bits=fractional_bits)  # fmt: skip
         view = b.view(blob, target=None)  # CesiumJS reads the blob from bufferView 0
@@ -461,7 +479,7 @@ def decode_glb_splat(data: bytes, *, coordinate_system: str | None = "RDF", spz_
         s = Splats(
             means=means, quats=xyzw[:, [3, 0, 1, 2]], scales=log_scale, opacities=logit(opac), sh0=sh0[:, None, :], shN=shn,
         )  # fmt: skip
-    m = axis_matrix(GLTF_AXES, coordinate_system)
+    m = gltf_matrix(coordinate_system).T
     if not np.array_equal(m, np.eye(3)):
         s = s.transformed(m)
     return s, info
