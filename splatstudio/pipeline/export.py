@@ -282,7 +282,7 @@ def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: st
             ("scales", np.abs(np.clip(src.scales, -10, 5.9375) - back.scales), 1 / 32 + 1e-5),
             ("opacity", np.abs(a_src - a_back), 0.5 / 255 + 1e-6),
             ("sh0", np.abs(np.clip(src.sh0, -3.33, 3.33) - back.sh0), 0.5 / (0.15 * 255) + 1e-5),
-            ("rotation_deg", _quat_angle_deg(src.quats, back.quats), 0.25 if version >= 3 else 1.5),
+            ("rotation_deg", _quat_angle_deg(src.quats, back.quats), 0.25 if version >= 3 else 15.0),
             ("shN", np.abs(shn_src - back.shN), sh_tol),
         ]
     elif fmt == "compressed_ply":

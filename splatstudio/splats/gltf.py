@@ -334,7 +334,8 @@ def write_glb_splat(
     float32 rounding of ``exp``/``sigmoid``), about ``4 * (3 + 4 + 3 + 1 + 3 + 3K) + 4`` bytes
     per gaussian. With ``spz=True`` the SPZ quantisation applies (see
     :func:`splatstudio.splats.spz.write_spz`; v2 rotations are 3 bytes ``x, y, z`` with
-    ``w >= 0``, ~0.5 degree).
+    ``w >= 0`` and ``w`` rebuilt from the unit norm: median error ~0.5 degree, up to ~12
+    degrees for rotations near 180 degrees (``w ~ 0``), why v3 is the default).
 
     Args:
         splats: gaussians (validated first).

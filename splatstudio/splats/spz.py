@@ -553,7 +553,8 @@ def write_spz(
         splats: gaussians (validated first).
         path: output file.
         version: 4 (ZSTD streams, current), 3 (single gzip stream, for older readers) or
-            2 (gzip, rotations as three bytes ``x, y, z`` with ``w >= 0``: ~0.5 degree).
+            2 (gzip, rotations as three bytes ``x, y, z`` with ``w >= 0``: median ~0.5
+            degree, up to ~12 degrees where ``w ~ 0``).
         coordinate_system: axis convention of ``splats`` (converted to the spec's RUB);
             default ``"RDF"``; ``None`` stores the arrays unconverted.
         fractional_bits: fraction bits of the fixed-point positions; default: 12, lowered
