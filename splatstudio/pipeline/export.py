@@ -604,6 +604,10 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     if not src.is_file():
         raise InputError(src, "no trained splat; run train first")
     origin = read_origin(project)
+    named = [t.strip().lower() for t in config.formats.replace(";", ",").split(",")]
+    if origin is None and "3dtiles" in formats and "3dtiles" not in named:  # from "all"
+        formats.remove("3dtiles")
+        events.warning("3dtiles skipped: the project has no GPS origin (not georeferenced)")
     if origin is None and "3dtiles" in formats:
         raise ConfigError(
             "format 3dtiles needs a georeferenced project (a GPS origin in "
