@@ -35,7 +35,8 @@ Layout written by :func:`write_tileset`::
   cover the same area with the average colour (the approach of hierarchical 3DGS, Kerbl et
   al. 2024, simplified to one merge per level).
 * Geometric error (metres): 0 for leaves; for an inner tile, the cell size of its merge
-  grid (the size of the detail it drops); the tileset's is twice the root's.
+  grid (the size of the detail it drops), at least 1.5x its children's; the tileset's (the
+  error of drawing nothing) is the diagonal of the root's bounding box.
 """
 
 from __future__ import annotations
@@ -338,7 +339,9 @@ def write_tileset(
         "extensionsRequired": [EXT_CONTENT_GLTF],
         "extensions": {EXT_CONTENT_GLTF: {"extensionsUsed": [EXT_SPLAT, EXT_SPZ],
                                           "extensionsRequired": [EXT_SPLAT, EXT_SPZ]}},
-        "geometricError": max(2.0 * root.geometric_error, 1.0),
+        # not drawing the tileset at all misses the whole splat: its size is that error
+        "geometricError": max(2.0 * root.geometric_error,
+                              2.0 * float(np.linalg.norm(np.asarray(root.box)[[3, 7, 11]])), 1.0),
         "root": root_tile,
     }  # fmt: skip
     path = out / "tileset.json"

@@ -82,6 +82,14 @@ def test_markers_upright_and_facing_the_right_way(cesium, tmp_path):
         assert px[channel] > 120 and all(px[k] < 90 for k in others), (name, xy, px)
     for xy, p in zip(res["probes_px"][3:], wrong, strict=True):
         assert _is_background(_pixel(img, xy)), (p, xy, _pixel(img, xy))
+    assert len(res["selected"]) > 1  # close by: the full-resolution leaves
+    # from 1.5 km up, CesiumJS's screen-space error picks the root's merged level alone
+    far = {**job, "screenshot": str(tmp_path / "far.png"), "probes": [[0, 0, 0]],
+           "camera": {"lon": ORIGIN.lon_deg, "lat": ORIGIN.lat_deg, "height": ORIGIN.h_m + 1500,
+                      "heading": 0.0, "pitch": -90.0}}  # fmt: skip
+    res = cesium(far, tmp_path)
+    assert res["ok"], res
+    assert [u.rsplit("/", 1)[-1] for u in res["selected"]] == ["r.glb"], res["selected"]
 
 
 def _demo_project() -> Path | None:
