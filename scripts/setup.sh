@@ -3,7 +3,8 @@
 # the apt packages for headless Qt/OpenGL tests and open3d, a virtual environment in .venv,
 # the package with all extras, torch pinned by constraints.txt, and the independent readers
 # of the interoperability tests (tests/interop): Debian's chromium and Node.js, and the npm
-# packages pinned by .node/package-lock.json (splat-transform, cesium, puppeteer-core) in .node/.
+# packages pinned by .node/package-lock.json (splat-transform, cesium, puppeteer-core,
+# gltf-validator) in .node/.
 # Re-running it is cheap: each step is skipped when already satisfied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ fi
 node_stamp=".node/node_modules/.splatstudio-lock"
 node_want="$(sha256sum .node/package-lock.json | cut -d' ' -f1)"
 if [ ! -f "$node_stamp" ] || [ "$(cat "$node_stamp")" != "$node_want" ]; then
-  echo "setup: installing npm packages into .node/ (splat-transform, cesium, puppeteer-core)"
+  echo "setup: installing npm packages into .node/ (splat-transform, cesium, puppeteer-core, gltf-validator)"
   (cd .node && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   echo "$node_want" > "$node_stamp"
 fi

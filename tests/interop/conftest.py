@@ -19,6 +19,8 @@ SPLAT_TRANSFORM = NODE_DIR / "node_modules" / "@playcanvas" / "splat-transform" 
 CESIUM = NODE_DIR / "node_modules" / "cesium" / "Build" / "Cesium" / "Cesium.js"
 PUPPETEER = NODE_DIR / "node_modules" / "puppeteer-core"
 CESIUM_SCRIPT = Path(__file__).with_name("cesium_render.mjs")
+VALIDATOR = NODE_DIR / "node_modules" / "gltf-validator"
+VALIDATE_SCRIPT = Path(__file__).with_name("gltf_validate.mjs")
 
 
 def _node() -> str:
@@ -65,3 +67,20 @@ def cesium():
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     return render
+
+
+@pytest.fixture(scope="session")
+def gltf_validator():
+    """A function ``validate(*paths) -> {path: issues}`` running the Khronos glTF-Validator."""
+    node = _node()
+    if not VALIDATOR.is_dir():
+        pytest.skip(f"{VALIDATOR} missing: run scripts/setup.sh (npm ci in .node/)")
+
+    def validate(*paths: Path) -> dict:
+        proc = subprocess.run([node, str(VALIDATE_SCRIPT), *map(str, paths)],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "SPLATSTUDIO_NODE_DIR": str(NODE_DIR)})  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    return validate
