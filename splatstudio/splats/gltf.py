@@ -89,8 +89,11 @@ __all__ = [
     "EXT_SPZ",
     "GLTF_AXES",
     "build_glb",
+    "decode_glb_splat",
+    "encode_glb_splat",
     "gltf_matrix",
     "parse_glb",
+    "read_glb_info",
     "read_glb_splat",
     "write_glb_splat",
 ]
