@@ -1,10 +1,13 @@
 """Benchmark of the splat file formats (splatstudio.splats).
 
 For each shared sample: bytes per gaussian in every format (standard PLY, SuperSplat
-compressed PLY, antimatter15 .splat, Niantic SPZ v4 and v3, PlayCanvas SOG) and write/read
-times, and for SOG the largest and 99th-percentile read-back error per attribute; then the
-standard PLY write/read throughput on a synthetic 1M-gaussian SH-degree-3 splat (plus the
-plyfile package writing the same table, for reference).
+compressed PLY, antimatter15 .splat, Niantic SPZ v4 and v3, PlayCanvas SOG, glTF
+KHR_gaussian_splatting GLB with float attributes and with its SPZ v3 compression) and
+write/read times, and for SOG the largest and 99th-percentile read-back error per
+attribute; then the standard PLY write/read throughput on a synthetic 1M-gaussian
+SH-degree-3 splat (plus the plyfile package writing the same table, for reference), every
+other format's size and times on that splat, and a 3D Tiles tileset of it (tiles, bytes,
+write time).
 
 Writes ``benchmarks/results/splat_formats.json``. CPU only; run with
 ``.venv/bin/python benchmarks/bench_splat_formats.py``.
@@ -39,6 +42,8 @@ TARGETS = {
     "spz_v4": ("out.spz", {"version": 4}),
     "spz_v3": ("out_v3.spz", {"version": 3}),
     "sog": ("out.sog", {}),
+    "glb_splat": ("out.glb", {}),
+    "glb_splat_spz": ("out_spz.glb", {"spz": True}),
 }
 OUT = ROOT / "benchmarks" / "results" / "splat_formats.json"
 
@@ -218,6 +223,34 @@ def bench_ply_throughput(tmp: Path, n: int = 1_000_000, repeat: int = 5) -> dict
     return res
 
 
+def bench_tiles(tmp: Path, n: int = 1_000_000) -> dict:
+    """3D Tiles tileset of the synthetic SH-3 splat (ENU metres, +-60 m) at a fixed origin:
+    write time (octree, merged parent levels, SPZ GLB per tile), files, bytes."""
+    from splatstudio.geo.enu import GeoOrigin, enu_to_ecef_matrix
+    from splatstudio.splats.tiles3d import write_tileset
+
+    s = synthetic(n)
+    m = enu_to_ecef_matrix(GeoOrigin(49.0069, 1.9192, 92.86))
+    res = {"n": n, "sh_degree": 3}
+    for max_per_tile in (65536,):
+        folder = tmp / f"tiles_{max_per_tile}"
+        info = write_tileset(s, folder, m, max_per_tile=max_per_tile)
+        res[f"max_per_tile_{max_per_tile}"] = {
+            "write_s": round(info["seconds"], 2),
+            "tiles": info["tiles"],
+            "leaves": info["leaves"],
+            "depth": info["depth"],
+            "bytes": info["bytes"],
+            "bytes_per_gaussian": round(info["bytes"] / n, 3),
+            "content_gaussians": info["content_gaussians"],
+            "geometric_error_m": round(info["geometric_error"], 3),
+        }
+    res["note"] = ("write_s includes building the octree, merging the parent levels and "
+                   "encoding every tile (SPZ v3, gzip level 6); bytes = all tiles + tileset.json")
+    print("3D Tiles 1M SH3:", res)
+    return res
+
+
 def main() -> None:
     import zstandard
 
@@ -226,6 +259,7 @@ def main() -> None:
         tmp = Path(d)
         samples = bench_samples(tmp)
         ply = bench_ply_throughput(tmp)
+        tiles = bench_tiles(tmp)
     result = {
         "benchmark": "splat_formats",
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -243,6 +277,7 @@ def main() -> None:
         },
         "samples": samples,
         "ply_throughput_1M_sh3": ply,
+        "tiles3d_1M_sh3": tiles,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")

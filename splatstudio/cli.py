@@ -174,8 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a splat file to another format")
     p.add_argument("src", type=Path, help="input splat file")
     p.add_argument("dst", type=Path,
-                   help="output: .ply, .compressed.ply, .splat, .spz or .sog (format from the "
-                   "name)")
+                   help="output: .ply, .compressed.ply, .splat, .spz, .sog or .glb (glTF "
+                   "KHR_gaussian_splatting) (format from the name); read back and checked")
+    p.add_argument("--glb-spz", action="store_true",
+                   help=".glb: compress with KHR_gaussian_splatting_compression_spz_2 (SPZ v3)")
     p.add_argument("--max-sh-degree", type=int, help="drop SH bands above this degree")
     p.add_argument("--min-opacity", type=float, help="drop gaussians under this opacity (0..1)")
     p.add_argument("--crop-min", type=float, nargs=3, metavar=("X", "Y", "Z"),
@@ -465,8 +467,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
         }.items()
         if v is not None
     }
+    save_options = {"spz": True} if args.glb_spz else None
     try:
-        info = convert(args.src, args.dst, **filters)
+        info = convert(args.src, args.dst, save_options=save_options, **filters)
+        # read back and compared with what was written, within the format's quantisation
+        from .pipeline.export import verify_splat_file
+        from .splats import apply_filters, load_splats
+
+        written, _ = apply_filters(load_splats(args.src, format=info["src_format"]), **filters)
+        info["verified"] = verify_splat_file(Path(info["path"]), info["format"], written,
+                                             spz_coordinates="RDF")
     except ValueError as e:
         raise InputError(None, str(e)) from None
     print(json.dumps(info, indent=2, default=str))

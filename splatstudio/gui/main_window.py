@@ -423,7 +423,7 @@ class MainWindow(QMainWindow):
             self.open_splat(path)
         else:
             self.show_error("Drop", f"{path}: drop a folder of images, a project folder or a "
-                            "splat file (.ply, .splat, .spz, .sog)")
+                            "splat file (.ply, .splat, .spz, .sog, .glb)")
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         if self.model.is_running:

@@ -11,6 +11,14 @@ into ``exports/`` (or ``ExportConfig.output_dir``):
   axes when it writes SOG or compressed PLY). Every
   file is read back and compared with what was written, within that format's quantisation
   (:func:`verify_splat_file`); a mismatch fails the stage.
+* ``<name>.splat.glb`` (``glb_splat``): binary glTF with Khronos ``KHR_gaussian_splatting``
+  (float attributes; with ``glb_splat_spz`` an SPZ v3 payload,
+  ``KHR_gaussian_splatting_compression_spz_2``), in glTF's y-up axes (x east, y up, z south);
+  read back and compared like the other splat files (:mod:`splatstudio.splats.gltf`).
+* ``<name>-3dtiles/`` (``3dtiles``, georeferenced projects only): a 3D Tiles 1.1 tileset for
+  CesiumJS, ``tileset.json`` whose root transform is ENU -> ECEF of the origin, SPZ-compressed
+  splat GLB tiles in an octree with merged levels of detail
+  (:mod:`splatstudio.splats.tiles3d`); read back and checked by :func:`verify_tileset`.
 * ``<name>.glb`` (binary glTF, texture embedded) and ``<name>.obj`` + ``.mtl`` + ``.png``: a
   textured surface of the splat (:mod:`splatstudio.mesh`), in glTF's y-up axes (x east, y up,
   z south); its surface and texture come from renders of the splat from the capture's
@@ -44,27 +52,31 @@ from ..geo.enu import GeoOrigin
 from ..geo.sidecar import write_sidecar
 from ..project import Project, now_iso, read_json, write_json_atomic
 
-SPLAT_FORMATS = ("ply", "splat", "spz", "compressed_ply", "sog")
+SPLAT_FORMATS = ("ply", "splat", "spz", "compressed_ply", "sog", "glb_splat")
+TILES_FORMATS = ("3dtiles",)
 MESH_FORMATS = ("glb", "obj")
-ALL_FORMATS = SPLAT_FORMATS + MESH_FORMATS
+ALL_FORMATS = SPLAT_FORMATS + TILES_FORMATS + MESH_FORMATS
 _SUFFIX = {"ply": ".ply", "splat": ".splat", "spz": ".spz", "compressed_ply": ".compressed.ply",
-           "sog": ".sog", "glb": ".glb", "obj": ".obj"}  # fmt: skip
-#: Axis convention of each format's coordinates (see :data:`splatstudio.geo.sidecar.AXES`).
+           "sog": ".sog", "glb_splat": ".splat.glb", "3dtiles": "-3dtiles", "glb": ".glb",
+           "obj": ".obj"}  # fmt: skip
+#: Axis convention of each format's coordinates (see :data:`splatstudio.geo.sidecar.AXES`);
+#: a 3D Tiles tileset's coordinates are ENU under its root transform (ENU -> ECEF).
 FILE_AXES = {"ply": "ENU", "splat": "ENU", "compressed_ply": "ENU", "sog": "ENU", "spz": "RUB",
-             "glb": "RUB", "obj": "RUB"}  # fmt: skip
+             "glb_splat": "RUB", "3dtiles": "ENU", "glb": "RUB", "obj": "RUB"}  # fmt: skip
 CONVERTER_TIMEOUT_S = 3600.0
 
 
 # ---------------------------------------------------------------------------- options
 def parse_formats(text: str) -> list[str]:
     """``"ply, spz"`` -> ``["ply", "spz"]`` (order kept, duplicates dropped; ``all`` = every
-    format; ``compressed`` is accepted for ``compressed_ply``).
+    format; ``compressed`` is accepted for ``compressed_ply``, ``-`` for ``_`` as in
+    ``glb-splat``).
 
     Raises:
         ConfigError: an unknown format or an empty list.
     """
     out: list[str] = []
-    for tok in (t.strip().lower() for t in text.replace(";", ",").split(",")):
+    for tok in (t.strip().lower().replace("-", "_") for t in text.replace(";", ",").split(",")):
         if not tok:
             continue
         names = (
@@ -180,8 +192,9 @@ def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: st
         path: the written file.
         fmt: its format (one of :data:`SPLAT_FORMATS`).
         written: the :class:`~splatstudio.splats.Splats` given to the writer (ENU metres).
-        spz_coordinates: the ``coordinate_system`` the SPZ was written with (the SPZ is
-            compared in its stored RUB axes).
+        spz_coordinates: the ``coordinate_system`` the SPZ or glb_splat was written with
+            (compared in their stored RUB axes; glb_splat: float32 attributes exactly, or the
+            SPZ payload's quantisation).
 
     Returns:
         ``{"ok": True, "gaussians": N, "max_error": {attribute: value}}``; angles in degrees,
@@ -199,13 +212,22 @@ def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: st
 
     src = written
     opts: dict[str, Any] = {}
+    glb_info: dict[str, Any] = {}
     if fmt == "spz":  # compare in the file's own RUB axes, where the quantisation happened
         from ..splats.spz import axis_matrix
 
         opts = {"coordinate_system": "RUB"}
         m = axis_matrix(spz_coordinates, "RUB")
         src = src if np.array_equal(m, np.eye(3)) else src.transformed(m)
-    back = load_splats(path, format=fmt, **opts)
+    if fmt == "glb_splat":  # compare in the file's glTF axes
+        from ..splats.gltf import decode_glb_splat, gltf_matrix
+
+        m = gltf_matrix(spz_coordinates)
+        src = src if np.array_equal(m, np.eye(3)) else src.transformed(m)
+        back, glb_info = decode_glb_splat(path.read_bytes(), coordinate_system=None,
+                                          name=str(path))  # fmt: skip
+    else:
+        back = load_splats(path, format=fmt, **opts)
     if back.n != src.n:
         raise StageError(f"{path}: read back {back.n} gaussians, wrote {src.n}")
     if fmt == "splat":
@@ -235,18 +257,32 @@ def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: st
             ("rotation_deg", _quat_angle_deg(src.quats, back.quats), 1.0),
             ("sh_degree", np.asarray([back.sh_degree]), 0),
         ]
-    elif fmt == "spz":
-        h = read_spz_header(path)
+    elif fmt == "glb_splat" and glb_info["compression"] is None:  # float32 attributes
+        checks += [
+            ("means", np.abs(m64 - b64), 0.0),
+            ("scales", np.abs(src.scales - back.scales), 1e-5 * (1 + np.abs(src.scales))),
+            ("opacity", np.abs(a_src - a_back), 1e-6),
+            ("sh0", np.abs(src.sh0 - back.sh0), 0.0),
+            ("rotation_deg", _quat_angle_deg(src.quats.astype(np.float64),
+                                             back.quats.astype(np.float64)), 0.01),
+            ("shN", np.abs(src.shN - back.shN), 0.0),
+        ]
+    elif fmt in ("spz", "glb_splat"):
+        if fmt == "spz":
+            h = read_spz_header(path)
+            fbits, version = h.fractional_bits, h.version
+        else:
+            fbits, version = glb_info["fractional_bits"], glb_info["spz_version"]
         shn_src = np.clip(src.shN, -1.0, 127.0 / 128.0)
         k = src.shN.shape[1]
         sh_tol = np.full((1, k, 1), (0.5 + 2 ** (7 - 4)) / 128 + 1e-6)
         sh_tol[:, :3] = (0.5 + 2 ** (7 - 5)) / 128 + 1e-6
         checks += [
-            ("means", np.abs(m64 - b64), 2.0 ** -(h.fractional_bits + 1) + f32),
+            ("means", np.abs(m64 - b64), 2.0 ** -(fbits + 1) + f32),
             ("scales", np.abs(np.clip(src.scales, -10, 5.9375) - back.scales), 1 / 32 + 1e-5),
             ("opacity", np.abs(a_src - a_back), 0.5 / 255 + 1e-6),
             ("sh0", np.abs(np.clip(src.sh0, -3.33, 3.33) - back.sh0), 0.5 / (0.15 * 255) + 1e-5),
-            ("rotation_deg", _quat_angle_deg(src.quats, back.quats), 0.25),
+            ("rotation_deg", _quat_angle_deg(src.quats, back.quats), 0.25 if version >= 3 else 15.0),
             ("shN", np.abs(shn_src - back.shN), sh_tol),
         ]
     elif fmt == "compressed_ply":
@@ -300,6 +336,98 @@ def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: st
                 f"{fmt} quantisation (gaussian {i}: max error {report[name]:.3g})"
             )
     return {"ok": True, "gaussians": back.n, "max_error": report}
+
+
+def verify_tileset(folder: Path, written: Any, origin: GeoOrigin, *, max_per_tile: int) -> dict:
+    """Read a tileset written by :func:`splatstudio.splats.tiles3d.write_tileset` back and
+    check it against the splats that were written and the project origin.
+
+    Checks: the root transform is ENU -> ECEF of `origin` (its translation, taken back to
+    WGS84 by pyproj, must be within 1 mm of the origin); the leaves hold every written
+    gaussian once, each within the SPZ quantisation (:func:`verify_splat_file`); no tile's
+    content exceeds `max_per_tile`; every tile's content lies in its bounding box, and every
+    child's box in its parent's.
+
+    Args:
+        folder: the tileset folder (``tileset.json`` + ``tiles/``).
+        written: the :class:`~splatstudio.splats.Splats` the tileset was written from (after
+            its own filters; ENU metres), in the writer's order.
+        origin: the project origin.
+        max_per_tile: the writer's limit.
+
+    Returns:
+        ``{"ok": True, "tiles", "leaves", "gaussians", "position_error_m", "max_error"}``.
+
+    Raises:
+        StageError: naming the file, for any failed check.
+    """
+    from pyproj import Transformer
+
+    from ..geo.enu import enu_to_ecef_matrix
+    from ..splats.gltf import read_glb_splat
+    from ..splats.tiles3d import read_tileset
+
+    path = folder / "tileset.json"
+    try:
+        ts = read_tileset(path)
+    except ValueError as e:
+        raise StageError(str(e)) from None
+    root_m = ts["root_transform"]
+    want = enu_to_ecef_matrix(origin)
+    to_geo = Transformer.from_crs("EPSG:4978", "EPSG:4979", always_xy=True)
+    lon, lat, h = to_geo.transform(*root_m[:3, 3])
+    back_ecef = enu_to_ecef_matrix(GeoOrigin(lat, lon, h))[:3, 3]
+    pos_err = float(np.linalg.norm(back_ecef - want[:3, 3]))
+    if pos_err > 1e-3 or not np.allclose(root_m[:3, :3], want[:3, :3], atol=1e-9):
+        raise StageError(f"{path}: the root transform is not ENU -> ECEF of the origin "
+                         f"(position error {pos_err:.3g} m)")  # fmt: skip
+    leaves: list[tuple[dict, Path]] = []
+    count = {"tiles": 0}
+    errors: dict[str, float] = {}
+    offset = 0
+
+    def box_of(tile: dict) -> tuple[np.ndarray, np.ndarray]:
+        b = np.asarray(tile["boundingVolume"]["box"], np.float64)
+        half = np.abs(b[3:].reshape(3, 3)).sum(axis=0)
+        return b[:3] - half, b[:3] + half
+
+    def walk(tile: dict, parent: tuple[np.ndarray, np.ndarray] | None) -> None:
+        nonlocal offset
+        count["tiles"] += 1
+        lo, hi = box_of(tile)
+        content = folder / tile["content"]["uri"]
+        if parent is not None and (np.any(lo < parent[0] - 1e-3) or np.any(hi > parent[1] + 1e-3)):
+            raise StageError(f"{path}: the box of {content.name} is not inside its parent's")
+        kids = tile.get("children") or []
+        if kids:
+            try:
+                back = read_glb_splat(content, coordinate_system="ENU")
+            except (ValueError, OSError) as e:
+                raise StageError(f"{content}: cannot read the tile back ({e})") from None
+            if back.n > max_per_tile:
+                raise StageError(f"{content}: {back.n} gaussians, more than {max_per_tile}")
+            if np.any(back.means < lo - 1e-3) or np.any(back.means > hi + 1e-3):
+                raise StageError(f"{content}: gaussians outside the tile's bounding box")
+            for k in kids:
+                walk(k, (lo, hi))
+            return
+        n = read_glb_splat(content, coordinate_system="ENU").n
+        part = written.subset(np.arange(offset, offset + n)) if offset + n <= written.n else None
+        if part is None:
+            raise StageError(f"{path}: the leaves hold more gaussians than were written")
+        check = verify_splat_file(content, "glb_splat", part, spz_coordinates="ENU")
+        for k, v in check["max_error"].items():
+            errors[k] = max(errors.get(k, 0.0), v)
+        if np.any(part.means < lo - 1e-3) or np.any(part.means > hi + 1e-3):
+            raise StageError(f"{content}: gaussians outside the tile's bounding box")
+        leaves.append((tile, content))
+        offset += n
+
+    walk(ts["root"], None)
+    if offset != written.n:
+        raise StageError(f"{path}: the leaves hold {offset} gaussians, {written.n} were written")
+    return {"ok": True, "tiles": count["tiles"], "leaves": len(leaves), "gaussians": offset,
+            "position_error_m": pos_err, "max_error": errors}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- converter
@@ -444,6 +572,13 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
 
     formats = parse_formats(config.formats)
     fopts = filter_options(config)
+    if "3dtiles" in formats:
+        if config.tiles_sh_degree not in (0, 1, 2, 3) or config.tiles_max_gaussians < 1:
+            raise ConfigError("ExportConfig: tiles_sh_degree must be 0..3 and "
+                              "tiles_max_gaussians >= 1")  # fmt: skip
+        if not 0.0 <= config.tiles_min_opacity <= 1.0:
+            raise ConfigError(f"ExportConfig.tiles_min_opacity must be in [0, 1], got "
+                              f"{config.tiles_min_opacity}")  # fmt: skip
     if config.spz_version not in (3, 4):
         raise ConfigError(f"ExportConfig.spz_version must be 3 or 4, got {config.spz_version}")
     if any(f in MESH_FORMATS for f in formats):
@@ -469,6 +604,15 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     if not src.is_file():
         raise InputError(src, "no trained splat; run train first")
     origin = read_origin(project)
+    named = [t.strip().lower() for t in config.formats.replace(";", ",").split(",")]
+    if origin is None and "3dtiles" in formats and "3dtiles" not in named:  # from "all"
+        formats.remove("3dtiles")
+        events.warning("3dtiles skipped: the project has no GPS origin (not georeferenced)")
+    if origin is None and "3dtiles" in formats:
+        raise ConfigError(
+            "format 3dtiles needs a georeferenced project (a GPS origin in "
+            "ingest/manifest.json), and this project's input had no GPS; choose other formats"
+        )
     if origin is None:
         events.warning("the input has no GPS origin: exports are not georeferenced (no sidecars)")
     out_dir = (
@@ -499,14 +643,15 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
         side = None
         if origin is not None:
             side = write_sidecar(path, origin, axes=FILE_AXES[fmt], format=fmt)
+        nbytes = info.pop("total_bytes", None)
         entry = {
             "format": fmt,
-            "path": path.name,  # relative to the manifest's folder
+            "path": path.relative_to(out_dir).as_posix(),  # relative to the manifest's folder
             **info,
-            "bytes": path.stat().st_size,
+            "bytes": path.stat().st_size if nbytes is None else nbytes,
             "seconds": round(seconds, 4),
             "axes": FILE_AXES[fmt],
-            "sidecar": None if side is None else side.name,
+            "sidecar": None if side is None else side.relative_to(out_dir).as_posix(),
         }
         entries.append(entry)
         events.metric(f"{fmt}_bytes", entry["bytes"])
@@ -519,22 +664,56 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
         events.progress(i / n_steps, f"writing {fmt}")
         path = out_dir / f"{name}{_SUFFIX[fmt]}"
         opts: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         if fmt == "spz":
             opts = {"version": config.spz_version, "coordinate_system": "ENU"}
+            extra = {"spz_version": config.spz_version}
+        elif fmt == "glb_splat":
+            opts = {"coordinate_system": "ENU", "spz": config.glb_splat_spz}
+            extra = {"compression": "spz" if config.glb_splat_spz else None}
         t = time.perf_counter()
         save_splats(filtered, path, format=fmt, **opts)
         seconds = time.perf_counter() - t
         check = verify_splat_file(path, fmt, filtered, spz_coordinates="ENU")
-        extra = {"spz_version": config.spz_version} if fmt == "spz" else {}
         record(fmt, path, seconds, gaussians=filtered.n, verified=check, **extra)
         events.log(f"{path.name}: {entries[-1]['bytes']} bytes, verified ({check['max_error']})")
+
+    if "3dtiles" in formats and origin is not None:
+        from ..geo.enu import enu_to_ecef_matrix
+        from ..splats.tiles3d import write_tileset
+
+        events.check_cancelled()
+        done = len([f for f in formats if f in SPLAT_FORMATS])
+        events.progress(done / n_steps, "writing 3dtiles")
+        folder = out_dir / f"{name}{_SUFFIX['3dtiles']}"
+        t = time.perf_counter()
+        try:
+            tiles = write_tileset(
+                filtered, folder, enu_to_ecef_matrix(origin),
+                max_per_tile=config.tiles_max_gaussians,
+                sh_degree=min(config.tiles_sh_degree, config.max_sh_degree),
+                min_opacity=config.tiles_min_opacity,
+            )  # fmt: skip
+        except ValueError as e:
+            raise StageError(f"3dtiles export failed: {e}") from None
+        seconds = time.perf_counter() - t
+        written = tiles["splats"].subset(tiles["order"])
+        check = verify_tileset(folder, written, origin, max_per_tile=config.tiles_max_gaussians)
+        record("3dtiles", folder / "tileset.json", seconds, gaussians=tiles["gaussians"],
+               tiles=tiles["tiles"], leaves=tiles["leaves"], depth=tiles["depth"],
+               content_gaussians=tiles["content_gaussians"], total_bytes=tiles["bytes"],
+               geometric_error=tiles["geometric_error"], verified=check)  # fmt: skip
+        events.metric("3dtiles_tiles", tiles["tiles"])
+        events.log(f"{folder.name}: {tiles['tiles']} tiles ({tiles['leaves']} leaves), "
+                   f"{tiles['bytes']} bytes, root {check['position_error_m']:.2g} m from the "
+                   f"origin, verified ({check['max_error']})")  # fmt: skip
 
     mesh_formats = [f for f in formats if f in MESH_FORMATS]
     if mesh_formats:
         from ..mesh import MeshOptions, build_textured_mesh, write_glb, write_obj
 
         events.check_cancelled()
-        done = len([f for f in formats if f in SPLAT_FORMATS])
+        done = len([f for f in formats if f in SPLAT_FORMATS or f in TILES_FORMATS])
         events.progress(done / n_steps, "building the mesh")
         mopts = MeshOptions(
             method=config.mesh_method,

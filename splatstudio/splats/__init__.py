@@ -4,7 +4,9 @@
   frames and units).
 * :func:`load_splats`, :func:`save_splats`, :func:`convert`, :func:`detect_format` --
   format-independent I/O for the standard INRIA PLY, the SuperSplat/PlayCanvas compressed
-  PLY, the antimatter15 ``.splat`` and the Niantic ``.spz`` formats.
+  PLY, the antimatter15 ``.splat``, the Niantic ``.spz``, PlayCanvas SOG and glTF
+  ``KHR_gaussian_splatting`` GLB (:mod:`.gltf`) formats.
+* :mod:`.tiles3d` -- 3D Tiles 1.1 tilesets of splat GLBs, georeferenced (for CesiumJS).
 * :mod:`.filters` -- crop box, opacity threshold, floater removal, SH-degree cap.
 
 Importing this package imports numpy only (scipy and zstandard are imported lazily when

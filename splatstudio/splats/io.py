@@ -10,6 +10,10 @@ Formats (name: usual extension, source):
 * ``"spz"``: ``.spz``, nianticlabs/spz (~10x smaller, quantised) -- :mod:`.spz`
 * ``"sog"``: ``.sog`` (a ZIP bundle) or ``meta.json`` beside its WebP images, PlayCanvas SOG
   v2 (~15-20x smaller, quantised; needs Pillow) -- :mod:`.sog`
+* ``"glb_splat"``: ``.glb``, binary glTF with Khronos ``KHR_gaussian_splatting`` (float
+  attributes, lossless) or, with ``spz=True``, ``KHR_gaussian_splatting_compression_spz_2``
+  (an SPZ v3/v2 payload, as CesiumJS reads it) -- :mod:`.gltf`. A ``.glb`` is always read as
+  a splat here (a textured-mesh GLB is refused with a message).
 
 A ``.ply`` whose header has a ``chunk`` element is a compressed PLY whatever its name; when
 reading, the content (PLY header, gzip or ``NGSP`` magic, ZIP magic) decides before the
@@ -25,6 +29,7 @@ from pathlib import Path
 
 from .compressed_ply import read_compressed_ply, write_compressed_ply
 from .filters import FILTER_OPTIONS, apply_filters
+from .gltf import read_glb_splat, write_glb_splat
 from .model import SplatFormatError, Splats
 from .ply import read_ply, read_ply_header, write_ply
 from .sog import read_sog, write_sog
@@ -35,7 +40,7 @@ __all__ = ["FORMATS", "SplatFormatError", "detect_format", "format_from_name", "
            "save_splats", "convert"]  # fmt: skip
 
 #: Supported format names.
-FORMATS = ("ply", "compressed_ply", "splat", "spz", "sog")
+FORMATS = ("ply", "compressed_ply", "splat", "spz", "sog", "glb_splat")
 
 _READERS = {
     "ply": read_ply,
@@ -43,6 +48,7 @@ _READERS = {
     "splat": read_splat,
     "spz": read_spz,
     "sog": read_sog,
+    "glb_splat": read_glb_splat,
 }
 _WRITERS = {
     "ply": write_ply,
@@ -50,13 +56,14 @@ _WRITERS = {
     "splat": write_splat,
     "spz": write_spz,
     "sog": write_sog,
+    "glb_splat": write_glb_splat,
 }
 
 
 def format_from_name(path: str | os.PathLike) -> str:
     """Format implied by a file name alone: ``.compressed.ply`` -> ``"compressed_ply"``,
     ``.ply`` -> ``"ply"``, ``.splat`` -> ``"splat"``, ``.spz`` -> ``"spz"``, ``.sog`` or
-    ``meta.json`` -> ``"sog"`` (case-insensitive).
+    ``meta.json`` -> ``"sog"``, ``.glb`` -> ``"glb_splat"`` (case-insensitive).
 
     Raises:
         ValueError: for any other extension.
@@ -65,12 +72,13 @@ def format_from_name(path: str | os.PathLike) -> str:
     if name.endswith(".compressed.ply"):
         return "compressed_ply"
     for ext, fmt in ((".ply", "ply"), (".splat", "splat"), (".spz", "spz"), (".sog", "sog"),
-                     ("meta.json", "sog")):  # fmt: skip
+                     ("meta.json", "sog"), (".glb", "glb_splat")):  # fmt: skip
         if name.endswith(ext):
             return fmt
     raise ValueError(
         f"{path}: cannot tell the splat format from the extension (expected .ply, "
-        f".compressed.ply, .splat, .spz, .sog or meta.json; or pass format= one of {FORMATS})"
+        f".compressed.ply, .splat, .spz, .sog, meta.json or .glb; or pass format= one of "
+        f"{FORMATS})"
     )
 
 
@@ -79,7 +87,7 @@ def detect_format(path: str | os.PathLike) -> str:
 
     Content rules: a PLY header with a ``chunk`` element -> ``"compressed_ply"``, any other
     PLY -> ``"ply"``; gzip (``1f 8b``) or ``NGSP`` magic -> ``"spz"``; ZIP (``PK 03 04``)
-    magic -> ``"sog"``; otherwise the extension decides (``.splat`` has no magic).
+    magic -> ``"sog"``; ``glTF`` magic -> ``"glb_splat"``; otherwise the extension decides (``.splat`` has no magic).
 
     Returns:
         One of :data:`FORMATS`.
@@ -98,6 +106,8 @@ def detect_format(path: str | os.PathLike) -> str:
             return "spz"
         if head == b"PK\x03\x04":
             return "sog"
+        if head == b"glTF":
+            return "glb_splat"
     return format_from_name(p)
 
 
@@ -124,8 +134,9 @@ def load_splats(path: str | os.PathLike, *, format: str | None = None, **options
     Args:
         path: input file.
         format: force a format (one of :data:`FORMATS`) instead of detecting it.
-        **options: reader options, e.g. ``coordinate_system=`` for SPZ (the axis convention
-            wanted in memory, default ``"RDF"``; see :mod:`splatstudio.splats.spz`).
+        **options: reader options, e.g. ``coordinate_system=`` for SPZ and glb_splat (the
+            axis convention wanted in memory, default ``"RDF"``; see
+            :mod:`splatstudio.splats.spz` and :mod:`splatstudio.splats.gltf`).
 
     Returns:
         :class:`Splats`.
@@ -157,7 +168,8 @@ def save_splats(
         **options: writer options, e.g. ``include_normals`` (ply), ``sort`` (splat,
             compressed_ply, sog), ``version``, ``coordinate_system``, ``sh1_bits``,
             ``sh_rest_bits``, ``compression_level``, ``fractional_bits`` (spz),
-            ``iterations`` (sog).
+            ``iterations`` (sog), ``coordinate_system``, ``spz``, ``spz_version``,
+            ``spz_axes``, ``color_space`` (glb_splat).
 
     Returns:
         ``{"path", "format", "n", "sh_degree" (as written), "bytes", "bytes_per_gaussian",

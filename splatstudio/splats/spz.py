@@ -464,8 +464,8 @@ def encode_spz(
             fixed point even with 0 fraction bits (|coordinate| >= 8,388,608 m).
     """
     splats.validate()
-    if version not in (3, 4):
-        raise ValueError(f"SPZ version must be 3 or 4 for writing, got {version}")
+    if version not in (2, 3, 4):
+        raise ValueError(f"SPZ version must be 2, 3 or 4 for writing, got {version}")
     for nm, bits in (("sh1_bits", sh1_bits), ("sh_rest_bits", sh_rest_bits)):
         if not 1 <= bits <= 8:
             raise ValueError(f"{nm} must be in 1..8, got {bits}")
@@ -495,7 +495,13 @@ def encode_spz(
     alpha = _to_u8(sigmoid(s.opacities).astype(np.float64) * 255.0)
     color = _to_u8(s.sh0.reshape(-1).astype(np.float64) * (_COLOR_SCALE * 255.0) + 127.5)
     scale = _to_u8((s.scales.reshape(-1).astype(np.float64) + 10.0) * 16.0)
-    rot = _pack_smallest_three(s.quats[:, [1, 2, 3, 0]]).view(np.uint8)
+    if version >= 3:
+        rot = _pack_smallest_three(s.quats[:, [1, 2, 3, 0]]).view(np.uint8)
+    else:  # v2: x, y, z of the unit quaternion with w >= 0, 8 bits each
+        q = s.quats.astype(np.float64)
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        q = np.where(q[:, :1] < 0, -q, q)
+        rot = _to_u8(q[:, 1:].reshape(-1) * 127.5 + 127.5)
     streams = [pos, alpha, color, scale, rot]
     if k:
         sh = np.empty((n, k, 3), np.uint8)
@@ -506,8 +512,8 @@ def encode_spz(
 
     flags = _FLAG_ANTIALIASED if s.antialiased else 0
     deg = s.sh_degree
-    if version == 3:
-        header = struct.pack("<IIIBBBB", SPZ_MAGIC, 3, n, deg, fb, flags, 0)
+    if version in (2, 3):
+        header = struct.pack("<IIIBBBB", SPZ_MAGIC, version, n, deg, fb, flags, 0)
         payload = header + b"".join(a.tobytes() for a in streams)
         level = 6 if compression_level is None else min(max(compression_level, 1), 9)
         return gzip.compress(payload, compresslevel=level, mtime=0)
@@ -546,7 +552,9 @@ def write_spz(
     Args:
         splats: gaussians (validated first).
         path: output file.
-        version: 4 (ZSTD streams, current) or 3 (single gzip stream, for older readers).
+        version: 4 (ZSTD streams, current), 3 (single gzip stream, for older readers) or
+            2 (gzip, rotations as three bytes ``x, y, z`` with ``w >= 0``: median ~0.5
+            degree, up to ~12 degrees where ``w ~ 0``).
         coordinate_system: axis convention of ``splats`` (converted to the spec's RUB);
             default ``"RDF"``; ``None`` stores the arrays unconverted.
         fractional_bits: fraction bits of the fixed-point positions; default: 12, lowered

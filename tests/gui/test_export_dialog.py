@@ -45,6 +45,13 @@ def test_dialog_builds_the_config_overrides(window, trained, tmp_path, qtbot):
     dlg.format_boxes["splat"].setChecked(False)
     dlg.format_boxes["compressed_ply"].setChecked(False)
     dlg.format_boxes["glb"].setChecked(True)
+    assert not dlg.glb_spz.isEnabled() and not dlg.tiles_sh.isEnabled()
+    dlg.format_boxes["glb_splat"].setChecked(True)
+    dlg.glb_spz.setChecked(True)
+    assert dlg.format_boxes["3dtiles"].isEnabled()  # the project has a GPS origin
+    dlg.format_boxes["3dtiles"].setChecked(True)
+    dlg.tiles_sh.setValue(1)
+    assert dlg.glb_spz.isEnabled() and dlg.tiles_sh.isEnabled()
     dlg.spz_version.setCurrentIndex(dlg.spz_version.findData(3))
     dlg.crop.setChecked(True)
     for box, v in zip(dlg.crop_min + dlg.crop_max, (-5, -6, -1, 5, 6.5, 3), strict=True):
@@ -61,10 +68,12 @@ def test_dialog_builds_the_config_overrides(window, trained, tmp_path, qtbot):
     dlg.dest.setText(str(tmp_path / "elsewhere"))
     assert dlg.mesh_faces.isEnabled() and dlg.floater_k.isEnabled()
     assert dlg.overrides() == {
-        "formats": "ply,spz,glb",
+        "formats": "ply,spz,glb_splat,3dtiles,glb",
         "output_dir": str(tmp_path / "elsewhere"),
         "name": "street",
         "spz_version": 3,
+        "glb_splat_spz": True,
+        "tiles_sh_degree": 1,
         "crop_min": "-5,-6,-1",
         "crop_max": "5,6.5,3",
         "min_opacity": 0.1,
@@ -77,7 +86,7 @@ def test_dialog_builds_the_config_overrides(window, trained, tmp_path, qtbot):
         "converter": "mytool {glb} {out}",
     }
     cfg = dlg.config()
-    assert isinstance(cfg, ExportConfig) and cfg.formats == "ply,spz,glb"
+    assert isinstance(cfg, ExportConfig) and cfg.formats == "ply,spz,glb_splat,3dtiles,glb"
     assert cfg.bake_views == ExportConfig().bake_views  # fields the dialog has no widget for
 
     # a crop box turned inside out is refused before anything runs, with the stage's message

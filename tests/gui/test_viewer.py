@@ -38,6 +38,8 @@ def test_viewer_renders_under_xvfb(xdisplay, tmp_path):
     assert report["sh_cap0"]["cap0_vs_sh0_file_max"] == 0, report["sh_cap0"]
     if "donut" in report:
         assert report["donut"]["std"] > 20 and report["donut"]["covered"] > 0.05
+    if "glb" in report:  # the donut as a splat GLB draws what its PLY draws
+        assert report["glb"]["max_diff"] <= 2, report["glb"]
 
 
 def _basis(d: np.ndarray) -> np.ndarray:

@@ -137,3 +137,16 @@ def test_convert(tmp_path):
     dst = tmp_path / "fruit.spz"
     info = json.loads(cli("convert", src, dst, "--max-sh-degree", "1").stdout)
     assert info["format"] == "spz" and info["sh_degree"] == 1 and dst.stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["fruit_drops_minimal.ply", "guitar.compressed.ply", "biker.spz"])
+def test_convert_to_glb_is_read_back_and_checked(tmp_path, name):
+    src = SPLATS / name
+    if not src.exists():
+        pytest.skip(f"{src} missing")
+    dst = tmp_path / "out.glb"
+    args = ["--glb-spz"] if name.endswith(".spz") else []
+    info = json.loads(cli("convert", src, dst, *args).stdout)
+    assert info["format"] == "glb_splat" and info["verified"]["ok"]
+    assert info["verified"]["gaussians"] == info["n"] > 0
+    assert dst.read_bytes()[:4] == b"glTF"

@@ -134,7 +134,8 @@ def test_format_detection(tmp_path):
     assert format_from_name("x.SOG") == format_from_name("scene/meta.json") == "sog"
     with pytest.raises(ValueError, match="extension"):
         format_from_name("x.obj")
-    assert set(FORMATS) == {"ply", "compressed_ply", "splat", "spz", "sog"}
+    assert set(FORMATS) == {"ply", "compressed_ply", "splat", "spz", "sog", "glb_splat"}
+    assert format_from_name("a/b.GLB") == "glb_splat"
 
 
 def test_save_is_atomic_and_checks_options(tmp_path):

@@ -333,6 +333,21 @@ def test_unsupported_version_and_corrupt_stream(tmp_path):
 def test_write_options_are_checked():
     s = random_splats(3, 1)
     with pytest.raises(ValueError, match="version"):
-        encode_spz(s, version=2)
+        encode_spz(s, version=1)
     with pytest.raises(ValueError, match="sh1_bits"):
         encode_spz(s, sh1_bits=9)
+
+
+def test_version_2_writing_three_byte_rotations():
+    """SPZ v2 (gzip, rotations as x, y, z bytes with w >= 0), what CesiumJS also reads: the
+    file is v2, one byte shorter per gaussian than v3, and reads back within the v2 rounding
+    (w rebuilt from the unit norm: coarse where w ~ 0)."""
+    s = random_splats(2000, 1)
+    v2, v3 = encode_spz(s, version=2), encode_spz(s, version=3)
+    back, h = decode_spz(v2)
+    assert h.version == 2 and back.n == s.n
+    assert len(gzip.decompress(v2)) == len(gzip.decompress(v3)) - s.n
+    a, b = back.normalized_quats(), s.normalized_quats()
+    ang = np.degrees(2 * np.arccos(np.clip(np.abs((a * b).sum(1)), 0, 1)))
+    assert np.median(ang) < 1.0 and ang.max() < 15.0
+    np.testing.assert_allclose(back.means, s.means, atol=2.0**-12)

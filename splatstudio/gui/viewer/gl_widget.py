@@ -140,7 +140,8 @@ class SplatGLWidget(QOpenGLWidget):
         self.update()
 
     def load(self, path: str | Path) -> int:
-        """Load a .ply / .compressed.ply / .splat / .spz file and show it; returns N.
+        """Load a .ply / .compressed.ply / .splat / .spz / .sog / splat .glb file and show it
+        (SPZ and glTF axes converted to the PLY convention); returns N.
 
         Raises:
             FileNotFoundError, ValueError: as :func:`splatstudio.splats.io.load_splats`.

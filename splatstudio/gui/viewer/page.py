@@ -19,12 +19,13 @@ from PySide6.QtWidgets import (
 from .camera import UP_AXES
 from .gl_widget import MAX_SH_DEGREE, SplatGLWidget
 
-SPLAT_FILTER = "Splat files (*.ply *.splat *.spz *.sog);;All files (*)"
-SPLAT_SUFFIXES = (".ply", ".splat", ".spz", ".sog")
+SPLAT_FILTER = "Splat files (*.ply *.splat *.spz *.sog *.glb);;All files (*)"
+SPLAT_SUFFIXES = (".ply", ".splat", ".spz", ".sog", ".glb")
 
 
 def is_splat_file(path: Path) -> bool:
-    """True for a file name the viewer can open (.ply, .compressed.ply, .splat, .spz, .sog)."""
+    """True for a file name the viewer can open (.ply, .compressed.ply, .splat, .spz, .sog,
+    .glb with ``KHR_gaussian_splatting``)."""
     return path.is_file() and path.name.lower().endswith(SPLAT_SUFFIXES)
 
 
@@ -60,7 +61,8 @@ class ViewerPage(QWidget):
             "Highest spherical-harmonic degree drawn (view-dependent colour); 0 = base colour "
             "only. The file's own degree is shown after its name. Key: H cycles."
         )
-        self.info = QLabel("Drop a .ply, .compressed.ply, .splat or .spz file here, or open one.")
+        self.info = QLabel("Drop a .ply, .compressed.ply, .splat, .spz, .sog or splat .glb file "
+                           "here, or open one.")
         self.info.setObjectName("muted")
         self.fps_label = QLabel()
         self.fps_label.setObjectName("muted")

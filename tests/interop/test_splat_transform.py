@@ -1,0 +1,163 @@
+"""Every splat format SplatStudio writes, read by an independent implementation: PlayCanvas
+``@playcanvas/splat-transform`` (npm) converts our file to a standard PLY, which is compared
+gaussian by gaussian with the source PLY within the format's quantisation, and with our own
+reader's decoding of the same file.
+
+Axis conventions (what each reader assumes; SplatStudio writes the same):
+
+* PLY, .splat, compressed PLY, SOG: no axis convention in the file; splat-transform, like
+  SplatStudio, keeps the arrays (PLY's x right, y down, z forward) and SuperSplat shows them
+  upright by turning them 180 degrees about z. SplatStudio's ENU exports keep ENU arrays.
+* SPZ: the file holds RUB (x right, y up, z back: the nianticlabs/spz README), converted
+  from the PLY's RDF by SplatStudio's writer; splat-transform 3.10 reads the stored arrays
+  *unconverted* as PLY axes (like Niantic's own PLY converter writes them, nianticlabs/spz
+  issue 84), so it sees ``(x, -y, -z)`` of the source: the test compares against that, and
+  such an SPZ opens upside down in SuperSplat (three.js/Spark and SplatStudio follow the
+  spec). ``save_splats(..., coordinate_system=None)`` writes what SuperSplat expects.
+* glb_splat: glTF axes; splat-transform 3.10 writes but does not read GLB, so the check runs
+  the other way: its GLB of the source PLY must equal ours attribute by attribute and read
+  back as the source PLY (both map PLY to glTF by ``(x, y, z) -> (-x, -y, z)``). One
+  difference: its ``COLOR_0`` fallback holds the sRGB colour, ours the linear colour the
+  ``KHR_gaussian_splatting`` text asks for (compared after decoding theirs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from splatstudio.pipeline.export import _chunk_range
+from splatstudio.splats import load_splats, save_splats
+from splatstudio.splats.compressed_ply import morton_order
+from splatstudio.splats.gltf import _read_accessor, parse_glb
+from splatstudio.splats.model import SH_C0, quat_to_rotation, sigmoid
+from splatstudio.splats.sog import read_sog_meta
+from splatstudio.splats.splat import importance_order
+
+pytestmark = pytest.mark.slow
+
+SPLAT = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "splats" / "fruit_drops_minimal.ply"
+)
+
+
+@pytest.fixture(scope="module")
+def source():
+    if not SPLAT.exists():
+        pytest.skip(f"{SPLAT} not present")
+    return load_splats(SPLAT)
+
+
+def _nearest(v: np.ndarray, book: list) -> np.ndarray:
+    b = np.asarray(book, np.float64)
+    flat = v.reshape(-1).astype(np.float64)
+    i = np.clip(np.searchsorted(b, flat), 1, b.size - 1)
+    return np.minimum(np.abs(flat - b[i - 1]), np.abs(flat - b[i])).reshape(v.shape)
+
+
+def _colour(s):
+    return 0.5 + SH_C0 * s.sh0[:, 0].astype(np.float64)
+
+
+# format -> (file name, writer options, tolerances vs the source: positions m, colour,
+# opacity, log-scale); see each module's docstring for the quantisation.
+CASES = {
+    "ply": ("s.ply", {}, (1e-7, 1e-6, 1e-6, 1e-6)),
+    "splat": ("s.splat", {}, (1e-6, 0.5 / 255 + 1e-4, 0.5 / 255 + 1e-4, 1e-4)),
+    "spz_v4": ("s.spz", {}, (2.0**-13 + 1e-6, SH_C0 * 0.5 / (0.15 * 255) + 1e-4, 0.5 / 255 + 1e-4,
+                             1 / 32 + 1e-5)),
+    "spz_v3": ("s3.spz", {"version": 3}, (2.0**-13 + 1e-6, SH_C0 * 0.5 / (0.15 * 255) + 1e-4,
+                                          0.5 / 255 + 1e-4, 1 / 32 + 1e-5)),
+    "compressed_ply": ("s.compressed.ply", {}, (None, None, 0.5 / 255 + 1e-4, None)),
+    "sog": ("s.sog", {}, (None, None, 0.5 / 255 + 1e-4, None)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_splat_transform_reads_our_file(case, source, splat_transform, tmp_path):
+    name, opts, (tol_pos, tol_col, tol_op, tol_scale) = CASES[case]
+    path = tmp_path / name
+    save_splats(source, path, **opts)
+    out = tmp_path / "splat_transform.ply"
+    splat_transform(path, out)
+    theirs = load_splats(out, format="ply")
+    ours = load_splats(path)
+    assert theirs.n == ours.n == source.n
+    src = source
+    flip = np.array([1.0, -1.0, -1.0]) if case.startswith("spz") else np.ones(3)
+    if case.startswith("spz"):  # splat-transform reads the stored RUB arrays as PLY axes
+        src = source.transformed(np.diag(flip))
+    if case == "splat":
+        src = source.subset(importance_order(source))
+    elif case in ("compressed_ply", "sog"):
+        src = source.subset(morton_order(source.means))
+    extent = float(np.ptp(src.means, axis=0).max())
+    if case == "compressed_ply":  # per 256-gaussian chunk: range / 2046 (11-bit), / 510 colour
+        tol_pos = _chunk_range(src.means.astype(np.float64)) / 2046 + 1e-6
+        tol_col = _chunk_range(_colour(src)) / 510 + 1e-4
+        tol_scale = _chunk_range(np.clip(src.scales, -20, 20).astype(np.float64)) / 2046 + 1e-5
+    elif case == "sog":  # 16-bit positions of log(1 + |x|) over the bounds
+        span = np.ptp(np.sign(src.means) * np.log1p(np.abs(src.means)), axis=0)
+        tol_pos = (np.abs(src.means) + 1) * span / 131070 * 1.001 + 1e-6
+        meta = read_sog_meta(path)  # codebooks: each value decodes to its nearest level
+        tol_scale = _nearest(src.scales, meta["scales"]["codebook"]) + 1e-5
+        tol_col = SH_C0 * _nearest(src.sh0[:, 0], meta["sh0"]["codebook"]) + 1e-4
+    col_t, col_s = _colour(theirs), _colour(src)
+    scale_s = np.clip(src.scales, -10, 5.9375) if case.startswith("spz") else src.scales
+    checks = {
+        "positions": (np.abs(theirs.means.astype(np.float64) - src.means),
+                      np.asarray(tol_pos) + 1e-7 * extent),
+        "colour": (np.abs(np.clip(col_t, 0, 1) - np.clip(col_s, 0, 1)), tol_col),
+        "opacity": (np.abs(sigmoid(theirs.opacities) - sigmoid(src.opacities)), tol_op),
+        "log_scale": (np.abs(theirs.scales - scale_s), tol_scale),
+    }  # fmt: skip
+    errs = {k: float(np.max(e)) for k, (e, _) in checks.items()}
+    tols = {k: float(np.min(t)) for k, (_, t) in checks.items()}
+    over = {k: (errs[k], tols[k]) for k, (e, t) in checks.items() if np.any(e > t)}
+    assert not over, f"{case}: splat-transform's reading differs from the source: {over}"
+    # the two decoders agree (up to float32 rounding of the activations)
+    assert np.abs(theirs.means - ours.means * flip).max() <= 1e-5 * max(extent, 1.0)
+    assert np.abs(sigmoid(theirs.opacities) - sigmoid(ours.opacities)).max() <= 2e-3
+    assert np.abs(_colour(theirs) - _colour(ours)).max() <= 2e-3
+    # which way up: splat-transform keeps the PLY's y axis (flipped for SPZ, see above)
+    assert np.corrcoef(theirs.means[:, 1], src.means[:, 1])[0, 1] > 0.999
+
+
+def test_splat_transform_glb_equals_ours(source, splat_transform, tmp_path):
+    theirs_path = tmp_path / "theirs.glb"
+    splat_transform(SPLAT, theirs_path)
+    ours_path = tmp_path / "ours.glb"
+    save_splats(source, ours_path)
+    g_t, bin_t = parse_glb(theirs_path.read_bytes())
+    g_o, bin_o = parse_glb(ours_path.read_bytes())
+    a_t = g_t["meshes"][0]["primitives"][0]["attributes"]
+    a_o = g_o["meshes"][0]["primitives"][0]["attributes"]
+    assert set(a_t) == set(a_o)
+    ext_t = g_t["meshes"][0]["primitives"][0]["extensions"]["KHR_gaussian_splatting"]
+    ext_o = g_o["meshes"][0]["primitives"][0]["extensions"]["KHR_gaussian_splatting"]
+    assert ext_t["kernel"] == ext_o["kernel"] == "ellipse"
+    assert ext_t["colorSpace"] == ext_o["colorSpace"]
+    for sem in a_o:
+        v_t = _read_accessor(g_t, bin_t, a_t[sem], "theirs")
+        v_o = _read_accessor(g_o, bin_o, a_o[sem], "ours")
+        if sem.endswith("ROTATION"):  # compared as covariances below: theirs are not unit
+            continue  # quaternions, and an axis flip has two equivalent rotations
+        if sem == "COLOR_0":  # splat-transform stores the sRGB value; the spec (and we) linear
+            v_t[:, :3] = np.where(v_t[:, :3] <= 0.04045, v_t[:, :3] / 12.92,
+                                  ((v_t[:, :3] + 0.055) / 1.055) ** 2.4)  # fmt: skip
+        tol = 2 / 255 if sem == "COLOR_0" else 1e-5
+        assert np.abs(v_t - v_o).max() <= tol * max(1.0, np.abs(v_o).max()), sem
+
+    def cov(g, b, a):
+        q = _read_accessor(g, b, a["KHR_gaussian_splatting:ROTATION"], "")[:, [3, 0, 1, 2]]
+        sc = _read_accessor(g, b, a["KHR_gaussian_splatting:SCALE"], "").astype(np.float64)
+        r = quat_to_rotation(q)
+        return np.einsum("nij,nj,nkj->nik", r, sc * sc, r)
+
+    c_t, c_o = cov(g_t, bin_t, a_t), cov(g_o, bin_o, a_o)
+    assert np.abs(c_t - c_o).max() <= 1e-5 * np.abs(c_o).max()
+    back = load_splats(theirs_path)  # our reader on their writer: the source PLY again
+    assert np.abs(back.means - source.means).max() <= 1e-6
+    assert np.abs(back.shN - source.shN).max() <= 1e-6
