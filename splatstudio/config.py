@@ -275,11 +275,13 @@ class ExportConfig:
     name: str = opt("scene", "base name of the exported files (scene.ply, scene.spz ...)")
     spz_version: int = opt(4, "SPZ format version: 4 (ZSTD, current) or 3 (gzip, older viewers)")
     glb_splat_spz: bool = opt(
-        False, "glb_splat: compress with KHR_gaussian_splatting_compression_spz_2 (SPZ v3 inside)"
-    )
-    tiles_sh_degree: int = opt(3, "3dtiles: SH degree of the tiles (0..3, at most max_sh_degree)")
-    tiles_min_opacity: float = opt(0.0, "3dtiles: drop gaussians less opaque than this (0..1)")
-    tiles_max_gaussians: int = opt(65536, "3dtiles: most gaussians in one tile")
+        False, "glb_splat: compress with KHR_gaussian_splatting_compression_spz_2 (SPZ v3 inside)",
+        added=True)
+    tiles_sh_degree: int = opt(3, "3dtiles: SH degree of the tiles (0..3, at most max_sh_degree)",
+                               added=True)
+    tiles_min_opacity: float = opt(0.0, "3dtiles: drop gaussians less opaque than this (0..1)",
+                                   added=True)
+    tiles_max_gaussians: int = opt(65536, "3dtiles: most gaussians in one tile", added=True)
     crop_min: str = opt("", "crop box lower corner 'x,y,z', ENU metres (empty: no crop)")
     crop_max: str = opt("", "crop box upper corner 'x,y,z', ENU metres (empty: no crop)")
     min_opacity: float = opt(0.0, "drop gaussians with opacity below this (0..1; 0: keep all)")
