@@ -128,3 +128,26 @@ def test_project_inside_its_input_folder_is_not_input(tmp_path):
     _mark_done(p, "ingest")
     (p.root / "ingest" / "more.json").write_text("{}")
     assert p.input_signature() == before and p.is_done("ingest")
+
+
+def test_options_added_later_keep_fingerprints_at_their_default():
+    """An option added after projects existed (metadata ``added``) counts in the stage's
+    fingerprint only when set away from its default: upgrading does not re-run every stage."""
+    from dataclasses import fields
+
+    from splatstudio.config import GeorefConfig, config_hash, update_config
+
+    added = [f.name for f in fields(GeorefConfig) if f.metadata.get("added")]
+    assert "check" in added
+    base = GeorefConfig()
+    old = {f.name: getattr(base, f.name) for f in fields(GeorefConfig) if f.name not in added}
+    # the hash of today's default config equals that of a config without those fields
+    import hashlib
+    import json
+
+    from splatstudio.config import _plain
+
+    blob = json.dumps({"type": "GeorefConfig", **{k: _plain(v) for k, v in old.items()}},
+                      sort_keys=True)
+    assert config_hash(base) == hashlib.sha256(blob.encode()).hexdigest()
+    assert config_hash(update_config(base, {"check": False})) != config_hash(base)
