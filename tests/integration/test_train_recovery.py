@@ -93,10 +93,10 @@ def _once(at: int):
 
 
 def _check(result, events, where, seen, cap=250):
+    assert seen and seen[0] == (None, False), seen  # outside the except; the graph is freed
     assert result["steps"] == STEPS
     assert any(f"CUDA out of memory in the {where}" in w for w in events.warnings), events.warnings
     assert result["gaussians"] <= cap
-    assert seen and seen[0] == (None, False), seen  # outside the except; the graph is freed
 
 
 @pytest.mark.parametrize("strategy", ["default", "mcmc"])
@@ -204,7 +204,8 @@ def _cancelled_at_15(project):
         _run(project, cancel_at=15)
     ck = project.root / "train" / "checkpoints"
     latest = json.loads((ck / "latest.json").read_text())
-    assert latest["step"] == 15 and latest["previous"]["step"] == 10
+    assert latest["step"] == 15
+    assert (latest.get("previous") or {}).get("step") == 10, "the previous checkpoint is kept"
     return ck / latest["file"], ck / latest["previous"]["file"]
 
 
