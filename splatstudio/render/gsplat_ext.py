@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -315,8 +315,8 @@ def probe(load: bool = False) -> GsplatStatus:
     if not load:
         return status(True, None)
     ok, err = _load_in_process()
-    st = GsplatStatus(**{**base, "compiled": _is_compiled(cache) or ok, "usable": ok,
-                         "reason": None if ok else f"gsplat's CUDA extension did not load: {err}"})
+    st = GsplatStatus(**{**base, "compiled": _is_compiled(cache) or ok}, usable=ok,
+                      reason=None if ok else f"gsplat's CUDA extension did not load: {err}")
     if not ok:
         _record_failure(st, err, [])
     return st
@@ -427,7 +427,7 @@ def build(
             _kill_tree(proc)
             say("gsplat build cancelled")
             st = probe()
-            return GsplatStatus(**{**st.__dict__, "usable": False, "reason": "build cancelled"})
+            return replace(st, usable=False, reason="build cancelled")
         try:
             line = lines.get(timeout=0.2)
         except queue.Empty:
@@ -450,10 +450,9 @@ def build(
     if ok:
         _clear_failure(after)
         say("gsplat's CUDA kernels are ready")
-        return GsplatStatus(**{**after.__dict__, "compiled": True, "usable": True, "reason": None})
+        return replace(after, compiled=True, usable=True, reason=None)
     err = (result or {}).get("error") or (tail[-1] if tail else f"exit status {rc}")
-    failed = GsplatStatus(**{**after.__dict__, "usable": False,
-                             "reason": f"building gsplat's CUDA kernels failed: {err}"})
+    failed = replace(after, usable=False, reason=f"building gsplat's CUDA kernels failed: {err}")
     _record_failure(failed, str(err), tail)
     say(failed.reason or "")
     return failed
