@@ -27,11 +27,22 @@ rasterizer's pinhole model is exact. Images are shrunk by the explicit ``downsca
 (``cv2.INTER_AREA``), never silently. Every ``holdout_every``-th image by sorted name is held
 out for evaluation. Gaussians start at the model's 3D points with their colours.
 
-Device: ``SPLATSTUDIO_DEVICE`` (auto | cpu | cuda; set by the runner). On the CPU the stage
+Device: ``SPLATSTUDIO_DEVICE`` (auto | cpu | cuda; set by the runner). CUDA is used only when
+gsplat's CUDA rasterizer can run (:mod:`splatstudio.render.gsplat_ext`): when its kernels are not
+compiled yet and ``nvcc`` is there, the stage compiles them first in a child process, shown as
+the stage message "compiling gsplat CUDA kernels (first use, several minutes)" with ninja's
+``k/n`` lines, cancel honoured (the compiler's process group is killed). When they cannot run
+(no gsplat, no ``nvcc``, a CUDA toolkit of another major version than torch's, a failed build),
+``auto`` trains on the CPU with a warning naming what is missing and ``cuda`` stops with that
+message. On the CPU the stage
 times its first steps (median of steps 4-8) and stops a run whose estimate exceeds
 ``cpu_limit_s`` unless ``allow_slow`` is set (the message gives the estimate and the largest
-preset that fits, from a cost per pixel and step). On CUDA an out-of-memory error saves a checkpoint and retries with a lower
-Gaussian cap (``OOM_TIERS``); past the last tier it raises :class:`OutOfGpuMemory`.
+preset that fits, from a cost per pixel and step). On CUDA an out-of-memory error in a training
+step (forward, backward, densification) or an evaluation is handled after leaving the ``except``
+block (so the failed step's graph is freed first): the state is checked (an error in the middle
+of a densification can leave parameters of different lengths; then the last valid checkpoint is
+reloaded), the Gaussians are cut to the next lower cap (``OOM_TIERS``), a checkpoint is saved
+and training goes on; past the last tier it raises :class:`OutOfGpuMemory`.
 
 Pause: while ``train/pause`` exists the loop sleeps between steps (:func:`wait_while_paused`),
 still honouring cancel, and reports "paused at step N"; paused time counts neither in the
@@ -40,7 +51,10 @@ training seconds nor in steps/s. The GUI's Pause button creates the file; from a
 started while the file exists starts paused.
 
 A re-run after a kill or a cancel resumes from the latest checkpoint when the stage's
-fingerprint (its config and everything upstream) is unchanged; otherwise it starts over.
+fingerprint (its config and everything upstream) is unchanged; otherwise it starts over. The
+two latest checkpoints are kept (``latest.json`` names both): when the latest does not load
+(torn, corrupt) or is inconsistent, the stage logs what it discards and resumes from the previous
+one, or starts over when none loads -- a broken checkpoint never needs deleting by hand.
 """
 
 from __future__ import annotations
@@ -58,7 +72,7 @@ import numpy as np
 
 from ..config import PRESETS, TrainConfig, update_config
 from ..errors import Cancelled, InputError, OutOfGpuMemory, StageError
-from ..events import Emitter
+from ..events import Emitter, null_emitter
 from ..project import Project, read_json, write_json_atomic
 
 OOM_TIERS: tuple[int, ...] = (3_000_000, 2_000_000, 1_000_000, 500_000, 250_000)
@@ -255,19 +269,52 @@ def load_points(rec: Any, max_points: int = 0, seed: int = 0) -> tuple[np.ndarra
 # ---------------------------------------------------------------------------------------------
 # Device, estimate, presets
 # ---------------------------------------------------------------------------------------------
-def resolve_device() -> Any:
-    """torch device from ``SPLATSTUDIO_DEVICE`` (auto: CUDA when available, else CPU).
+def resolve_device(events: Emitter | None = None) -> Any:
+    """torch device from ``SPLATSTUDIO_DEVICE`` (auto | cpu | cuda, default auto).
+
+    auto: the CPU on a machine without a CUDA GPU; else CUDA when gsplat's CUDA rasterizer can
+    run. When gsplat's kernels are not compiled yet and can be, they are compiled here first
+    (:func:`splatstudio.render.gsplat_ext.build`: a child process, progress "compiling gsplat
+    CUDA kernels (first use, several minutes)" with ninja's ``k/n`` lines, cancel polled).
+    When they cannot run, auto falls back to the CPU with a warning that names what is
+    missing; cuda stops.
 
     Raises:
-        StageError: cuda asked for without a CUDA GPU, or an unknown value.
+        StageError: cuda asked for but gsplat's CUDA rasterizer cannot run (the message names
+            what is missing: a GPU, a CUDA build of torch, gsplat, nvcc and the CUDA version
+            torch was built for, a failed build), or an unknown value.
+        Cancelled: cancelled during the compile.
     """
-    from ..render.image import resolve_device
+    import torch
 
+    from ..render import gsplat_ext
+
+    events = events or null_emitter("train")
     want = os.environ.get("SPLATSTUDIO_DEVICE", "auto").lower() or "auto"
-    try:
-        return resolve_device(want)
-    except RuntimeError as e:
-        raise StageError(f"train: {e}") from None
+    if want not in ("auto", "cpu", "cuda"):
+        raise StageError(f"train: unknown device {want!r} (auto, cpu or cuda)")
+    if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    st = gsplat_ext.probe()
+    if not st.usable and st.can_build:
+        msg = gsplat_ext.COMPILE_MESSAGE
+        events.log(f"train: {msg}; cache {st.cache_dir}")
+        events.progress(0.0, msg)
+        t0 = time.monotonic()
+        st = gsplat_ext.build(lambda line: events.progress(0.0, f"{msg}: {line}"),
+                              events.cancelled)
+        events.check_cancelled()
+        if st.usable:
+            events.log(f"train: gsplat's CUDA kernels compiled in {_fmt_s(time.monotonic() - t0)}")
+    if st.usable:
+        st = gsplat_ext.probe(load=True)
+    if st.usable:
+        return torch.device("cuda")
+    if want == "cuda":
+        raise StageError(f"train: device cuda was asked for, but gsplat's CUDA rasterizer cannot "
+                         f"run: {st.reason}")
+    events.warning(f"train: training on the CPU: gsplat's CUDA rasterizer cannot run: {st.reason}")
+    return torch.device("cpu")
 
 
 def preset_train_config(name: str) -> TrainConfig:
@@ -296,18 +343,34 @@ def _fmt_s(s: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # Checkpoints, previews
 # ---------------------------------------------------------------------------------------------
-def _latest_checkpoint(ck_dir: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The sidecar of the latest checkpoint when it belongs to `fingerprint` and exists."""
+def _checkpoint_candidates(ck_dir: Path, fingerprint: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """(entries, notes): the checkpoints of ``latest.json`` to try in turn -- the latest, then
+    the previous one -- when they belong to `fingerprint` and their files exist; `notes` say
+    in words what is discarded (an unreadable ``latest.json``, a missing file)."""
     p = ck_dir / "latest.json"
     if not p.exists():
-        return None
+        return [], []
     try:
         meta = read_json(p)
-    except Exception:  # noqa: BLE001 - a broken sidecar only means "start over"
-        return None
-    if meta.get("fingerprint") != fingerprint or not (ck_dir / meta.get("file", "")).exists():
-        return None
-    return meta
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except Exception as e:  # noqa: BLE001 - a broken sidecar only means "start over"
+        return [], [f"train: discarding the checkpoints: {p} does not read ({e})"]
+    if meta.get("fingerprint") != fingerprint:
+        return [], []  # another config: the caller starts over
+    out, notes = [], []
+    for entry in (meta, meta.get("previous")):
+        if not isinstance(entry, dict) or not entry.get("file"):
+            continue
+        if (ck_dir / entry["file"]).exists():
+            out.append(entry)
+        else:
+            notes.append(f"train: checkpoint {entry['file']} named in latest.json is missing")
+    return out, notes
+
+
+def _checkpoint_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: entry[k] for k in ("file", "step", "seconds", "max_gaussians") if k in entry}
 
 
 def read_curve(path: Path, max_step: int | None = None) -> list[dict[str, float]]:
@@ -428,7 +491,7 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
     out = project.stage_dir("train")
     ck_dir = out / "checkpoints"
     fingerprint = project.fingerprints()["train"]
-    device = resolve_device()
+    device = resolve_device(events)
     torch.manual_seed(config.seed)
 
     rec = pycolmap.Reconstruction(str(sparse))
@@ -455,12 +518,37 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
     tcfg = TrainerConfig(**{name: getattr(config, name) for name in shared})
     trainer = Trainer(train_views, eval_views, xyz, rgb, tcfg, device)
 
-    # -- resume --------------------------------------------------------------------------------
+    # -- checkpoints -----------------------------------------------------------------------------
     history: list[dict[str, Any]] = []
     seconds_before = 0.0
-    meta = _latest_checkpoint(ck_dir, fingerprint)
+    saved: dict[str, Any] = {"latest": None, "previous": None}  # entries of latest.json
+
+    def load_valid_checkpoint() -> dict[str, Any] | None:
+        """Load the newest checkpoint that loads and is consistent; log each one discarded
+        (and delete its file). Returns its entry, or None when none does."""
+        from ..train.trainer import CheckpointError
+
+        entries, notes = _checkpoint_candidates(ck_dir, fingerprint)
+        for note in notes:
+            events.warning(note)
+        for i, entry in enumerate(entries):
+            try:
+                trainer.load_checkpoint(ck_dir / entry["file"])
+            except CheckpointError as e:
+                then = ("trying the previous one" if i + 1 < len(entries) else "starting over")
+                events.warning(f"train: discarding checkpoint {entry['file']} (step "
+                               f"{entry.get('step', '?')}): {e}; {then}")
+                (ck_dir / entry["file"]).unlink(missing_ok=True)
+                continue
+            saved["latest"], saved["previous"] = _checkpoint_entry(entry), None
+            if i > 0:  # latest.json names this one now, so a later save keeps it as previous
+                write_json_atomic(ck_dir / "latest.json",
+                                  {**saved["latest"], "fingerprint": fingerprint, "previous": None})
+            return entry
+        return None
+
+    meta = load_valid_checkpoint() if (ck_dir / "latest.json").exists() else None
     if meta is not None:
-        trainer.load_checkpoint(ck_dir / meta["file"])
         trainer.set_max_gaussians(int(meta.get("max_gaussians", trainer.cfg.max_gaussians)))
         seconds_before = float(meta.get("seconds", 0.0))
         mp = out / "metrics.json"
@@ -492,19 +580,81 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
         return seconds_before + time.monotonic() - t_start
 
     def save_ckpt() -> None:
+        """Save a checkpoint; keep it and the one before it (the fallback of a resume)."""
+        bad = trainer.inconsistency()
+        if bad:  # never write a state that cannot be resumed
+            events.warning(f"train: no checkpoint at step {trainer.step}: inconsistent state ({bad})")
+            return
         name = f"ckpt_{trainer.step:07d}.pt"
         trainer.save_checkpoint(ck_dir / name)
-        write_json_atomic(
-            ck_dir / "latest.json",
-            {"file": name, "step": trainer.step, "fingerprint": fingerprint,
-             "seconds": round(elapsed(), 3), "max_gaussians": trainer.cfg.max_gaussians},
-        )
+        prev = saved["latest"]
+        if prev is not None and prev["file"] == name:
+            prev = saved["previous"]
+        entry = {"file": name, "step": trainer.step, "seconds": round(elapsed(), 3),
+                 "max_gaussians": trainer.cfg.max_gaussians}
+        write_json_atomic(ck_dir / "latest.json",
+                          {**entry, "fingerprint": fingerprint, "previous": prev})
+        saved["latest"], saved["previous"] = entry, prev
+        keep = {name} | ({prev["file"]} if prev else set())
         for old in ck_dir.glob("ckpt_*.pt"):
-            if old.name != name:
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
 
+    cap0 = trainer.cfg.max_gaussians
+    tiers = [t for t in OOM_TIERS if not cap0 or t < cap0]
+
+    def recover_from_oom(where: str, error: str) -> None:
+        """After a CUDA out-of-memory error in `where`, outside its ``except`` block (the
+        failed step's graph is gone): reload the last checkpoint if the state is
+        inconsistent, cut the Gaussians to the next cap, save a checkpoint.
+
+        Raises:
+            OutOfGpuMemory: no lower cap is left.
+            StageError: the state is inconsistent and no checkpoint loads.
+        """
+        for o in trainer.optimizers.values():
+            o.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        step = trainer.step
+        bad = trainer.inconsistency()
+        if bad:
+            events.warning(f"train: the out-of-memory error in the {where} at step {step} left "
+                           f"an inconsistent state ({bad}); reloading the last checkpoint")
+            entry = load_valid_checkpoint()
+            if entry is None:
+                raise StageError(f"train: the out-of-memory error in the {where} at step {step} "
+                                 f"left an inconsistent state ({bad}) and no checkpoint loads")
+            events.log(f"train: reloaded checkpoint {entry['file']} (step {trainer.step})")
+        n = len(trainer.splats["means"])
+        fitting = [t for t in tiers if t < n]
+        if not fitting:
+            raise OutOfGpuMemory(
+                f"train: CUDA out of memory in the {where} with {n} Gaussians at "
+                f"{train_views[0].width}x{train_views[0].height} px even at the strictest cap "
+                f"({error}); raise downscale, lower max_gaussians or use a smaller preset (or "
+                "the CPU)"
+            )
+        cap = fitting[0]
+        tiers[:] = [t for t in tiers if t < cap]
+        trainer.set_max_gaussians(cap)
+        trainer._prune_to(cap)
+        torch.cuda.empty_cache()
+        save_ckpt()
+        events.warning(
+            f"train: CUDA out of memory in the {where} at step {step} with {n} Gaussians; "
+            f"continuing with at most {cap}"
+        )
+
     def evaluate() -> dict[str, Any]:
-        ev = trainer.evaluate() or trainer.evaluate(trainer.train_views[:8])
+        while True:
+            oom = None
+            try:
+                ev = trainer.evaluate() or trainer.evaluate(trainer.train_views[:8])
+            except torch.cuda.OutOfMemoryError as e:
+                oom = str(e).splitlines()[0] if str(e) else "out of memory"
+            if oom is None:
+                break
+            recover_from_oom("evaluation", oom)  # outside the except: the graph is gone
         entry = {
             "step": trainer.step,
             "psnr": round(ev["psnr"], 4),
@@ -552,10 +702,13 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
 
     def preview() -> None:
         vm, K, w, h = preview_camera(out, preview_default)
+        img = None
         try:
             with torch.no_grad():
                 img, _, _ = trainer.render(vm, K, w, h)
         except torch.cuda.OutOfMemoryError:
+            pass
+        if img is None:
             torch.cuda.empty_cache()
             events.warning(f"train: no preview at step {trainer.step}: CUDA out of memory")
             return
@@ -563,12 +716,13 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
         _write_png(out / "preview.png", rgb8)
         events.preview(str(out / "preview.png"), trainer.step)
 
+    if meta is None:
+        save_ckpt()  # step 0: what an inconsistent state after an early out-of-memory reloads
     if not history or history[0]["step"] != 0:
         if trainer.step == 0:
+            events.progress(0.02, "evaluating the start (step 0)")
             evaluate()
             preview()
-    cap0 = trainer.cfg.max_gaussians
-    tiers = [t for t in OOM_TIERS if not cap0 or t < cap0]
     # CPU estimate: from the median time of real steps after a few warm-up steps
     check_cpu = device.type == "cpu" and not config.allow_slow
     step_times: list[float] = []
@@ -585,32 +739,17 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
             raise
         t_start += paused_s  # paused time is not training time (seconds, steps/s)
         last_t += paused_s
+        oom = None
         try:
             t_step = time.perf_counter()
             stats = trainer.train_step()
             step_times.append(time.perf_counter() - t_step)
         except torch.cuda.OutOfMemoryError as e:
-            for o in trainer.optimizers.values():
-                o.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
-            n = len(trainer.splats["means"])
-            fitting = [t for t in tiers if t < n]
-            if not fitting:
-                raise OutOfGpuMemory(
-                    f"train: CUDA out of memory with {n} Gaussians at "
-                    f"{train_views[0].width}x{train_views[0].height} px even at the strictest cap; "
-                    "raise downscale, lower max_gaussians or use a smaller preset (or the CPU)"
-                ) from e
-            cap = fitting[0]
-            tiers = [t for t in tiers if t < cap]
-            trainer.set_max_gaussians(cap)
-            trainer._prune_to(cap)
-            torch.cuda.empty_cache()
-            save_ckpt()
-            events.warning(
-                f"train: CUDA out of memory at step {trainer.step} with {n} Gaussians; "
-                f"continuing with at most {cap}"
-            )
+            oom = str(e).splitlines()[0] if str(e) else "out of memory"
+        if oom is not None:
+            # outside the except block: the exception, its traceback and so the failed
+            # step's graph are released before the recovery allocates anything
+            recover_from_oom("training step", oom)
             continue
         s = trainer.step
         if check_cpu and len(step_times) == ESTIMATE_WARMUP + ESTIMATE_STEPS:

@@ -2,6 +2,8 @@
 differentiable PyTorch implementation), spherical harmonics and camera helpers.
 
 Importing this package imports torch and NumPy only (never gsplat or Qt).
+:mod:`splatstudio.render.gsplat_ext` (not imported here) probes and builds gsplat's CUDA
+extension; :func:`splatstudio.render.image.resolve_device` uses it to choose the device.
 
 Conventions: view matrices are world-to-camera in the OpenCV frame (x right, y down,
 z forward); intrinsics are in pixels with pixel centres at +0.5; quaternions are wxyz;

@@ -1,11 +1,14 @@
 """Render a :class:`~splatstudio.splats.model.Splats` scene to an 8-bit image from one camera.
 
 Used by ``splatstudio render`` (any splat file to PNG) and for previews. Picks CUDA (gsplat)
-when asked and available, else our CPU rasterizer.
+when asked and gsplat's CUDA rasterizer can run (:mod:`splatstudio.render.gsplat_ext`), else
+our CPU rasterizer.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,19 +18,53 @@ from .camera import frame_points, intrinsics_from_fov, look_at
 from .rasterize import rasterize
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" -> CUDA when available else CPU; "cpu"; "cuda".
+def resolve_device(
+    device: str = "auto", *, warn: Callable[[str], None] | None = None, load: bool = True
+) -> torch.device:
+    """The torch device to render on: "cpu", "cuda" or "auto".
+
+    "auto" picks CUDA only when gsplat's CUDA rasterizer can run
+    (:func:`splatstudio.render.gsplat_ext.probe`), not from ``torch.cuda.is_available()``
+    alone: a GPU without gsplat, without compiled kernels and no ``nvcc`` to compile them, or
+    whose last build failed falls back to the CPU with a warning naming what is missing
+    (through `warn`, default :func:`warnings.warn`). A machine without a CUDA GPU picks the
+    CPU silently.
+
+    Args:
+        device: "auto", "cpu" or "cuda".
+        warn: called with the fallback warning (default: ``warnings.warn`` RuntimeWarning).
+        load: True (default): load gsplat's CUDA extension now -- compiling it in this process
+            when it is not cached and nvcc is there (minutes, gsplat prints its own message)
+            -- so a failure falls back here rather than in the first render. False: only the
+            cheap probe; the caller builds (see :func:`splatstudio.render.gsplat_ext.build`).
 
     Raises:
-        RuntimeError: "cuda" without a CUDA GPU, or an unknown device name.
+        RuntimeError: "cuda" when gsplat's CUDA rasterizer cannot run (the message says what
+            is missing: a GPU, a CUDA build of torch, gsplat, nvcc and the CUDA version torch
+            was built for, a failed build), or an unknown device name.
     """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device cuda was asked for, but torch sees no CUDA GPU")
-    if device not in ("cpu", "cuda"):
+    if device not in ("auto", "cpu", "cuda"):
         raise RuntimeError(f"unknown device {device!r} (auto, cpu or cuda)")
-    return torch.device(device)
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    from . import gsplat_ext
+
+    st = gsplat_ext.probe()
+    if load and (st.usable or st.can_build):
+        st = gsplat_ext.probe(load=True)
+    elif not load and st.can_build:
+        return torch.device("cuda")
+    if st.usable:
+        return torch.device("cuda")
+    if device == "cuda":
+        raise RuntimeError(f"device cuda was asked for, but gsplat's CUDA rasterizer cannot run: "
+                           f"{st.reason}")
+    msg = f"device auto: using the CPU: gsplat's CUDA rasterizer cannot run: {st.reason}"
+    if warn is None:
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    else:
+        warn(msg)
+    return torch.device("cpu")
 
 
 def camera_for(

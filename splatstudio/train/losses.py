@@ -3,10 +3,17 @@
 SSIM follows Wang et al. 2004 ("Image quality assessment: from error visibility to structural
 similarity") with an 11x11 Gaussian window (sigma 1.5), as the 3DGS paper (Kerbl et al. 2023)
 and gsplat's trainer use it; images are [B, H, W, 3] in [0, 1].
+
+The metrics (:func:`psnr`, :func:`ssim`) run with TF32 off (:func:`no_tf32`): cuDNN may run
+float32 convolutions in TF32 (10-bit mantissa) on Ampere and newer GPUs, which would make the
+SSIM of a GPU run differ from the CPU's for the same images. The training loss keeps torch's
+defaults (speed).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import torch
@@ -19,6 +26,20 @@ def _window(size: int, sigma: float, device: str, dtype: torch.dtype) -> torch.T
     g = torch.exp(-(x**2) / (2 * sigma**2))
     g = (g / g.sum()).to(dtype)
     return (g[:, None] @ g[None, :]).to(device)[None, None].expand(3, 1, size, size).contiguous()
+
+
+@contextmanager
+def no_tf32() -> Iterator[None]:
+    """Inside: cuDNN convolutions and CUDA matmuls in full float32 (no TF32); the previous
+    settings come back on exit. No effect on the CPU."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32 = False
+    matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before
 
 
 def ssim_map(img: torch.Tensor, ref: torch.Tensor, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -66,11 +87,15 @@ def photometric_loss(
 
 
 def psnr(img: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    """Peak signal-to-noise ratio in dB of images in [0, 1] over the pixels of `mask`."""
-    mse = masked_mean((img - ref) ** 2, mask).clamp_min(1e-12)
-    return float(-10.0 * torch.log10(mse))
+    """Peak signal-to-noise ratio in dB of images in [0, 1] over the pixels of `mask` (TF32
+    off)."""
+    with no_tf32():
+        mse = masked_mean((img - ref) ** 2, mask).clamp_min(1e-12)
+        return float(-10.0 * torch.log10(mse))
 
 
 def ssim(img: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    """Mean SSIM over the pixels of `mask`."""
-    return float(masked_mean(ssim_map(img, ref), mask))
+    """Mean SSIM over the pixels of `mask` (TF32 off: the same value on a GPU as on the CPU,
+    up to float32 rounding)."""
+    with no_tf32():
+        return float(masked_mean(ssim_map(img, ref), mask))

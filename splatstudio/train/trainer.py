@@ -4,10 +4,12 @@ The loop is gsplat's ``examples/simple_trainer.py`` reduced to what SplatStudio 
 Kerbl et al. 2023): one view per step, SH degree raised by one every `sh_degree_interval`
 steps, loss (1 - 0.2) L1 + 0.2 (1 - SSIM) over the view's mask, densification and pruning by
 ``gsplat.strategy.DefaultStrategy`` (pure torch, so it runs on the CPU with our rasterizer
-too) or ``gsplat.strategy.MCMCStrategy`` (Kheradmand et al. 2024; a hard cap on the count, with
+too; with the opacity reset gsplat 1.5.3 skips put back, :mod:`splatstudio.train.strategy`) or ``gsplat.strategy.MCMCStrategy`` (Kheradmand et al. 2024; a hard cap on the count, with
 the opacity and scale regularisers of gsplat's MCMC recipe; on the CPU through
 :mod:`splatstudio.train.mcmc`), held-out evaluation (PSNR, SSIM) and checkpoints written
-atomically that resume exactly.
+atomically that resume exactly on any device (loaded on the CPU, then moved; the CPU and CUDA
+random states are saved separately) and are checked before any of them is used
+(:class:`CheckpointError`).
 Rendering goes through :func:`splatstudio.render.rasterize`: gsplat's CUDA kernels on a GPU,
 our differentiable torch rasterizer on the CPU.
 """
@@ -24,8 +26,35 @@ import numpy as np
 import torch
 
 from ..render import rasterize
-from .losses import photometric_loss, psnr, ssim
+from .losses import no_tf32, photometric_loss, psnr, ssim
 from .model import init_splats, make_optimizers, means_lr_scheduler
+
+CHECKPOINT_KEYS = ("step", "splats", "optimizers", "scheduler", "strategy_state", "rng", "order",
+                   "torch_rng")
+"""Entries every checkpoint of :meth:`Trainer.save_checkpoint` holds (``cuda_rng`` is optional)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable (torn, corrupt) or inconsistent (parameters
+    of different lengths, optimizer moments or strategy state of another size). The message
+    names the file and what is wrong."""
+
+
+def torch_rng_states(device: torch.device) -> dict[str, torch.Tensor | None]:
+    """torch's random states to save: {"cpu": CPU generator state (ByteTensor), "cuda": the
+    state of `device`'s CUDA generator (ByteTensor, CPU) or None off CUDA}."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def restore_torch_rng(cpu: torch.Tensor, cuda: torch.Tensor | None, device: torch.device) -> None:
+    """Set torch's random states saved by :func:`torch_rng_states`. Both go back as CPU
+    ByteTensors whatever device the checkpoint was loaded to (``torch.set_rng_state`` raises
+    TypeError on anything else); the CUDA state is restored on a CUDA `device` when the
+    checkpoint has one (a checkpoint of a CPU run resumed on CUDA has none)."""
+    torch.set_rng_state(cpu.detach().to("cpu", torch.uint8))
+    if device.type == "cuda" and cuda is not None:
+        torch.cuda.set_rng_state(cuda.detach().to("cpu", torch.uint8), device)
 
 
 @dataclass
@@ -87,10 +116,12 @@ def make_strategy(config: TrainerConfig) -> Any:
     Raises:
         ValueError: an unknown strategy name.
     """
-    from gsplat.strategy import DefaultStrategy, MCMCStrategy
+    from gsplat.strategy import MCMCStrategy
+
+    from .strategy import ResettingDefaultStrategy
 
     if config.strategy == "default":
-        return DefaultStrategy(
+        return ResettingDefaultStrategy(
             prune_opa=config.prune_opacity,
             grow_grad2d=config.grow_grad2d,
             refine_start_iter=config.refine_start,
@@ -256,14 +287,44 @@ class Trainer:
         if self.mcmc:
             self.strategy.cap_max = int(n) or 1_000_000
 
+    def _per_gaussian_state(self) -> dict[str, torch.Tensor]:
+        """The entries of the strategy state indexed by Gaussian (None entries left out)."""
+        from .strategy import PER_GAUSSIAN_STATE
+
+        keys = PER_GAUSSIAN_STATE["mcmc" if self.mcmc else "default"]
+        return {k: v for k, v in self.strategy_state.items()
+                if k in keys and isinstance(v, torch.Tensor)}
+
     def _prune_to(self, n: int) -> None:
-        """Keep the `n` most opaque Gaussians (the cap of the memory tiers)."""
+        """Keep the `n` most opaque Gaussians (the cap, and the cap of the memory tiers).
+
+        Only the per-Gaussian entries of the strategy state are cut with the parameters:
+        gsplat's ``ops.remove`` indexes every tensor of the state it is given, and MCMC's
+        ``binoms`` [51, 51] is not per Gaussian (an IndexError on the CPU, a device-side
+        assert that poisons the CUDA context).
+        """
         from gsplat.strategy.ops import remove
 
         op = self.splats["opacities"].detach()
         drop = torch.ones_like(op, dtype=torch.bool)
         drop[torch.topk(op, n).indices] = False
-        remove(self.splats, self.optimizers, self.strategy_state, drop)
+        per = self._per_gaussian_state()
+        remove(self.splats, self.optimizers, per, drop)
+        self.strategy_state.update(per)
+
+    def inconsistency(self) -> str | None:
+        """What is inconsistent in the current state, or None: parameters of different lengths,
+        Adam moments of another shape than their parameter, per-Gaussian strategy state of
+        another length (what an exception in the middle of a densification leaves)."""
+        for k, o in self.optimizers.items():
+            held = [p for g in o.param_groups for p in g["params"]]
+            if k not in self.splats or len(held) != 1 or held[0] is not self.splats[k]:
+                return f"the optimizer of {k} does not hold the current {k} parameter"
+        return _inconsistency(
+            dict(self.splats.items()),
+            {k: o.state.get(self.splats[k], {}) for k, o in self.optimizers.items()},
+            self._per_gaussian_state(),
+        )
 
     @torch.no_grad()
     def evaluate(self, views: list[TrainView] | None = None) -> dict[str, float]:
@@ -272,12 +333,13 @@ class Trainer:
         if not views:
             return {}
         ps, ss = [], []
-        for v in views:
-            colors, _, _ = self.render(v.viewmat, v.K, v.width, v.height)
-            gt, mask = self._target(v)
-            img = colors.clamp(0, 1)
-            ps.append(psnr(img, gt, mask))
-            ss.append(ssim(img, gt, mask))
+        with no_tf32():
+            for v in views:
+                colors, _, _ = self.render(v.viewmat, v.K, v.width, v.height)
+                gt, mask = self._target(v)
+                img = colors.clamp(0, 1)
+                ps.append(psnr(img, gt, mask))
+                ss.append(ssim(img, gt, mask))
         return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}
 
     def train(
@@ -295,9 +357,16 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self, path: str | Path) -> None:
-        """Everything needed to resume exactly, written atomically (temp file + rename)."""
+        """Everything needed to resume exactly, written atomically (temp file + rename).
+
+        Tensors are saved from the device they live on; :meth:`load_checkpoint` maps them to
+        the CPU first, so a checkpoint of a CUDA run resumes on the CPU and the other way
+        round. ``torch_rng`` is the CPU generator, ``cuda_rng`` the CUDA generator of the
+        training device (None off CUDA).
+        """
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
+        rng = torch_rng_states(self.device)
         torch.save(
             {
                 "step": self.step,
@@ -307,26 +376,104 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "strategy_state": self.strategy_state,
                 "rng": self.rng.bit_generator.state,
-                "order": self._order,
-                "torch_rng": torch.get_rng_state(),
+                "order": [int(i) for i in self._order],
+                "torch_rng": rng["cpu"],
+                "cuda_rng": rng["cuda"],
             },
             tmp,
         )
         os.replace(tmp, path)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore a checkpoint of :meth:`save_checkpoint` (the Gaussian count may differ)."""
-        ck = torch.load(path, map_location=self.device, weights_only=False)
-        for name, value in ck["splats"].items():
-            self.splats[name] = torch.nn.Parameter(value.to(self.device))
-        self.optimizers = make_optimizers(self.splats, self.scene_scale)
-        for k, o in self.optimizers.items():
-            o.load_state_dict(ck["optimizers"][k])
-        self.scheduler = means_lr_scheduler(self.optimizers["means"], self.cfg.steps)
-        self.scheduler.load_state_dict(ck["scheduler"])
-        self.strategy_state = ck["strategy_state"]
-        self.rng.bit_generator.state = ck["rng"]
-        self._order = list(ck["order"])
-        torch.set_rng_state(ck["torch_rng"])
-        self.step = int(ck["step"])
+        """Restore a checkpoint of :meth:`save_checkpoint` (the Gaussian count may differ).
 
+        The file is read to the CPU (``map_location="cpu"``: the random states must stay CPU
+        ByteTensors) and checked completely before anything of this trainer changes; then
+        parameters, Adam moments and the strategy state move to this trainer's device.
+
+        Raises:
+            CheckpointError: the file does not load (torn, truncated, corrupt), lacks an
+                entry, or is inconsistent (see :meth:`inconsistency`); the trainer is
+                unchanged then.
+        """
+        path = Path(path)
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same problem
+            raise CheckpointError(f"{path}: does not load ({type(e).__name__}: {e})") from None
+        if not isinstance(ck, dict) or any(k not in ck for k in CHECKPOINT_KEYS):
+            missing = [k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
+            raise CheckpointError(f"{path}: not a training checkpoint (missing {missing})")
+        dev = self.device
+        try:
+            loaded = {k: torch.as_tensor(v) for k, v in dict(ck["splats"]).items()}
+            if set(loaded) != set(self.splats.keys()):
+                raise CheckpointError(f"{path}: parameters {sorted(loaded)}, expected "
+                                      f"{sorted(self.splats.keys())}")
+            for k, v in loaded.items():
+                if v.shape[1:] != self.splats[k].shape[1:]:
+                    raise CheckpointError(f"{path}: {k} is {tuple(v.shape)}, expected "
+                                          f"[N, {', '.join(map(str, self.splats[k].shape[1:]))}]")
+            moments = {}
+            for k in loaded:
+                st = dict(ck["optimizers"][k].get("state", {}))
+                moments[k] = dict(st.get(0, {}))
+            from .strategy import PER_GAUSSIAN_STATE
+
+            keys = PER_GAUSSIAN_STATE["mcmc" if self.mcmc else "default"]
+            per = {k: v for k, v in dict(ck["strategy_state"]).items()
+                   if k in keys and isinstance(v, torch.Tensor)}
+            bad = _inconsistency(loaded, moments, per)
+            if bad:
+                raise CheckpointError(f"{path}: inconsistent state: {bad}")
+            order = [int(i) for i in ck["order"]]
+            if any(not 0 <= i < len(self.train_views) for i in order):
+                raise CheckpointError(f"{path}: view order refers to views this project lacks")
+            splats = torch.nn.ParameterDict(
+                {k: torch.nn.Parameter(loaded[k].to(dev)) for k in self.splats.keys()})
+            optimizers = make_optimizers(splats, self.scene_scale)
+            for k, o in optimizers.items():
+                o.load_state_dict(ck["optimizers"][k])  # moves the moments to the param's device
+            scheduler = means_lr_scheduler(optimizers["means"], self.cfg.steps)
+            scheduler.load_state_dict(ck["scheduler"])
+            strategy_state = {k: v.to(dev) if isinstance(v, torch.Tensor) else v
+                              for k, v in dict(ck["strategy_state"]).items()}
+            rng = np.random.default_rng()
+            rng.bit_generator.state = ck["rng"]
+            cpu_rng, cuda_rng = ck["torch_rng"], ck.get("cuda_rng")
+            if not isinstance(cpu_rng, torch.Tensor):
+                raise CheckpointError(f"{path}: no CPU random state")
+            step = int(ck["step"])
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a malformed entry of any kind
+            raise CheckpointError(f"{path}: malformed ({type(e).__name__}: {e})") from None
+        self.splats = splats
+        self.optimizers = optimizers
+        self.scheduler = scheduler
+        self.strategy_state = strategy_state
+        self.rng = rng
+        self._order = order
+        restore_torch_rng(cpu_rng, cuda_rng, dev)
+        self.step = step
+
+
+def _inconsistency(params: dict[str, torch.Tensor], moments: dict[str, dict[str, Any]],
+                   per_gaussian: dict[str, torch.Tensor]) -> str | None:
+    """What is inconsistent among parameters {name: [N, ...]}, their Adam moments {name:
+    {"exp_avg": ..., "exp_avg_sq": ...}} and per-Gaussian state {name: [N, ...]}, or None."""
+    lengths = {k: int(v.shape[0]) if v.dim() else -1 for k, v in params.items()}
+    if len(set(lengths.values())) > 1:
+        return "parameters of different lengths (" + ", ".join(
+            f"{k} {n}" for k, n in lengths.items()) + ")"
+    n = next(iter(lengths.values()), 0)
+    for k, m in moments.items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            v = m.get(key)
+            if isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(params[k].shape):
+                return (f"Adam {key} of {k} is {tuple(v.shape)}, the parameter "
+                        f"{tuple(params[k].shape)}")
+    for k, v in per_gaussian.items():
+        if v.shape[0] != n:
+            return f"strategy state {k} has {v.shape[0]} entries for {n} Gaussians"
+    return None
