@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QListView,
     QListWidget,
     QListWidgetItem,
+    QPushButton,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -27,6 +28,9 @@ from PySide6.QtWidgets import (
 
 from .model import ProjectModel
 from .project_browser import load_thumbnail
+
+if TYPE_CHECKING:
+    from .mask_editor import PlatformMaskEditor
 
 #: Marker colour per capture state.
 STATE_COLOURS = {
@@ -185,10 +189,16 @@ class CaptureMap(QWidget):
         self.views.setResizeMode(QListView.ResizeMode.Adjust)
         self.views.setMovement(QListView.Movement.Static)
         self.views.setSpacing(4)
+        self.mask_button = QPushButton("Platform mask…")
+        self.mask_button.setToolTip("see, paint or erase what SfM and training ignore in every "
+                                    "panorama (vehicle, cabin, mount)")
+        self.mask_button.clicked.connect(self.edit_platform_mask)
+        self.mask_button.setEnabled(False)
         side = QWidget()
         side_l = QVBoxLayout(side)
         side_l.addWidget(self.info)
         side_l.addWidget(self.thumb)
+        side_l.addWidget(self.mask_button, 0, Qt.AlignmentFlag.AlignLeft)
         views_title = QLabel("Reprojected views")
         views_title.setObjectName("muted")
         side_l.addWidget(views_title)
@@ -283,6 +293,19 @@ class CaptureMap(QWidget):
         keep = self.selected if any(c.id == self.selected for c in self.captures) else None
         self.select(keep or self.captures[0].id)
 
+    def edit_platform_mask(self) -> PlatformMaskEditor | None:
+        """Open the platform mask editor on the selected panorama (returns the dialog)."""
+        from .mask_editor import PlatformMaskEditor
+
+        cap = next((c for c in self.captures if c.id == self.selected), None)
+        project = self.model.project
+        if cap is None or project is None or cap.kind != "equirect":
+            return None
+        dlg = PlatformMaskEditor(project, cap.file, self)
+        dlg.saved.connect(lambda _path: self.model.reload())  # reproject is stale now
+        dlg.open()
+        return dlg
+
     def _on_click(self, item: Any, points: Any, *args: Any) -> None:
         if len(points):
             self.select(str(points[0].data()))
@@ -293,6 +316,7 @@ class CaptureMap(QWidget):
         if cap is None:
             return
         self.selected = capture_id
+        self.mask_button.setEnabled(cap.kind == "equirect")
         self.highlight.setData([{"pos": (float(cap.enu[0]), float(cap.enu[1]))}])
         e, n, u = cap.enu
         text = (
