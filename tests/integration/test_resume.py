@@ -186,7 +186,14 @@ def test_kill_during_training_resumes_from_the_checkpoint(tmp_path, reprojected,
     proc = start(tmp_path, "run", panos_2048, "-p", proj, "--until", "train", "-q",
                  "--device", "cpu")
     latest = proj / "train" / "checkpoints" / "latest.json"
-    wait_for(latest.exists, proc, what="the first training checkpoint")
+
+    def periodic_checkpoint() -> bool:  # past the step-0 checkpoint of a fresh start
+        try:
+            return json.loads(latest.read_text())["step"] > 0
+        except (OSError, ValueError, KeyError):
+            return False
+
+    wait_for(periodic_checkpoint, proc, what="the first periodic training checkpoint")
     step = json.loads(latest.read_text())["step"]
     pids = worker_tree(proj, "train")
     kill_group_and_check_no_worker_left(proc, pids)

@@ -180,8 +180,13 @@ class _Status:  # the GsplatStatus of splatstudio.render.gsplat_ext (the CUDA is
 
 def test_gsplat_check_without_and_with_the_build_probe(monkeypatch):
     pytest.importorskip("gsplat")
+    import splatstudio.render as render_pkg
+
     name = "splatstudio.render.gsplat_ext"
-    monkeypatch.setitem(sys.modules, name, None)  # this version has no probe: ImportError
+    # an installation without the probe module: ImportError (the attribute of the package,
+    # set once another test imported the module, would be found before sys.modules)
+    monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delattr(render_pkg, "gsplat_ext", raising=False)
     c = doctor.check_gsplat(None)
     assert doctor.GSPLAT_PROBE_MISSING in c.summary and c.state == doctor.OK
 
@@ -192,8 +197,6 @@ def test_gsplat_check_without_and_with_the_build_probe(monkeypatch):
         probe=lambda load=False: calls.append("probe") or status["probe"],
         build=lambda progress=None, cancelled=None: calls.append("build") or status["build"])
     monkeypatch.setitem(sys.modules, name, fake)
-    import splatstudio.render as render_pkg
-
     monkeypatch.setattr(render_pkg, "gsplat_ext", fake, raising=False)
     c = doctor.check_gsplat(None)
     assert c.state == doctor.WARN and "not compiled" in c.summary and "--build-gsplat" in c.impact
