@@ -100,3 +100,36 @@ def test_sift_upsamples_only_small_images():
     assert sift_first_octave(1440, 1440, SfmConfig(max_image_size=1024)) == 0
     assert sift_first_octave(512, 512, SfmConfig(max_image_size=1024)) == -1
     assert sift_first_octave(1440, 1440, SfmConfig(upsample_below=2000)) == -1
+
+
+def test_relative_heading_and_overlapping_view_pairs():
+    from splatstudio.pano.rig import make_rig
+    from splatstudio.pipeline.sfm import overlapping_view_pairs, relative_heading
+
+    rng = np.random.default_rng(0)
+    desc = rng.random((400, 128), dtype=np.float32) * 100
+    lon_a = rng.uniform(-180, 180, 400)
+    # panorama b turned: every point 33 deg further right, 80 % of them (the far ones) within
+    # 2 deg, the rest (near ones, parallax) anywhere
+    lon_b = lon_a + 33 + rng.normal(scale=1.0, size=400)
+    near = rng.random(400) < 0.2
+    lon_b[near] = rng.uniform(-180, 180, near.sum())
+    lon_b = (lon_b + 180) % 360 - 180
+    noisy = desc + rng.normal(scale=1.0, size=desc.shape).astype(np.float32)
+    h = relative_heading((lon_a, desc), (lon_b, noisy))
+    assert h == pytest.approx(33, abs=1.0)
+    assert relative_heading((lon_a[:10], desc[:10]), (lon_b[:10], noisy[:10])) is None
+    other = rng.random((400, 128), dtype=np.float32) * 100  # nothing in common
+    assert relative_heading((lon_a, desc), (lon_b, other)) is None
+
+    rig = make_rig("splatforge18", 90.0, 512).to_dict()
+    same = overlapping_view_pairs(rig, 0.0, 60.0)
+    assert all((a, a) in same for a in range(18))  # each view with itself at heading 0
+    turned = overlapping_view_pairs(rig, 60.0, 1.0)  # horizon views one step apart
+    axes = {v["name"]: (v["yaw_deg"], v["pitch_deg"]) for v in rig["views"]}
+    names = [v["name"] for v in rig["views"]]
+    for a, b in turned:
+        ya, pa = axes[names[a]]
+        yb, pb = axes[names[b]]
+        assert pa == pb and ((ya + 60 - yb) % 360 < 1e-6 or abs(pa) == 90)
+    assert len(same) < 18 * 18 / 3  # a third of the view pairs or fewer at 60 deg
