@@ -81,6 +81,12 @@ def _sha1(path: Path) -> str:
     return h.hexdigest()
 
 
+WIDE_PHOTO_RATIO = 2.2
+"""Width / height above which a "photo" without GPano metadata is more likely a panorama
+cropped to a band (GoPro MAX frames cropped to 4096 x 1344 are 3.05:1) than a camera photo
+(3:2, 4:3, 16:9 = 1.78, 21:9 = 2.33 is rare)."""
+
+
 def classify(width: int, height: int, gpano: dict[str, Any], config: IngestConfig) -> str | None:
     """"equirect", "perspective", or None when the image cannot be used (a cropped panorama)."""
     two_to_one = abs(width / height / 2.0 - 1.0) <= config.equirect_tolerance
@@ -110,6 +116,7 @@ def scan_images(
         raise InputError(input_dir, "the folder is empty: put panoramas or photos in it")
     images: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
+    wide: list[str] = []  # "photos" wider than any camera makes (cropped panoramas?)
 
     def skip(rel: str, reason: str) -> None:
         skipped.append({"file": rel, "reason": reason})
@@ -136,8 +143,13 @@ def scan_images(
         width, height = header.display_size
         kind = classify(width, height, gpano, config)
         if kind is None:
-            skip(rel, f"{width}x{height} is not a full 2:1 equirectangular panorama")
+            skip(rel, f"{width}x{height} is not a full 2:1 equirectangular panorama (a partial "
+                 "panorama: its GPano cropped area is not the whole sphere; partial panoramas "
+                 "are not supported yet)")
             continue
+        if (kind == "perspective" and config.kind == ImageKind.AUTO
+                and width / height > WIDE_PHOTO_RATIO):
+            wide.append(f"{rel} ({width}x{height}, {width / height:.2f}:1)")
         exif = parse_exif(header.exif)
         for problem in exif.problems:
             events.warning(f"{rel}: {problem}")
@@ -161,6 +173,16 @@ def scan_images(
             entry["gpano"] = gpano
         images.append(entry)
         events.progress((i + 1) / len(files), f"read {i + 1}/{len(files)} headers")
+
+    if wide:
+        events.warning(
+            f"{len(wide)} images are wider than a camera photo ({', '.join(wide[:5])}"
+            + (f" and {len(wide) - 5} more" if len(wide) > 5 else "") + "): they are taken as "
+            "ordinary pinhole photos, because they have no GPano metadata saying they are "
+            "panoramas. If they are 360° panoramas cropped to a band, their vertical field of "
+            "view is unknown and SfM will treat them wrongly: use the uncropped 2:1 panoramas, "
+            "or set ingest.kind=perspective to confirm they are photos"
+        )
 
     # Duplicates: only files of equal size can be equal, so only those are hashed.
     by_size: dict[int, list[dict[str, Any]]] = defaultdict(list)

@@ -150,3 +150,24 @@ def test_forced_kind_and_recursive(tmp_path, panos_2048):
     ]
     m, _, _ = _ingest(tmp_path / "flat", src, recursive=False)
     assert [i["file"] for i in m["images"]] == ["1.jpg"]
+
+
+def test_band_cropped_panoramas_are_named_as_photos(tmp_path, panos_2048):
+    """GoPro MAX frames cropped to a band (3.05:1) without GPano metadata went into SfM as
+    pinhole photos without a word; now ingest says what it took them for and why."""
+    import cv2
+
+    src = tmp_path / "in"
+    src.mkdir()
+    img = cv2.imread(str(panos_2048 / "1.jpg"))
+    band = img[342:342 + 672, :]  # 2048 x 672: 3.05:1, no GPano (cv2 writes no XMP)
+    cv2.imwrite(str(src / "band.jpg"), band)
+    shutil.copy(panos_2048 / "2.jpg", src / "2.jpg")
+    manifest, warnings, _ = _ingest(tmp_path, src)
+    kinds = {e["file"]: e["kind"] for e in manifest["images"]}
+    assert kinds == {"band.jpg": "perspective", "2.jpg": "equirect"}
+    wide = [w for w in warnings if "wider than a camera photo" in w]
+    assert len(wide) == 1 and "band.jpg (2048x672, 3.05:1)" in wide[0]
+    # confirmed as photos: no warning
+    _, warnings, _ = _ingest(tmp_path / "again", src, kind="perspective")
+    assert not [w for w in warnings if "wider than a camera photo" in w]
