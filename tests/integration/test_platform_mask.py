@@ -86,9 +86,10 @@ def test_dashboard_capture_breaks_sfm_without_the_mask_and_not_with_it(
     # without the platform mask: the dashboard glues the panoramas, and the GPS check says so
     # (measured: one panorama thrown 22 m away, model path 5.1x the GPS track's)
     off_res, off = _georef(tmp_path, dashboard, "off", platform_mask=False)
-    if off_res.ok:  # recovered (the sfm stage's incremental retry: 1.28 m RMS measured)
+    if off_res.ok:  # recovered (the sfm stage's incremental retry: 1.28 m RMS measured):
+        # the GPS check's agreement, no frames glued, RMS within half its 5 m tolerance
         check = off["check"]
-        assert check["verdict"] == "pass" and off["rms_residual_all_m"] < 2.0, check
+        assert check["verdict"] == "pass" and off["rms_residual_all_m"] <= 2.5, check
         assert check["collapsed_pairs"] == 0 and 0.67 < check["path_ratio"] < 1.5, check
     else:
         assert off_res.stopped_at == "georef"

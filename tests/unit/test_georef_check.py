@@ -127,8 +127,12 @@ def test_check_rejects_a_frame_thrown_far_away():
     model = np.array([[0.52, 1.93, -0.39], [12.31, 17.6, -7.9], [0.09, 2.31, -0.52],
                       [1.15, 7.57, 0.52], [0.71, 8.83, 1.74]])
     c = gps_check(model, gps, GeorefConfig())
-    assert c["verdict"] == "reject" and "path" in c["reason"] and "frame 2 of 5" in c["reason"]
+    assert c["verdict"] == "reject"  # (its frames 1 and 3 are glued too: the first reason)
     assert c["path_ratio"] == pytest.approx(5.1, abs=0.1)
+    alone = model.copy()
+    alone[[0, 2]] = gps[[0, 2]] + 0.5  # the same without the glued pair: the path says it
+    c = gps_check(alone, gps, GeorefConfig())
+    assert c["verdict"] == "reject" and "path" in c["reason"] and "frame 2 of 5" in c["reason"]
     # the same walk georeferenced from clean panoramas (measured): passes
     clean = np.array([[0.52, -0.23, 0.9], [0.14, 1.38, 0.47], [0.21, 4.47, 0.06],
                       [0.91, 6.78, -0.14], [1.0, 9.24, -0.03]])
@@ -185,3 +189,15 @@ def test_check_rejects_three_frames_glued_and_spares_gps_jumps():
     assert list(np.nonzero(gps_jumps(noisy))[0]) == [3, 6, 8]
     c = gps_check(truth, noisy, GeorefConfig())
     assert c["verdict"] == "noisy-gps" and c["collapsed_pairs"] < 0.15
+
+
+def test_check_rejects_one_glued_pair_of_five_panoramas():
+    """A fifth run of the dashboard walk without the mask (measured): panoramas 2 and 3 0.23 m
+    apart where the GPS has them 3.1 m apart, every frame within 3 m of its fix, RMS 2.1 m."""
+    gps = np.array([[0, 0, 0], [0.31, 1.0, -0.09], [0.8, 4.07, 0.05], [1.05, 7.25, 0.32],
+                    [0.63, 9.32, 0.98]])
+    model = np.array([[-0.24, 0.31, -2.39], [0.69, 3.85, 0.33], [0.75, 4.06, 0.52],
+                      [1.57, 5.71, 1.92], [0.01, 7.72, 0.88]])
+    c = gps_check(model, gps, GeorefConfig())
+    assert c["fraction"] == 1.0 and c["collapsed_pairs"] == pytest.approx(1 / 9)
+    assert c["verdict"] == "reject"
