@@ -247,8 +247,9 @@ def gps_check(aligned: np.ndarray, gps: np.ndarray, config: GeorefConfig) -> dic
     5.1x; four panoramas on one spot, 6 of 9 pairs collapsed; four within 0.7 m of each other,
     4 of 9; three within 0.3 m, 2 of 9, every frame within 2.5 m of its fix; two 0.23 m apart
     that the GPS has 3.1 m apart, 1 of 9, every frame within 3 m of its fix, RMS 2.1 m).
-    Passed: the shared walk (5 of 5 within 1.1 m, path 1.0x), Lund's phone GPS (19 of 29, path and extent 1.1x), an indoor walk with GPS jumps (7 of 11) and a
-    drone survey (57 of 57 after nadir levelling).
+    Passed: the shared walk (5 of 5 within 1.1 m, path 1.0x), Lund's phone GPS (19 of 29,
+    path and extent 1.1x), an indoor walk with GPS jumps (7 of 11) and a drone survey (57 of
+    57 after nadir levelling).
     """
     tol = float(config.check_tolerance_m)
     res = np.linalg.norm(aligned - gps, axis=1)
