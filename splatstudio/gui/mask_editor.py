@@ -73,31 +73,29 @@ class _Canvas(QLabel):
 
 
 def load_platform_mask(project: Project) -> np.ndarray:
-    """The project's current platform mask, bool [256, 512] (True on the platform): the user's
-    file when set, else reproject's, else computed now from the panoramas; empty without any."""
+    """The project's current platform mask, bool [256, 512] (True on the platform): what the
+    last reproject saved, unless the user's own file is set since; else what reproject would
+    make now (:func:`splatstudio.pipeline.reproject.platform_keep_mask`: the user's file, or
+    the estimate from the panoramas); empty without either."""
     import cv2
 
+    from ..errors import InputError
+    from ..events import null_emitter
     from ..pipeline.ingest import load_manifest
     from ..pipeline.reproject import platform_keep_mask
 
-    candidates = []
-    if project.config.reproject.platform_mask_file:
-        p = Path(project.config.reproject.platform_mask_file).expanduser()
-        candidates.append(p if p.is_absolute() else project.root / p)
-    candidates.append(project.root / "reproject" / "platform_mask.png")
-    for p in candidates:
-        img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+    saved = project.root / "reproject" / "platform_mask.png"
+    if not project.config.reproject.platform_mask_file and saved.exists():
+        img = cv2.imread(str(saved), cv2.IMREAD_GRAYSCALE)
         if img is not None:
-            img = cv2.resize(img, (WORK_WIDTH, WORK_WIDTH // 2), interpolation=cv2.INTER_AREA)
             return img < 128
     try:
         manifest = load_manifest(project)
-    except Exception:  # no ingest yet: nothing to start from
-        return np.zeros((WORK_WIDTH // 2, WORK_WIDTH), bool)
-    panos = [e for e in manifest["images"] if e["kind"] == "equirect"]
-    from ..events import null_emitter
-
-    keep = platform_keep_mask(project, panos, Path(manifest["input_dir"]), project.config.reproject,
+        panos = [e for e in manifest["images"] if e["kind"] == "equirect"]
+        input_dir = Path(manifest["input_dir"])
+    except InputError:  # no ingest yet: only the user's file, if any
+        panos, input_dir = [], project.input_dir
+    keep = platform_keep_mask(project, panos, input_dir, project.config.reproject,
                               null_emitter("reproject"))
     return keep < 128
 

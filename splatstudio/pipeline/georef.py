@@ -192,6 +192,8 @@ COLLAPSE_RATIO = 0.2
 """GPS check: such a pair is collapsed when the model has it under this share of its GPS
 distance apart (measured on glued models of the dashboard walk: 0.002-0.13; on the clean walk
 and Lund no pair under 0.5)."""
+COLLAPSE_WINDOW = 50
+"""GPS check: pairs of frames at most this many frames apart in capture order are compared."""
 COLLAPSE_MAX_SHARE = 0.1
 """GPS check: the model is rejected when more than this share of those pairs are collapsed
 (the dashboard walk's glued models: 0.11-0.67, one pair of 9 in the mildest; the clean walk and
@@ -269,10 +271,14 @@ def gps_check(aligned: np.ndarray, gps: np.ndarray, config: GeorefConfig) -> dic
     ratio = ext_m / ext_g if ext_g >= 2 * tol and ext_g > 0 else None
     path_m, path_g = path(aligned), path(gps)
     path_ratio = path_m / path_g if path_g >= tol else None
-    iu = np.triu_indices(n, 1)
-    dg = np.linalg.norm(gps[:, None] - gps[None], axis=-1)[iu]
-    dm = np.linalg.norm(aligned[:, None] - aligned[None], axis=-1)[iu]
-    apart = (dg >= COLLAPSE_MIN_GPS_M) & steady[iu[0]] & steady[iu[1]]
+    # pairs up to COLLAPSE_WINDOW frames apart in capture order (all of them in a short
+    # capture): glued frames are neighbours, and n x n distances would not fit a long drive
+    steps = range(1, min(n, COLLAPSE_WINDOW + 1))
+    i = np.concatenate([np.arange(n - k) for k in steps] or [np.zeros(0, int)])
+    j = np.concatenate([np.arange(k, n) for k in steps] or [np.zeros(0, int)])
+    dg = np.linalg.norm(gps[i] - gps[j], axis=-1)
+    dm = np.linalg.norm(aligned[i] - aligned[j], axis=-1)
+    apart = (dg >= COLLAPSE_MIN_GPS_M) & steady[i] & steady[j]
     collapsed = float(np.mean(dm[apart] < COLLAPSE_RATIO * dg[apart])) if apart.any() else 0.0
     frac = float(within.mean()) if n else 0.0
     out: dict[str, Any] = {"within": within, "fraction": frac, "extent_model_m": ext_m,

@@ -524,8 +524,9 @@ def heal_database(db_path: Path, expected: set[str], events: Emitter) -> dict[st
             cams = {int(c[0]): (c[1], c[2], c[3], bytes(c[4] or b"")) for c in
                     con.execute("SELECT camera_id, model, width, height, params FROM cameras")}
             groups: dict[tuple[Any, ...], set[int]] = {}
+            bad_ids = {r[0] for r in bad}
             for image_id, name, camera_id, *_ in rows:
-                if image_id in {r[0] for r in bad} or camera_id not in cams:
+                if image_id in bad_ids or camera_id not in cams:
                     continue
                 groups.setdefault((name.split("/")[0], cams[camera_id]), set()).add(camera_id)
             merged = 0

@@ -4,7 +4,6 @@ tests/integration/test_install.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import sys
 import types
@@ -15,6 +14,7 @@ import pytest
 from splatstudio import doctor, resources
 from splatstudio.cli import COMMANDS, build_parser, main, open_target
 from splatstudio.errors import InputError
+from splatstudio.render.gsplat_ext import GsplatStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 SPLATS = ROOT.parent / "shared" / "data" / "splats"
@@ -166,18 +166,6 @@ def test_gl_check_states():
     assert doctor.gl_check(hw).state == doctor.OK
 
 
-@dataclasses.dataclass(frozen=True)
-class _Status:  # the GsplatStatus of splatstudio.render.gsplat_ext (the CUDA issue's API)
-    torch_cuda: bool
-    torch_cuda_version: str | None
-    gsplat_version: str | None
-    nvcc: str | None
-    compiled: bool
-    usable: bool
-    cache_dir: str | None
-    reason: str | None
-
-
 def test_gsplat_check_without_and_with_the_build_probe(monkeypatch):
     pytest.importorskip("gsplat")
     import splatstudio.render as render_pkg
@@ -191,8 +179,8 @@ def test_gsplat_check_without_and_with_the_build_probe(monkeypatch):
     assert doctor.GSPLAT_PROBE_MISSING in c.summary and c.state == doctor.OK
 
     calls = []
-    status = {"probe": _Status(True, "12.8", "1.5.3", "12.8", False, True, "/c", None),
-              "build": _Status(True, "12.8", "1.5.3", "12.8", True, True, "/c", None)}
+    status = {"probe": GsplatStatus(True, "12.8", "1.5.3", "12.8", False, True, "/c", None),
+              "build": GsplatStatus(True, "12.8", "1.5.3", "12.8", True, True, "/c", None)}
     fake = types.SimpleNamespace(
         probe=lambda load=False: calls.append("probe") or status["probe"],
         build=lambda progress=None, cancelled=None: calls.append("build") or status["build"])
@@ -202,10 +190,10 @@ def test_gsplat_check_without_and_with_the_build_probe(monkeypatch):
     assert c.state == doctor.WARN and "not compiled" in c.summary and "--build-gsplat" in c.impact
     c = doctor.check_gsplat(None, build=True)
     assert c.state == doctor.OK and "compiled" in c.summary and calls == ["probe", "build"]
-    status["probe"] = _Status(True, "12.8", "1.5.3", None, False, False, None, "no nvcc found")
+    status["probe"] = GsplatStatus(True, "12.8", "1.5.3", None, False, False, None, "no nvcc found")
     c = doctor.check_gsplat(None)
     assert c.state == doctor.FAIL and "no nvcc found" in c.impact
-    status["probe"] = _Status(False, None, "1.5.3", None, False, False, None, "no CUDA")
+    status["probe"] = GsplatStatus(False, None, "1.5.3", None, False, False, None, "no CUDA")
     assert doctor.check_gsplat(None).state == doctor.OK  # not needed without CUDA
 
 
