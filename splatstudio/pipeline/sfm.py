@@ -1091,9 +1091,22 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
     mapper = mapper_for(config.mapper, has_panos)
     work = out / "models.tmp"
     shutil.rmtree(work, ignore_errors=True)
-    recs, best, rec = build_model(mapper, config, db_path, images, work, has_panos, has_photos,
-                                  n_images, verified, len(frames), timings, events)
     gps_tries: list[dict[str, Any]] = []
+    try:
+        recs, best, rec = build_model(mapper, config, db_path, images, work, has_panos,
+                                      has_photos, n_images, verified, len(frames), timings, events)
+    except StageError as exc:
+        if not (config.mapper == Mapper.AUTO and mapper == Mapper.GLOBAL):
+            raise
+        # COLMAP's global mapper gives up on some captures the incremental one maps (seen on the
+        # dashboard walk without its platform mask: "Global mapping failed", 1 run in 6)
+        gps_tries.append({"mapper": str(mapper), "verdict": "no model", "reason": str(exc)})
+        events.warning("the global mapper built no model: trying the incremental mapper"
+                       + (" with the GPS positions as pose priors" if config.gps_priors else ""))
+        mapper = Mapper.INCREMENTAL
+        recs, best, rec = build_model(mapper, config, db_path, images, work / "incremental",
+                                      has_panos, has_photos, n_images, verified, len(frames),
+                                      timings, events, label="_incremental")
     verdict = gps_verdict(rec, frames, rig, project.config.georef)
     if verdict is not None:
         gps_tries.append({"mapper": str(mapper), **verdict})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import numpy as np
@@ -109,6 +110,32 @@ def test_resume_reuses_features_and_too_few_registered_fails(panos_project):
     assert (sfm_dir / "sparse" / "images.bin").exists()  # earlier model kept
     cfg.sfm = update_config(cfg.sfm, {"min_registered_fraction": 0.5})
     panos_project.save()
+
+
+def test_global_mapper_without_a_model_falls_back_to_incremental(panos_project, monkeypatch):
+    """COLMAP's global mapper sometimes builds nothing ("Global mapping failed"); the automatic
+    mapper choice then maps incrementally instead of stopping."""
+    from splatstudio.config import Mapper
+    from splatstudio.events import Emitter
+    from splatstudio.pipeline import sfm
+
+    real = sfm.map_model
+    tried: list[str] = []
+
+    def global_fails(db, images, out, config, *args):
+        tried.append(str(config.mapper))
+        return {} if config.mapper == Mapper.GLOBAL else real(db, images, out, config, *args)
+
+    monkeypatch.setattr(sfm, "map_model", global_fails)
+    got: list = []
+    shutil.rmtree(panos_project.root / "sfm" / "sparse", ignore_errors=True)
+    sfm.run_sfm(panos_project, panos_project.config.sfm,
+                Emitter("sfm", got.append, min_interval_s=0))
+    report = json.loads((panos_project.root / "sfm" / "sfm.json").read_text())
+    assert tried == ["global", "incremental"]
+    assert report["mapper"] == "incremental" and report["registered_images"] >= 81
+    assert report["gps_check"][0]["verdict"] == "no model"
+    assert any("global mapper built no model" in getattr(e, "message", "") for e in got)
 
 
 def test_lund_photos(tmp_path, lund):
