@@ -100,11 +100,11 @@ def main() -> None:
         "stage": {
             "workers": cores,
             "wall_s_including_worker_start": round(stage_wall, 3),
-            "stage_seconds": stage["seconds"],
+            "stage_seconds": stage.seconds,
             "panoramas": args.stage_panos,
-            "seconds_per_pano_per_core": round(stage["seconds"] * cores / args.stage_panos, 3),
+            "seconds_per_pano_per_core": round(stage.seconds * cores / args.stage_panos, 3),
             "render_seconds_per_pano_per_core": round(
-                stage["metrics"]["seconds_per_pano"] * cores, 3
+                stage.metrics["seconds_per_pano"] * cores, 3
             ),
         },
         "target_s_per_pano_per_core": 0.4,

@@ -2,8 +2,7 @@
 
 Thin on purpose: every option comes from the stage config dataclasses (:mod:`splatstudio.config`)
 and every stage runs through :class:`splatstudio.pipeline.runner.PipelineRunner`, exactly as the
-GUI does. Exit codes: 0 success (also when the run stops at a stage not built yet), 1 a stage
-failed, 2 bad usage or input, 130 cancelled.
+GUI does. Exit codes: 0 success, 1 a stage failed, 2 bad usage or input, 130 cancelled.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from .config import (
 )
 from .doctor import REQUIREMENTS
 from .errors import DiskFullError, InputError, SplatStudioError, StageError, is_disk_full
+from .status import StageState
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -223,15 +223,13 @@ class _Console:
             if event.level in ("warning", "error") or (not self.quiet and event.level == "info"):
                 prefix = "" if event.level == "info" else f"{event.level}: "
                 self._write(f"[{event.stage}] {prefix}{event.message}")
-        elif kind == "stagestate":
+        elif kind == "stagechanged":
             bar = self.bars.pop(event.stage, None)
             if bar is not None:
                 bar.close()
-            if event.state == "skipped" and not self.quiet:
+            if event.state == StageState.SKIPPED and not self.quiet:
                 self._write(f"[{event.stage}] up to date, skipped")
-            elif event.state == "unavailable":
-                self._write(f"[{event.stage}] not available yet: {event.error}")
-            elif event.state in ("failed", "cancelled"):
+            elif event.state.is_problem:
                 self._write(f"[{event.stage}] {event.state}: {event.error}")
 
     def close(self) -> None:
@@ -330,7 +328,7 @@ def _run(project, args: argparse.Namespace, stages: list[str] | None, until: str
     _print_summary(project, [s for s in STAGES if s in result.states], args.quiet)
     if not result.ok:
         states = set(result.states.values())
-        return EXIT_CANCELLED if "cancelled" in states else EXIT_FAILED
+        return EXIT_CANCELLED if StageState.CANCELLED in states else EXIT_FAILED
     if result.stopped_at and not args.quiet:
         print(f"stopped before {result.stopped_at}: {result.reason}")
     return EXIT_OK
@@ -345,16 +343,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
     print(f"project {summary['project']}  (input {summary['input_dir']}, preset {summary['preset']})")
-    from .pipeline import is_built
-
     for s, st in summary["stages"].items():
         state = st["state"] + (" (stale)" if st["stale"] else "")
-        if not is_built(s):
-            state += " (not built yet)"
         secs = f"{st['seconds']:.1f} s" if st["seconds"] is not None else ""
         metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in st["metrics"].items())
         print(f"{s:>9}  {state:<17} {secs:>9}  {metrics}")
-        if st["error"] and st["state"] in ("failed", "cancelled"):
+        if st["error"] and st["state"].is_problem:
             print(f"{'':>11}{st['error'].splitlines()[0]}")
     return EXIT_OK
 
@@ -369,14 +363,11 @@ def _project_view(project: Path, name: str) -> tuple[Any, Any, int, int]:
             lists some that exist).
     """
     from .errors import InputError
-    from .pipeline.train import load_cameras
+    from .pipeline.artifacts import georef_model
 
-    sparse = project / "georef" / "sparse"
-    if not (sparse / "images.bin").exists():
-        raise InputError(sparse, "no georeferenced model; run the georef stage first")
-    import pycolmap
-
-    cams = {c.name: c for c in load_cameras(pycolmap.Reconstruction(str(sparse)))}
+    model = georef_model(project)
+    sparse = model.path
+    cams = {c.name: c for c in model.cameras()}
     if name == "list":
         return list(cams)  # type: ignore[return-value]
     if name not in cams:
@@ -412,9 +403,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.scene is None:
         if args.project is None:
             raise InputError(Path("."), "give a splat file, or --project for its trained splat")
-        args.scene = args.project / "train" / "splat.ply"
-        if not args.scene.is_file():
-            raise InputError(args.scene, "no trained splat; run the train stage first")
+        from .pipeline.artifacts import trained_splat
+
+        args.scene = trained_splat(args.project)
     if not args.scene.is_file():
         raise InputError(args.scene, "no such file")
     t0 = time.perf_counter()

@@ -37,10 +37,6 @@ class StageError(SplatStudioError):
     """A stage failed for a reason other than bad input (the message says which stage and why)."""
 
 
-class StageNotBuilt(SplatStudioError):
-    """The stage exists in the pipeline but is not available in this version yet."""
-
-
 class Cancelled(SplatStudioError):
     """The user cancelled the stage; its partial outputs are kept for a later resume."""
 

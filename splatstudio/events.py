@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from .errors import Cancelled
+from .status import StageState
 
 
 @dataclass(frozen=True)
@@ -76,14 +77,14 @@ class Artifact(Event):
 
 
 @dataclass(frozen=True)
-class StageState(Event):
+class StageChanged(Event):
     """Emitted by the runner (not the stage) when a stage changes state.
 
-    `state` is one of pending, running, done, failed, cancelled, skipped, unavailable;
-    `error` holds the message of a failure.
+    `state` is a :class:`~splatstudio.status.StageState` (running, done, failed, cancelled,
+    skipped); `error` holds the message of a failure.
     """
 
-    state: str
+    state: StageState
     error: str | None = None
 
 

@@ -31,10 +31,10 @@ from typing import IO, Any
 from . import __version__
 from .config import STAGES, ProjectConfig, config_hash
 from .errors import DiskFullError, ProjectError, is_disk_full
+from .status import StageState, StageStatus
 
 SCHEMA_VERSION = 1
 STAGE_DIRS = {s: s for s in STAGES} | {"export": "exports"}
-STATES = ("pending", "running", "done", "failed", "cancelled")
 
 
 def _current_umask() -> int:
@@ -237,15 +237,19 @@ class Project:
     def status_path(self, stage: str) -> Path:
         return self.root / STAGE_DIRS[stage] / "status.json"
 
-    def read_status(self, stage: str) -> dict[str, Any]:
-        """The stored status of `stage` ({} when it never ran)."""
-        p = self.status_path(stage)
-        return read_json(p) if p.exists() else {}
+    def read_status(self, stage: str) -> StageStatus:
+        """The stored status of `stage` (a pending record when it never ran).
 
-    def write_status(self, stage: str, status: dict[str, Any]) -> None:
-        """Store the status of `stage` atomically."""
-        self.stage_dir(stage)
-        write_json_atomic(self.status_path(stage), status)
+        Raises:
+            ProjectError: the status file is not valid JSON (names it).
+        """
+        p = self.status_path(stage)
+        return StageStatus.from_dict(read_json(p) if p.exists() else {}, stage)
+
+    def write_status(self, status: StageStatus) -> None:
+        """Store `status` (of stage ``status.stage``) atomically."""
+        self.stage_dir(status.stage)
+        write_json_atomic(self.status_path(status.stage), status.to_dict())
 
     def live_worker(self) -> dict[str, Any] | None:
         """The stage worker that writes this project now (this run's or an earlier one's that
@@ -261,11 +265,9 @@ class Project:
         except ImportError:
             for stage in STAGES:
                 st = self.read_status(stage)
-                pid = st.get("pid")
-                if (st.get("state") == "running" and pid and st.get("host") == socket.gethostname()
-                        and _pid_alive(int(pid))):
-                    return {"pid": pid, "host": st.get("host"), "since": st.get("started"),
-                            "stage": stage}
+                if (st.state == StageState.RUNNING and st.pid and st.host == socket.gethostname()
+                        and _pid_alive(int(st.pid))):
+                    return {"pid": st.pid, "host": st.host, "since": st.started, "stage": stage}
             return None
         path = self.root / WORKER_LOCK
         if not path.exists():
@@ -302,34 +304,11 @@ class Project:
         return out
 
     def stage_summary(self, stage: str, fingerprint: str | None = None) -> dict[str, Any]:
-        """The status of `stage` as `status --json` shows it.
-
-        Keys: state (pending, running, done, failed, cancelled), started, finished, seconds,
-        metrics, artifacts (relative to the project), error, warnings, stale (done but its
-        config or inputs changed since, so it will run again).
-        """
-        st = self.read_status(stage)
-        state = st.get("state", "pending")
-        error = st.get("error")
-        if state == "running":
-            pid = st.get("pid")
-            same_host = st.get("host") == socket.gethostname()
-            if not pid or (same_host and not _pid_alive(int(pid))):
-                state, error = "failed", "interrupted: the process running this stage ended"
-        stale = False
-        if fingerprint is not None and state == "done" and st.get("fingerprint") != fingerprint:
-            state, stale = "pending", True
-        return {
-            "state": state,
-            "started": st.get("started"),
-            "finished": st.get("finished"),
-            "seconds": st.get("seconds"),
-            "metrics": st.get("metrics", {}),
-            "artifacts": st.get("artifacts", []),
-            "error": error,
-            "warnings": st.get("warnings", []),
-            "stale": stale,
-        }
+        """The status of `stage` as `status --json` shows it
+        (:meth:`splatstudio.status.StageStatus.summary`: a running stage whose worker is gone
+        reads as failed, a done stage whose `fingerprint` changed as pending and stale)."""
+        return self.read_status(stage).summary(fingerprint, host=socket.gethostname(),
+                                               pid_alive=_pid_alive)
 
     def summary(self) -> dict[str, Any]:
         """Everything `splatstudio status --json` prints (see README for the schema)."""
@@ -343,5 +322,4 @@ class Project:
 
     def is_done(self, stage: str) -> bool:
         """True when `stage` finished and neither its inputs nor its config changed since."""
-        st = self.read_status(stage)
-        return st.get("state") == "done" and st.get("fingerprint") == self.fingerprints()[stage]
+        return self.read_status(stage).is_current(self.fingerprints()[stage])

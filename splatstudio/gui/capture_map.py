@@ -26,6 +26,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..errors import SplatStudioError
+from ..pipeline.artifacts import GEOREF_REPORT, VIEWS, read_manifest
+from ..status import StageState
 from .model import ProjectModel
 from .project_browser import load_thumbnail
 
@@ -87,22 +90,19 @@ def load_captures(project_root: Path) -> tuple[list[Capture], int]:
 
     Returns ``([], 0)`` when ingest has not run yet.
     """
-    manifest_path = project_root / "ingest" / "manifest.json"
-    if not manifest_path.exists():
-        return [], 0
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = read_manifest(project_root)
+    except (OSError, SplatStudioError):  # no manifest yet, or a torn one
         return [], 0
-    input_dir = Path(manifest.get("input_dir", ""))
-    georef = _georef_entries(project_root / "georef" / "georef.json")
+    input_dir = manifest.input_dir
+    georef = _georef_entries(GEOREF_REPORT.path(project_root))
     out: list[Capture] = []
     missing = 0
-    for e in manifest.get("images", []):
+    for e in manifest.images:
         if e.get("enu_m") is None:
             missing += 1
             continue
-        views_dir = project_root / "reproject" / "views" / e["id"]
+        views_dir = VIEWS.path(project_root) / e["id"]
         views = sorted(views_dir.glob("*.jpg")) if views_dir.is_dir() else []
         state = "reprojected" if views else "ingested"
         residual = sfm = None
@@ -128,7 +128,7 @@ def load_captures(project_root: Path) -> tuple[list[Capture], int]:
 def gps_check_summary(project_root: Path) -> str | None:
     """One line on the georef stage's GPS check (``georef/georef.json``), or None before it."""
     try:
-        data = json.loads((project_root / "georef" / "georef.json").read_text(encoding="utf-8"))
+        data = json.loads(GEOREF_REPORT.path(project_root).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     check = data.get("check") or {}
@@ -220,7 +220,7 @@ class CaptureMap(QWidget):
     def _on_stage(self, stage: str) -> None:
         if stage in ("ingest", "reproject", "georef"):
             st = self.model.stages[stage].state
-            if st in ("done", "skipped", "pending", "failed"):
+            if st not in (StageState.RUNNING, StageState.CANCELLED):
                 self.reload()
 
     def point_count(self) -> int:

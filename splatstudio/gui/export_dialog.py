@@ -40,7 +40,9 @@ from PySide6.QtWidgets import (
 
 from ..config import ExportConfig, update_config
 from ..errors import ConfigError, SplatStudioError
+from ..pipeline.artifacts import EXPORT_MANIFEST_NAME
 from ..project import read_json
+from ..status import StageState
 from .model import ProjectModel
 
 #: Labels of the formats (names as ``ExportConfig.formats`` spells them); the list shown is the
@@ -460,7 +462,7 @@ class ExportDialog(QDialog):
         if not self._running or stage != "export":
             return
         info = self.model.stages[stage]
-        if stage == "export" and info.state == "running":
+        if stage == "export" and info.state == StageState.RUNNING:
             self.progress.setValue(int(round(info.fraction * 1000)))
             self.message.setText(info.message or "exporting…")
 
@@ -470,7 +472,7 @@ class ExportDialog(QDialog):
         self._running = False
         info = self.model.stages["export"]
         state = None if result is None else result.states.get("export")
-        if state == "done":
+        if state == StageState.DONE:
             self.progress.setValue(1000)
             self._show_manifest()
         else:
@@ -481,7 +483,7 @@ class ExportDialog(QDialog):
         self._update_enabled()
 
     def _show_manifest(self) -> None:
-        path = self.output_dir() / "manifest.json"
+        path = self.output_dir() / EXPORT_MANIFEST_NAME
         try:
             manifest = read_json(path)
         except (OSError, ValueError, SplatStudioError) as e:

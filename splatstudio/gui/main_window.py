@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 from ..config import PRESETS, Device, ProjectConfig, update_config
 from ..errors import SplatStudioError
 from ..project import Project
+from ..status import StageState
 from .capture_map import CaptureMap
 from .dialogs import SettingsDialog, show_about
 from .export_dialog import ExportDialog
@@ -301,7 +302,7 @@ class MainWindow(QMainWindow):
 
     def _on_stage_changed(self, stage: str) -> None:
         # training started: follow it in the Training tab (only from the Stages tab)
-        if (stage == "train" and self.model.stages["train"].state == "running"
+        if (stage == "train" and self.model.stages["train"].state == StageState.RUNNING
                 and self.tabs.currentIndex() == TAB_STAGES and not self._train_followed):
             self._train_followed = True
             self.tabs.setCurrentIndex(TAB_TRAIN)

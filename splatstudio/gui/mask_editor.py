@@ -81,18 +81,18 @@ def load_platform_mask(project: Project) -> np.ndarray:
 
     from ..errors import InputError
     from ..events import null_emitter
-    from ..pipeline.ingest import load_manifest
+    from ..pipeline.artifacts import PLATFORM_MASK, read_manifest
     from ..pipeline.reproject import platform_keep_mask
 
-    saved = project.root / "reproject" / "platform_mask.png"
+    saved = PLATFORM_MASK.path(project.root)
     if not project.config.reproject.platform_mask_file and saved.exists():
         img = cv2.imread(str(saved), cv2.IMREAD_GRAYSCALE)
         if img is not None:
             return img < 128
     try:
-        manifest = load_manifest(project)
-        panos = [e for e in manifest["images"] if e["kind"] == "equirect"]
-        input_dir = Path(manifest["input_dir"])
+        manifest = read_manifest(project.root)
+        panos = [e for e in manifest.images if e["kind"] == "equirect"]
+        input_dir = manifest.input_dir
     except InputError:  # no ingest yet: only the user's file, if any
         panos, input_dir = [], project.input_dir
     keep = platform_keep_mask(project, panos, input_dir, project.config.reproject,

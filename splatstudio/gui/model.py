@@ -18,13 +18,11 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from ..config import STAGES
 from ..events import Event
-from ..pipeline import NOT_BUILT_MESSAGE, is_built
-from ..pipeline.train import CURVE_FILE, PAUSED_PREFIX, read_curve
-from ..project import Project, read_json
+from ..pipeline.artifacts import TRAIN_CURVE, TRAIN_PREVIEW, read_curve, read_evals
+from ..pipeline.train import PAUSED_PREFIX
+from ..project import Project
+from ..status import StageState
 
-#: States a stage shows: the project's (pending, running, done, failed, cancelled) plus the
-#: runner's ``skipped`` (up to date) and ``unavailable`` (not built in this version).
-FINAL_STATES = ("done", "skipped", "failed", "cancelled", "unavailable")
 MAX_LOG_LINES = 5000
 MAX_HISTORY_POINTS = 200_000
 """Most (step, value) points kept per metric (the oldest half is thinned out beyond it)."""
@@ -35,7 +33,7 @@ class StageInfo:
     """What the GUI knows about one stage.
 
     Attributes:
-        state: pending, running, done, skipped, failed, cancelled or unavailable.
+        state: the :class:`StageState` shown (skipped: up to date in this session's run).
         fraction: progress in [0, 1]; message: the stage's last progress message.
         started: ``time.monotonic()`` when it started running in this session, else None.
         seconds: wall time of the last finished run (seconds), from status.json or measured.
@@ -49,7 +47,7 @@ class StageInfo:
             (finished pauses), paused_since: ``time.monotonic()`` of the current pause.
     """
 
-    state: str = "pending"
+    state: StageState = StageState.PENDING
     fraction: float = 0.0
     message: str = ""
     started: float | None = None
@@ -72,14 +70,14 @@ class StageInfo:
 
     def elapsed(self) -> float | None:
         """Seconds since the stage started (running), or its last run's duration."""
-        if self.state == "running" and self.started is not None:
+        if self.state == StageState.RUNNING and self.started is not None:
             return time.monotonic() - self.started
         return self.seconds
 
     def eta(self) -> float | None:
         """Estimated seconds left while running (linear in the progress fraction; paused
         time does not count, so the estimate stands still during a pause)."""
-        if self.state != "running" or self.started is None or self.fraction < 0.02:
+        if self.state != StageState.RUNNING or self.started is None or self.fraction < 0.02:
             return None
         el = time.monotonic() - self.started - self.paused_seconds()
         return max(0.0, el * (1.0 - self.fraction) / self.fraction)
@@ -214,13 +212,10 @@ class ProjectModel(QObject):
             info.stale = bool(st["stale"])
             info.seconds = st["seconds"]
             info.metrics = dict(st["metrics"])
-            info.error = st["error"] if st["state"] in ("failed", "cancelled") else None
-            info.fraction = 1.0 if st["state"] == "done" else 0.0
+            info.error = st["error"] if st["state"].is_problem else None
+            info.fraction = 1.0 if st["state"] == StageState.DONE else 0.0
             info.message = ""
             info.started = None
-            if not is_built(s) and info.state == "pending":
-                info.state = "unavailable"
-                info.message = NOT_BUILT_MESSAGE.get(s, "")
             if not info.log:
                 for w in st.get("warnings") or []:
                     info.log.append(("warning", w))
@@ -233,16 +228,15 @@ class ProjectModel(QObject):
         from ``train/preview.png``, when this session has not seen the stage run. Unreadable
         files and lines are ignored."""
         info = self.stages["train"]
-        d = self.stage_dir("train")
-        if d is None or info.history:
+        if self.project is None or info.history:
             return
-        for point in read_curve(d / CURVE_FILE):
+        root = self.project.root
+        for point in read_curve(TRAIN_CURVE.path(root)):
             for name, value in point.items():
                 if name != "step" and isinstance(value, (int, float)):
                     info.add_point(name, int(point["step"]), float(value))
         try:
-            evals = read_json(d / "metrics.json").get("evals", [])
-            for e in sorted(evals, key=lambda e: int(e["step"])):
+            for e in read_evals(root):
                 for name in ("psnr", "ssim", "gaussians"):
                     if name == "gaussians" and "gaussians" in info.history:
                         continue  # the curve has them, every metrics_every steps
@@ -250,7 +244,7 @@ class ProjectModel(QObject):
                         info.add_point(name, int(e["step"]), float(e[name]))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
-        png = d / "preview.png"
+        png = TRAIN_PREVIEW.path(root)
         if info.preview is None and png.is_file():
             last = max((p[0] for pts in info.history.values() for p in pts), default=None)
             info.preview = (str(png), last)
@@ -274,9 +268,9 @@ class ProjectModel(QObject):
             return
         for s in stages or STAGES:
             info = self.stages[s]
-            if info.state not in ("done", "unavailable") or force:
+            if info.state != StageState.DONE or force:
                 info.error = None
-                info.fraction = 0.0 if force or info.state != "done" else info.fraction
+                info.fraction = 0.0 if force or info.state != StageState.DONE else info.fraction
         thread = PipelineThread(
             self.project,
             stages,
@@ -328,7 +322,7 @@ class ProjectModel(QObject):
             if event.step is not None:
                 info.add_point(event.name, int(event.step), float(event.value))
                 self.metricAdded.emit(stage, event.name, int(event.step), float(event.value))
-        elif kind == "stagestate":
+        elif kind == "stagechanged":
             self._on_state(stage, info, event.state, event.error)
         elif kind == "preview":
             info.preview = (event.path, event.step)
@@ -346,10 +340,11 @@ class ProjectModel(QObject):
             info.paused_s = info.paused_seconds()
             info.paused, info.paused_since = False, None
 
-    def _on_state(self, stage: str, info: StageInfo, state: str, error: str | None) -> None:
+    def _on_state(self, stage: str, info: StageInfo, state: StageState,
+                  error: str | None) -> None:
         info.state = state
         self._on_pause(info, False)
-        if state == "running":
+        if state == StageState.RUNNING:
             info.started = time.monotonic()
             info.fraction, info.message, info.error = 0.0, "", None
             info.metrics = {}
@@ -358,22 +353,20 @@ class ProjectModel(QObject):
             info.paused_s = 0.0
             info.stale = False
             self._log(stage, "info", f"{stage} started")
-        elif state in ("done", "skipped"):
+        elif state.is_ok:
             if info.started is not None:
                 info.seconds = time.monotonic() - info.started
             info.fraction = 1.0
             info.error = None
-            what = "up to date, skipped" if state == "skipped" else "done"
+            what = "up to date, skipped" if state == StageState.SKIPPED else str(StageState.DONE)
             self._log(stage, "info", f"{stage} {what}")
-        elif state == "unavailable":
-            info.message = error or NOT_BUILT_MESSAGE.get(stage, "")
-            self._log(stage, "info", f"{stage} is not available yet: {info.message}")
         else:  # failed, cancelled
             if info.started is not None:
                 info.seconds = time.monotonic() - info.started
             info.error = error
-            self._log(stage, "error" if state == "failed" else "warning", f"{state}: {error}")
-        info.started = None if state != "running" else info.started
+            self._log(stage, "error" if state == StageState.FAILED else "warning",
+                      f"{state}: {error}")
+        info.started = None if state != StageState.RUNNING else info.started
 
     def _log(self, stage: str, level: str, message: str) -> None:
         log = self.stages[stage].log
@@ -388,9 +381,9 @@ class ProjectModel(QObject):
         self.reload()
         for s, state in result.states.items():
             info = self.stages[s]
-            if state == "skipped":
-                info.state = "skipped"
-            elif state in ("unavailable", "failed", "cancelled"):
+            if state == StageState.SKIPPED:
+                info.state = StageState.SKIPPED
+            elif state.is_problem:
                 info.state, info.error, info.message = runtime[s]
             self.stageChanged.emit(s)
         self.runFinished.emit(result)

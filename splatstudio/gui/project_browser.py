@@ -19,8 +19,9 @@ from PySide6.QtWidgets import (
 )
 
 from ..config import STAGES
-from ..pipeline import is_built
-from ..project import Project, read_json
+from ..pipeline.artifacts import MANIFEST, read_manifest
+from ..project import Project
+from ..status import StageState
 from .store import AppSettings
 
 THUMB = QSize(160, 80)
@@ -70,24 +71,20 @@ def overview(root: Path) -> ProjectOverview:
         st = stages[s]
         if st["finished"] and (not last or st["finished"] > last):
             last = st["finished"]
-        if st["state"] == "running":
+        if st["state"] == StageState.RUNNING:
             state = f"running {s}"
-        elif st["state"] in ("failed", "cancelled"):
+        elif st["state"].is_problem:
             state = f"{st['state']} at {s}"
             break
-        elif st["state"] == "done":
+        elif st["state"] == StageState.DONE:
             state = f"{s} done"
-        elif st["state"] == "pending" and not is_built(s) and state != "new":
-            state += f" · {s} not built yet"
-            break
     return ProjectOverview(root, root.name, state, _local(last), _thumbnail_source(project))
 
 
 def _thumbnail_source(project: Project) -> Path | None:
-    manifest = project.root / "ingest" / "manifest.json"
     try:
-        if manifest.exists():
-            for e in read_json(manifest).get("images", []):
+        if MANIFEST.path(project.root).exists():
+            for e in read_manifest(project.root).images:
                 p = project.input_dir / e["file"]
                 if p.is_file():
                     return p

@@ -23,17 +23,13 @@ from PySide6.QtWidgets import (
 )
 
 from ..config import STAGES
+from ..status import StageState
 from .model import ProjectModel, StageInfo
 
-STATE_TEXT = {
-    "pending": "pending",
-    "running": "running",
-    "done": "done",
-    "skipped": "done (up to date)",
-    "failed": "failed",
-    "cancelled": "cancelled",
-    "unavailable": "not built yet",
-}
+STATE_TEXT = {s: str(s) for s in StageState} | {StageState.SKIPPED: "done (up to date)"}
+"""What a stage row says for each state."""
+STALE = "stale"
+"""The badge of a pending stage that was done before (its config or inputs changed since)."""
 
 STAGE_TITLES = {
     "ingest": "Ingest",
@@ -134,9 +130,9 @@ class StageRow(QFrame):
 
     def update_from(self, info: StageInfo) -> None:
         """Show `info`."""
-        state = "stale" if info.stale and info.state == "pending" else info.state
-        text = STATE_TEXT.get(info.state, info.state)
-        if state == "stale":
+        state = STALE if info.stale and info.state == StageState.PENDING else str(info.state)
+        text = STATE_TEXT[info.state]
+        if state == STALE:
             text = "stale: will re-run"
         if self.state_label.text() != text or self.state_label.property("state") != state:
             self.state_label.setText(text)
@@ -145,16 +141,12 @@ class StageRow(QFrame):
             self.state_label.style().polish(self.state_label)
         self.progress.setValue(int(round(info.fraction * 1000)))
         self.progress.setFormat(f"{info.fraction * 100:.0f}%")
-        self.progress.setEnabled(info.state != "unavailable")
         self.update_time(info)
-        msg = info.message if info.state == "running" else ""
+        msg = info.message if info.state == StageState.RUNNING else ""
         self.message_label.setText(msg)
         self.message_label.setToolTip(msg)
-        if info.state == "unavailable":
-            self.metrics_label.setText(info.message)  # why it cannot run
-        else:
-            self.metrics_label.setText(format_metrics(info.metrics))
-        if info.error and info.state in ("failed", "cancelled"):
+        self.metrics_label.setText(format_metrics(info.metrics))
+        if info.error and info.state.is_problem:
             self.error_label.setText(info.error.strip())
             self.error_label.show()
         else:
@@ -166,7 +158,7 @@ class StageRow(QFrame):
         el = info.elapsed()
         eta = info.eta()
         parts = []
-        if el is not None and info.state not in ("pending", "unavailable"):
+        if el is not None and info.state != StageState.PENDING:
             parts.append(format_seconds(el))
         if eta is not None:
             parts.append(f"ETA {format_seconds(eta)}")
@@ -308,14 +300,15 @@ class StagePanel(QWidget):
 
     def _first_interesting(self) -> str:
         for s in STAGES:
-            if self.model.stages[s].state in ("running", "failed", "cancelled"):
+            if self.model.stages[s].state in (StageState.RUNNING, StageState.FAILED,
+                                              StageState.CANCELLED):
                 return s
         return STAGES[0]
 
     def _on_stage_changed(self, stage: str) -> None:
         info = self.model.stages[stage]
         self.rows[stage].update_from(info)
-        if self._follow and info.state in ("running", "failed", "cancelled"):
+        if self._follow and (info.state == StageState.RUNNING or info.state.is_problem):
             self._select(stage)
 
     def _on_log(self, stage: str, level: str, message: str) -> None:
@@ -340,7 +333,7 @@ class StagePanel(QWidget):
     def _tick(self) -> None:
         for s in STAGES:
             info = self.model.stages[s]
-            if info.state == "running":
+            if info.state == StageState.RUNNING:
                 self.rows[s].update_time(info)
 
     # -- log ------------------------------------------------------------------------------

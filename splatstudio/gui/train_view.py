@@ -20,7 +20,6 @@ training view, at the training resolution), turned into an orbit about the point
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..pipeline.artifacts import PreviewCamera, georef_model, write_preview_camera
 from ..pipeline.train import PAUSE_FILE, PREVIEW_CAMERA_FILE, preview_camera
-from ..project import Project, write_json_atomic
-from .model import FINAL_STATES, ProjectModel
+from ..project import Project
+from ..status import StageState
+from .model import ProjectModel
 from .viewer.camera import OrbitCamera, horizontal_basis
 from .viewer.mouse import drag_step
 
@@ -52,38 +53,6 @@ CURVES: dict[str, tuple[str, str, bool]] = {
     "psnr": ("held-out PSNR (dB)", "#3fb950", True),
     "gaussians": ("Gaussians", "#f0883e", False),
 }
-
-
-@dataclass
-class PreviewCamera:
-    """A pinhole camera as ``preview_camera.json`` stores it.
-
-    Attributes:
-        viewmat: ``[4, 4]`` world-to-camera, OpenCV axes, world = ENU metres (float64).
-        K: ``[3, 3]`` intrinsics in pixels (pixel centres at +0.5).
-        width, height: image size in pixels.
-    """
-
-    viewmat: np.ndarray
-    K: np.ndarray
-    width: int
-    height: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object the trainer reads (:func:`splatstudio.pipeline.train.preview_camera`)."""
-        return {
-            "viewmat": np.asarray(self.viewmat, np.float64).tolist(),
-            "K": np.asarray(self.K, np.float64).tolist(),
-            "width": int(self.width),
-            "height": int(self.height),
-        }
-
-
-def write_preview_camera(train_dir: Path, camera: PreviewCamera) -> Path:
-    """Write `camera` to ``train_dir/preview_camera.json`` atomically; returns the path."""
-    path = Path(train_dir) / PREVIEW_CAMERA_FILE
-    write_json_atomic(path, camera.to_dict())
-    return path
 
 
 def default_preview_camera(project: Project) -> tuple[PreviewCamera, np.ndarray, np.ndarray]:
@@ -102,14 +71,13 @@ def default_preview_camera(project: Project) -> tuple[PreviewCamera, np.ndarray,
         FileNotFoundError: no ``georef/sparse`` model yet; ValueError: it has no registered
         images. Anything pycolmap raises for a broken model.
     """
-    import pycolmap
-
     from ..pipeline.train import load_cameras, split_views
 
-    sparse = project.root / "georef" / "sparse"
-    if not (sparse / "images.bin").exists() and not (sparse / "images.txt").exists():
+    model = georef_model(project.root)
+    sparse = model.path
+    if not model.exists():
         raise FileNotFoundError(f"{sparse}: no georeferenced model yet (run georef)")
-    rec = pycolmap.Reconstruction(str(sparse))
+    rec = model.reconstruction()
     cams = load_cameras(rec)
     if not cams:
         raise ValueError(f"{sparse}: no registered images")
@@ -430,12 +398,12 @@ class LiveTrainView(QWidget):
         if stage != "train":
             return
         info = self.model.stages["train"]
-        if info.state in FINAL_STATES and self._clear_pause_when_done:
+        if info.state.is_final and self._clear_pause_when_done:
             self._clear_pause_when_done = False
             p = self.pause_path()
             if p is not None:
                 p.unlink(missing_ok=True)
-        if info.state == "running" and not self._camera_loaded:
+        if info.state == StageState.RUNNING and not self._camera_loaded:
             self.ensure_camera()
         self._update_controls()
 
@@ -468,7 +436,7 @@ class LiveTrainView(QWidget):
     def _tick(self) -> None:
         if self._curves_dirty:
             self._draw_curves()
-        if self.model.stages["train"].state == "running":
+        if self.model.stages["train"].state == StageState.RUNNING:
             self._update_controls()
 
     def _draw_curves(self) -> None:
@@ -502,7 +470,7 @@ class LiveTrainView(QWidget):
     def _update_controls(self) -> None:
         p = self.model.project
         info = self.model.stages["train"]
-        running = info.state == "running"
+        running = info.state == StageState.RUNNING
         requested = self.is_pause_requested()
         self.pause_button.setEnabled(running and not requested)
         self.resume_button.setEnabled(p is not None and requested)
@@ -520,11 +488,11 @@ class LiveTrainView(QWidget):
             parts.append(f"paused at step {step}" if step is not None else "paused")
         elif running and requested:
             parts.append("pausing…")
-        elif info.state in ("done", "skipped"):
-            parts.append("done")
+        elif info.state.is_ok:
+            parts.append(str(StageState.DONE))
         elif info.stale:
             parts.append("trained before; options changed since (will train again)")
-        elif info.state != "pending":
+        elif info.state != StageState.PENDING:
             parts.append(info.state)
         if step is not None:
             parts.append(f"step {step}/{steps}")
@@ -534,10 +502,10 @@ class LiveTrainView(QWidget):
                                 ("memory_mb", "", "{:,.0f} MB peak")):
             if key in m:
                 parts.append(f"{label} {fmt.format(m[key])}".strip())
-        if info.error and info.state in ("failed", "cancelled"):
+        if info.error and info.state.is_problem:
             parts.append(info.error.splitlines()[0])
         if not parts:
-            parts.append("not trained yet" if info.state == "pending" else info.state)
+            parts.append("not trained yet" if info.state == StageState.PENDING else info.state)
         self.status.setText("  ·  ".join(parts))
 
     # -- camera ---------------------------------------------------------------------------
@@ -561,7 +529,7 @@ class LiveTrainView(QWidget):
             self._update_controls()
             return False
         self.default_camera = cam
-        vm, K, w, h = preview_camera(p.root / "train", cam)  # the stored one, else `cam`
+        vm, K, w, h = preview_camera(self.train_dir, cam)  # the stored one, else `cam`
         current = PreviewCamera(np.asarray(vm, np.float64), np.asarray(K, np.float64), w, h)
         self.canvas.points, self.canvas.colors = pts, cols
         orbit = orbit_from_view(current.viewmat, current.K, current.height, pts)

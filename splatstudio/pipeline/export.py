@@ -46,11 +46,12 @@ from typing import Any
 import numpy as np
 
 from ..config import ExportConfig
-from ..errors import ConfigError, InputError, StageError
+from ..errors import ConfigError, InputError, ProjectError, StageError
 from ..events import Emitter
 from ..geo.enu import GeoOrigin
 from ..geo.sidecar import write_sidecar
-from ..project import Project, now_iso, read_json, write_json_atomic
+from ..project import Project, now_iso, write_json_atomic
+from .artifacts import EXPORT_MANIFEST_NAME, export_dir, georef_model, read_manifest, trained_splat
 
 SPLAT_FORMATS = ("ply", "splat", "spz", "compressed_ply", "sog", "glb_splat")
 TILES_FORMATS = ("3dtiles",)
@@ -139,22 +140,16 @@ def filter_options(config: ExportConfig) -> dict[str, Any]:
 
 
 def read_origin(project: Project) -> GeoOrigin | None:
-    """The ENU origin stored by ingest (``ingest/manifest.json`` ``origin``), or None when the
-    input had no GPS.
+    """The ENU origin stored by ingest (:attr:`~.artifacts.Manifest.origin`), or None when
+    the input had no GPS.
 
     Raises:
         InputError: the manifest is missing or malformed (naming it).
     """
-    path = project.root / "ingest" / "manifest.json"
-    if not path.is_file():
-        raise InputError(path, "no ingest manifest; run ingest first")
     try:
-        o = read_json(path).get("origin")
-        if o is None:
-            return None
-        return GeoOrigin(float(o["lat_deg"]), float(o["lon_deg"]), float(o["h_m"]))
-    except Exception as e:  # ProjectError, KeyError, TypeError, ValueError
-        raise InputError(path, f"malformed origin ({e})") from None
+        return read_manifest(project.root).origin
+    except ProjectError as e:  # not valid JSON
+        raise InputError(None, f"malformed origin ({e})") from None
 
 
 # ---------------------------------------------------------------------------- verification
@@ -515,15 +510,12 @@ def capture_cameras(project: Project, events: Emitter | None = None) -> Any:
     mesh then uses a ring of virtual views around the splat)."""
     from ..mesh import MeshCameras
 
-    sparse = project.root / "georef" / "sparse"
+    model = georef_model(project.root)
+    sparse = model.path
     if not sparse.is_dir():
         return None
     try:
-        import pycolmap
-
-        from .train import load_cameras
-
-        cams = load_cameras(pycolmap.Reconstruction(str(sparse)))
+        cams = model.cameras()
     except Exception as e:  # ImportError, pycolmap errors, StageError (camera model)
         if events is not None:
             events.warning(f"mesh: the capture's cameras in {sparse} are not usable ({e}); "
@@ -600,9 +592,7 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     if os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
         raise ConfigError(f"ExportConfig.name must be a plain file name, got {name!r}")
 
-    src = project.root / "train" / "splat.ply"
-    if not src.is_file():
-        raise InputError(src, "no trained splat; run train first")
+    src = trained_splat(project.root)
     origin = read_origin(project)
     named = [t.strip().lower() for t in config.formats.replace(";", ",").split(",")]
     if origin is None and "3dtiles" in formats and "3dtiles" not in named:  # from "all"
@@ -615,10 +605,9 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
         )
     if origin is None:
         events.warning("the input has no GPS origin: exports are not georeferenced (no sidecars)")
-    out_dir = (
-        Path(config.output_dir).expanduser() if config.output_dir else project.stage_dir("export")
-    )
-    out_dir = out_dir.resolve()
+    if not config.output_dir:
+        project.stage_dir("export")
+    out_dir = export_dir(project.root, config.output_dir).resolve()
     converter = None
     if config.converter.strip():  # checked first: a missing converter fails before any work
         converter = converter_command(config.converter, formats, out_dir, name)
@@ -782,7 +771,7 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
         except StageError as e:
             manifest["converter"] = {"command": converter, "error": str(e), "returncode": None}
             failure = e
-    mpath = out_dir / "manifest.json"
+    mpath = out_dir / EXPORT_MANIFEST_NAME
     write_json_atomic(mpath, manifest)
     events.artifact(_rel(mpath, project))
     if failure is not None:

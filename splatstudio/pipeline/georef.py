@@ -34,11 +34,12 @@ from typing import Any
 import numpy as np
 
 from ..config import AlignMode, GeorefConfig
-from ..errors import InputError, StageError
+from ..errors import StageError
 from ..events import Emitter
 from ..project import Project, read_json, write_json_atomic
+from .artifacts import PHOTOS, SFM_REPORT, VIEWS, read_frames, sfm_model
 from .reproject import view_keep_mask
-from .sfm import PHOTO_DIR, frame_centres, frame_of_image, load_inputs
+from .sfm import PHOTO_DIR, frame_centres, frame_of_image
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,8 +324,8 @@ def image_source(name: str) -> str:
     (``reproject/views/<pano>/<view>.jpg`` or ``reproject/photos/<file>``)."""
     head, tail = name.split("/", 1)
     if head == PHOTO_DIR:
-        return f"reproject/photos/{tail}"
-    return f"reproject/views/{Path(tail).stem}/{head}.jpg"
+        return f"{PHOTOS.rel}/{tail}"
+    return f"{VIEWS.rel}/{Path(tail).stem}/{head}.jpg"
 
 
 def write_transforms(rec: Any, path: str | Path, project_root: str | Path | None = None,
@@ -413,12 +414,10 @@ def run_georef(project: Project, config: GeorefConfig, events: Emitter) -> dict[
     """
     import pycolmap
 
-    sparse = project.root / "sfm" / "sparse"
-    if not (sparse / "images.bin").exists():
-        raise InputError(sparse, "no SfM model; run the sfm stage first")
-    frames, rig = load_inputs(project)
-    origin = read_json(project.root / "reproject" / "frames.json").get("origin")
-    rec = pycolmap.Reconstruction(str(sparse))
+    model = sfm_model(project.root).require()
+    inputs = read_frames(project.root)
+    frames, rig, origin = inputs.frames, inputs.rig, inputs.origin
+    rec = pycolmap.Reconstruction(str(model.path))
     out = project.stage_dir("georef")
     events.progress(0.1, "aligning the model to GPS")
     centres = frame_centres(rec, rig)
@@ -510,7 +509,7 @@ def run_georef(project: Project, config: GeorefConfig, events: Emitter) -> dict[
             events.metric("extent_ratio", check["extent_ratio"])
         off = [fid for fid, p in per.items() if not p["agrees"]]
         if check["verdict"] == "reject" and config.check:
-            sfm_json = project.root / "sfm" / "sfm.json"
+            sfm_json = SFM_REPORT.path(project.root)
             tried = [t.get("mapper") for t in
                      (read_json(sfm_json).get("gps_check") or [] if sfm_json.exists() else [])]
             mappers = (f" (the sfm stage tried the {' and the '.join(tried)} mapper)"

@@ -36,6 +36,7 @@ from ..events import Emitter
 from ..geo.enu import GeoOrigin, geodetic_to_enu
 from ..geo.exif import HeaderError, focal_px_from_exif, parse_exif, parse_gpano, read_image_header
 from ..project import Project, write_json_atomic
+from .artifacts import MANIFEST
 
 MANIFEST_SCHEMA = 1
 
@@ -245,7 +246,7 @@ def run_ingest(project: Project, config: IngestConfig, events: Emitter) -> dict[
     Raises:
         InputError: missing/empty folder, or no readable image in it.
     """
-    out_dir = project.stage_dir("ingest")
+    project.stage_dir("ingest")
     exclude = project.root if project.root.is_relative_to(project.input_dir) else None
     images, skipped = scan_images(project.input_dir, config, events, exclude)
 
@@ -288,8 +289,8 @@ def run_ingest(project: Project, config: IngestConfig, events: Emitter) -> dict[
         "images": images,
         "skipped": skipped,
     }
-    write_json_atomic(out_dir / "manifest.json", manifest)
-    events.artifact("ingest/manifest.json")
+    write_json_atomic(MANIFEST.path(project.root), manifest)
+    events.artifact(MANIFEST.rel)
 
     n_eq = sum(e["kind"] == "equirect" for e in images)
     events.metric("images", len(images))
@@ -303,17 +304,3 @@ def run_ingest(project: Project, config: IngestConfig, events: Emitter) -> dict[
         events.metric("path_m", float(np.linalg.norm(np.diff(pts, axis=0), axis=1).sum()))
     events.progress(1.0, f"{len(images)} images, {len(with_gps)} with GPS")
     return manifest
-
-
-def load_manifest(project: Project) -> dict[str, Any]:
-    """The ingest manifest of `project`.
-
-    Raises:
-        InputError: ingest has not run (no manifest).
-    """
-    from ..project import read_json
-
-    p = project.root / "ingest" / "manifest.json"
-    if not p.exists():
-        raise InputError(p, "no manifest: run the ingest stage first")
-    return read_json(p)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import free_bytes
-from ..project import Project, read_json
+from ..project import Project
+from .artifacts import TRAIN_SPLAT, read_manifest
 
 MB = 1_000_000
 
@@ -54,12 +55,9 @@ class DiskNeed:
 
 
 def _images(project: Project) -> list[dict[str, Any]]:
-    path = project.root / "ingest" / "manifest.json"
-    if not path.exists():
-        return []
     try:
-        return list(read_json(path).get("images") or [])
-    except Exception:  # a torn manifest: the stage itself will say so
+        return read_manifest(project.root).images
+    except Exception:  # no manifest, or a torn one: the stage itself will say so
         return []
 
 
@@ -109,7 +107,7 @@ def estimate(project: Project, stage: str) -> DiskNeed:
             f"checkpoints and splat.ply of up to {cap:,} gaussians",
         )
     if stage == "export":
-        ply = project.root / "train" / "splat.ply"
+        ply = TRAIN_SPLAT.path(project.root)
         size = ply.stat().st_size if ply.exists() else 0
         formats = [f.strip() for f in str(cfg.export.formats).split(",") if f.strip()]
         if "all" in formats:

@@ -39,7 +39,7 @@ from ..events import Emitter
 from ..lifeline import tie_to_parent
 from ..pano.rig import Rig, View, auto_view_size, make_rig, nadir_mask, ownership_mask, render_view
 from ..project import Project, read_json, write_json_atomic
-from .ingest import load_manifest
+from .artifacts import MASKS, read_manifest
 
 _MARKER = "view_set.json"
 
@@ -209,9 +209,9 @@ def view_keep_mask(root: Path | None, view: str) -> str:
     `view` (255 = keep): ``reproject/masks/<view>.keep.png`` (nadir and platform), or the
     nadir mask in a project reprojected before platform masks existed (when `root` is given
     and the keep mask is not there)."""
-    keep = f"reproject/masks/{view}.keep.png"
+    keep = f"{MASKS.rel}/{view}.keep.png"
     if root is not None and not (Path(root) / keep).exists():
-        return f"reproject/masks/{view}.nadir.png"
+        return f"{MASKS.rel}/{view}.nadir.png"
     return keep
 
 
@@ -241,7 +241,7 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
     """
     import time
 
-    manifest = load_manifest(project)
+    manifest = read_manifest(project.root).data
     out = project.stage_dir("reproject")
     input_dir = Path(manifest["input_dir"])
     panos = [e for e in manifest["images"] if e["kind"] == "equirect"]

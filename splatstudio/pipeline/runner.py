@@ -46,14 +46,14 @@ from ..errors import (
     DiskFullError,
     ProjectError,
     SplatStudioError,
-    StageNotBuilt,
     free_bytes,
     is_disk_full,
 )
-from ..events import Emitter, Event, Log, StageState
+from ..events import Emitter, Event, Log, StageChanged
 from ..lifeline import tie_to_parent
 from ..project import WORKER_LOCK, Project, now_iso, read_lock_owner, try_lock
-from . import NOT_BUILT_MESSAGE, STAGE_FUNCTIONS
+from ..status import StageState, StageStatus
+from . import STAGE_FUNCTIONS
 from .preflight import check_disk
 
 EventCallback = Callable[[Event], None]
@@ -63,7 +63,7 @@ EventCallback = Callable[[Event], None]
 class _Finished(Event):
     """Last message of a worker: how the stage ended and what it produced."""
 
-    state: str
+    state: StageState
     error: str | None = None
     error_type: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -73,15 +73,8 @@ class _Finished(Event):
 
 def resolve_stage_function(stage: str, target: str | None = None) -> Callable[..., Any]:
     """Import and return the function of `stage` ("module:function" `target`, default the
-    pipeline's own ``run_<stage>``).
-
-    Raises:
-        StageNotBuilt: the stage is not available in this version.
-    """
-    target = target or STAGE_FUNCTIONS.get(stage)
-    if target is None:
-        raise StageNotBuilt(NOT_BUILT_MESSAGE.get(stage, f"stage {stage} is not built"))
-    module, func = target.split(":")
+    pipeline's own ``run_<stage>``)."""
+    module, func = (target or STAGE_FUNCTIONS[stage]).split(":")
     return getattr(importlib.import_module(module), func)
 
 
@@ -150,29 +143,29 @@ def _worker_main(
         project = Project.open(project_root)
         func = resolve_stage_function(stage, target)
         func(project, project.config.stage(stage), emitter)
-        fin = _Finished(stage, "done")
+        fin = _Finished(stage, StageState.DONE)
     except Cancelled as e:
-        fin = _Finished(stage, "cancelled", error=str(e), error_type="Cancelled")
+        fin = _Finished(stage, StageState.CANCELLED, error=str(e), error_type="Cancelled")
     except SplatStudioError as e:
-        fin = _Finished(stage, "failed", error=str(e), error_type=type(e).__name__)
+        fin = _Finished(stage, StageState.FAILED, error=str(e), error_type=type(e).__name__)
     except OSError as e:
         if not is_disk_full(e):
             tb = traceback.format_exc(limit=20)
-            fin = _Finished(stage, "failed", error=f"{type(e).__name__}: {e}\n{tb}",
+            fin = _Finished(stage, StageState.FAILED, error=f"{type(e).__name__}: {e}\n{tb}",
                             error_type=type(e).__name__)
         else:
             err = DiskFullError.from_os_error(e, project_root)
-            fin = _Finished(stage, "failed", error=str(err), error_type="DiskFullError")
+            fin = _Finished(stage, StageState.FAILED, error=str(err), error_type="DiskFullError")
     except BaseException as e:  # noqa: BLE001 - a bug: report it with its traceback
         free = free_bytes(project_root)
         if free is not None and free < DISK_FULL_BYTES:
             # a library's own error for a full disk (torch.save: "PytorchStreamWriter failed
             # writing file", OpenCV: imwrite returned False ...)
             err = DiskFullError(project_root, free=free, what=f"{type(e).__name__}: {e}")
-            fin = _Finished(stage, "failed", error=str(err), error_type="DiskFullError")
+            fin = _Finished(stage, StageState.FAILED, error=str(err), error_type="DiskFullError")
         else:
             tb = traceback.format_exc(limit=20)
-            fin = _Finished(stage, "failed", error=f"{type(e).__name__}: {e}\n{tb}",
+            fin = _Finished(stage, StageState.FAILED, error=f"{type(e).__name__}: {e}\n{tb}",
                             error_type=type(e).__name__)
     fin = _Finished(
         stage,
@@ -258,7 +251,7 @@ class StageJob:
         self._cancel = self._ctx.Event()
         self._cancel_at: float | None = None
         self.process: Any = None
-        self.state = "pending"
+        self.state = StageState.PENDING
         self.error: str | None = None
         self._started = ""
         self._t0 = 0.0
@@ -289,32 +282,21 @@ class StageJob:
         self._t0 = time.monotonic()
         self._started = now_iso()
         self.process.start()
-        self.state = "running"
-        self._write_status(
-            {
-                "stage": self.stage,
-                "state": "running",
-                "started": self._started,
-                "finished": None,
-                "seconds": None,
-                "pid": self.process.pid,
-                "host": socket.gethostname(),
-                "fingerprint": fingerprint,
-                "metrics": {},
-                "artifacts": [],
-            },
-        )
-        self._fingerprint = fingerprint
-        self.on_event(StageState(self.stage, "running"))
+        self.state = StageState.RUNNING
+        self._status = StageStatus.running(self.stage, started=self._started,
+                                           pid=self.process.pid, host=socket.gethostname(),
+                                           fingerprint=fingerprint)
+        self._write_status(self._status)
+        self.on_event(StageChanged(self.stage, StageState.RUNNING))
 
-    def _write_status(self, status: dict[str, Any]) -> None:
+    def _write_status(self, status: StageStatus) -> None:
         """Write the stage's status file; a full disk stops the worker and raises.
 
         Raises:
             DiskFullError: the status file could not be written for lack of space.
         """
         try:
-            self.project.write_status(self.stage, status)
+            self.project.write_status(status)
         except OSError as e:
             if not is_disk_full(e):
                 raise
@@ -335,7 +317,7 @@ class StageJob:
         self.on_event(item)
         return None
 
-    def wait(self, poll_s: float = 0.1) -> str:
+    def wait(self, poll_s: float = 0.1) -> StageState:
         """Forward events until the worker ends; write the final status; return the state."""
         fin: _Finished | None = None
         killed = False
@@ -381,37 +363,25 @@ class StageJob:
         else:
             metrics, artifacts, warnings = {}, [], []
             if self._cancel_at is not None:
-                state = "cancelled"
+                state = StageState.CANCELLED
                 error = f"stage {self.stage} cancelled (worker stopped after {self.grace_s:g} s)"
             else:
-                state = "failed"
+                state = StageState.FAILED
                 error = (
                     f"the {self.stage} worker (pid {self.process.pid}) ended unexpectedly: "
                     f"{_describe_exit(self.process.exitcode)}; run again to resume"
                 )
         self.state, self.error = state, error
         seconds = round(time.monotonic() - self._t0, 3)
-        final = {
-            "stage": self.stage,
-            "state": state,
-            "started": self._started,
-            "finished": now_iso(),
-            "seconds": seconds,
-            "pid": None,
-            "host": socket.gethostname(),
-            "fingerprint": self._fingerprint if state == "done" else None,
-            "metrics": metrics,
-            "artifacts": artifacts,
-            "warnings": warnings,
-            "error": error,
-        }
+        final = self._status.ended(state, finished=now_iso(), seconds=seconds, error=error,
+                                   metrics=metrics, artifacts=artifacts, warnings=warnings)
         try:
             self._write_status(final)
         except DiskFullError as e:
             if disk_full:  # the worker's message names the file it was writing
                 e.args = (error,)
             raise
-        self.on_event(StageState(self.stage, state, error))
+        self.on_event(StageChanged(self.stage, state, error))
         return state
 
 
@@ -492,18 +462,19 @@ def project_lock(project: Project) -> Iterator[None]:
 class PipelineResult:
     """How a pipeline run ended.
 
-    `states` maps each stage that was considered to its final state (done, skipped, failed,
-    cancelled, unavailable); `stopped_at` is the first stage that did not finish, with `reason`.
+    `states` maps each stage that was considered to its final :class:`StageState` (done,
+    skipped, failed, cancelled); `stopped_at` is the first stage that did not finish, with
+    `reason`.
     """
 
-    states: dict[str, str] = field(default_factory=dict)
+    states: dict[str, StageState] = field(default_factory=dict)
     stopped_at: str | None = None
     reason: str | None = None
 
     @property
     def ok(self) -> bool:
-        """No stage failed or was cancelled (an unavailable stage is not a failure)."""
-        return all(s in ("done", "skipped", "unavailable") for s in self.states.values())
+        """No stage failed or was cancelled."""
+        return all(s.is_ok for s in self.states.values())
 
 
 class PipelineRunner:
@@ -511,7 +482,8 @@ class PipelineRunner:
 
     Args:
         project: the project.
-        on_event: called with every event of every stage (and StageState skipped/unavailable).
+        on_event: called with every event of every stage (and a StageChanged for a skipped
+            stage).
         grace_s: cancel grace period before the process tree is killed.
         device: "auto", "cpu" or "cuda".
         functions: per stage, a "module:function" replacing the built-in one (plugins, tests).
@@ -540,15 +512,12 @@ class PipelineRunner:
     def _refuse(self, stage: str, message: str, result: PipelineResult) -> None:
         """Record `stage` as failed with `message` without running it (its status file says
         the same when the disk still takes a small write)."""
-        result.states[stage] = "failed"
+        result.states[stage] = StageState.FAILED
         result.stopped_at, result.reason = stage, message
         st = self.project.read_status(stage)
         with contextlib.suppress(OSError):
-            self.project.write_status(stage, {
-                **st, "stage": stage, "state": "failed", "pid": None, "fingerprint": None,
-                "finished": now_iso(), "error": message,
-            })
-        self.on_event(StageState(stage, "failed", message))
+            self.project.write_status(st.refused(finished=now_iso(), error=message))
+        self.on_event(StageChanged(stage, StageState.FAILED, message))
 
     def cancel(self) -> None:
         """Cancel the running stage (two tiers) and stop the run after it."""
@@ -567,7 +536,6 @@ class PipelineRunner:
         """Run `stages` (default: all, in order, up to and including `until`).
 
         A stage already done with unchanged inputs and config is skipped unless `force`.
-        A stage not built yet stops the run with state ``unavailable`` (not an error).
         """
         if until is not None and until not in STAGES:
             raise ValueError(f"unknown stage {until!r}; stages are {', '.join(STAGES)}")
@@ -578,26 +546,20 @@ class PipelineRunner:
         with project_lock(self.project):
             for stage in order:
                 if self._cancelled.is_set():
-                    result.states[stage] = "cancelled"
-                    result.stopped_at, result.reason = stage, "cancelled"
-                    break
-                if self.functions.get(stage) is None:
-                    msg = NOT_BUILT_MESSAGE.get(stage, f"{stage} is not built yet")
-                    result.states[stage] = "unavailable"
-                    result.stopped_at, result.reason = stage, msg
-                    self.on_event(StageState(stage, "unavailable", msg))
+                    result.states[stage] = StageState.CANCELLED
+                    result.stopped_at, result.reason = stage, str(StageState.CANCELLED)
                     break
                 idx = STAGES.index(stage)
                 if idx > 0 and not self.project.is_done(STAGES[idx - 1]):
                     prev = STAGES[idx - 1]
                     msg = f"{stage} needs {prev} to be done first (run `splatstudio {prev}`)"
-                    result.states[stage] = "failed"
+                    result.states[stage] = StageState.FAILED
                     result.stopped_at, result.reason = stage, msg
-                    self.on_event(StageState(stage, "failed", msg))
+                    self.on_event(StageChanged(stage, StageState.FAILED, msg))
                     break
                 if not force and self.project.is_done(stage):
-                    result.states[stage] = "skipped"
-                    self.on_event(StageState(stage, "skipped"))
+                    result.states[stage] = StageState.SKIPPED
+                    self.on_event(StageChanged(stage, StageState.SKIPPED))
                     continue
                 disk = check_disk(self.project, stage)
                 if not disk.ok:
@@ -627,7 +589,7 @@ class PipelineRunner:
                     with self._lock:
                         self._job = None
                 result.states[stage] = state
-                if state != "done":
+                if state != StageState.DONE:
                     result.stopped_at, result.reason = stage, job.error
                     break
         return result

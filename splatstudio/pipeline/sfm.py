@@ -61,6 +61,7 @@ from ..config import Mapper, SfmConfig
 from ..errors import Cancelled, InputError, StageError
 from ..events import Emitter
 from ..project import Project, read_json, write_json_atomic
+from .artifacts import RIG, read_frames
 
 PHOTO_DIR = "photos"
 
@@ -68,30 +69,6 @@ PHOTO_DIR = "photos"
 # ---------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------
-def load_inputs(project: Project) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """The frames of ``reproject/frames.json`` and the rig of ``reproject/rig.json`` (or None
-    when there are no panoramas).
-
-    Raises:
-        InputError: reproject has not run, or left no frames.
-    """
-    rp = project.root / "reproject"
-    fj = rp / "frames.json"
-    if not fj.exists():
-        raise InputError(fj, "missing; run the reproject stage first")
-    data = read_json(fj)
-    frames = data.get("frames") or []
-    if not frames:
-        raise InputError(fj, "no frames: the input folder gave no usable images")
-    rig = None
-    if any(f["kind"] == "equirect" for f in frames):
-        rj = rp / (data.get("rig") or "rig.json")
-        if not rj.exists():
-            raise InputError(rj, "missing; run the reproject stage again")
-        rig = read_json(rj)
-    return frames, rig
-
-
 def image_names(frame: dict[str, Any], rig: dict[str, Any] | None) -> list[str]:
     """COLMAP image names of a frame, relative to ``sfm/images``: ``<view>/<pano id>.jpg`` for
     a panorama (one per rig view, in rig order), ``photos/<file>`` for a photo."""
@@ -131,7 +108,7 @@ def prepare_images(
     """
     import cv2
 
-    rp = project.root / "reproject"
+    rp = RIG.path(project.root).parent  # the rig's mask paths are relative to it
     out = project.stage_dir("sfm")
     images = out / "images"
     masks = out / "masks" if rig else None
@@ -1002,7 +979,8 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
 
     _quiet_glog()
     pycolmap.set_random_seed(config.seed)
-    frames, rig = load_inputs(project)
+    inputs = read_frames(project.root)
+    frames, rig = inputs.frames, inputs.rig
     out = project.stage_dir("sfm")
     db_path = out / "database.db"
     state_path = out / "state.json"

@@ -74,21 +74,29 @@ from ..config import PRESETS, TrainConfig, update_config
 from ..errors import Cancelled, InputError, OutOfGpuMemory, StageError
 from ..events import Emitter, null_emitter
 from ..project import Project, read_json, write_json_atomic
+from .artifacts import (
+    TRAIN_CURVE,
+    TRAIN_PAUSE,
+    TRAIN_PREVIEW_CAMERA,
+    georef_model,
+    read_curve,
+    read_preview_camera,
+)
 
 OOM_TIERS: tuple[int, ...] = (3_000_000, 2_000_000, 1_000_000, 500_000, 250_000)
 """Gaussian caps tried in turn after a CUDA out-of-memory error (those below the current count)."""
 
-PAUSE_FILE = "pause"
+PAUSE_FILE = Path(TRAIN_PAUSE.rel).name
 """Name of the flag file in ``train/`` that pauses the training loop while it exists."""
 
-PREVIEW_CAMERA_FILE = "preview_camera.json"
+PREVIEW_CAMERA_FILE = Path(TRAIN_PREVIEW_CAMERA.rel).name
 """Name of the optional preview camera in ``train/`` (written by a GUI, see the module doc)."""
 
 PAUSED_PREFIX = "paused"
 """How the progress message starts while training is paused ("paused at step N"); a GUI reads
 a stage as paused from it."""
 
-CURVE_FILE = "curve.jsonl"
+CURVE_FILE = Path(TRAIN_CURVE.rel).name
 """Name of the training curve in ``train/`` (one JSON object per line, see the module doc)."""
 
 PAUSE_POLL_S = 0.2
@@ -373,29 +381,6 @@ def _checkpoint_entry(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: entry[k] for k in ("file", "step", "seconds", "max_gaussians") if k in entry}
 
 
-def read_curve(path: Path, max_step: int | None = None) -> list[dict[str, float]]:
-    """The points of a ``curve.jsonl`` (dicts with at least ``step``), in step order.
-
-    A line that does not parse (a kill in the middle of a write) is skipped; a step written
-    twice (a resume that replayed it) keeps its last value. Points after `max_step` are left
-    out. A missing file gives [].
-    """
-    points: dict[int, dict[str, float]] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return []
-    for line in text.splitlines():
-        try:
-            point = json.loads(line)
-            step = int(point["step"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        if max_step is None or step <= max_step:
-            points[step] = point
-    return [points[k] for k in sorted(points)]
-
-
 def _rewrite_curve(path: Path, max_step: int) -> None:
     """Cut ``curve.jsonl`` back to the points up to `max_step` (a resume from a checkpoint)."""
     if not path.exists():
@@ -421,17 +406,9 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 def preview_camera(out: Path, default: Any) -> tuple[np.ndarray, np.ndarray, int, int]:
     """(viewmat [4,4], K [3,3], width, height) of ``train/preview_camera.json`` when present
     and valid, else of TrainView `default`."""
-    p = out / PREVIEW_CAMERA_FILE
-    if p.exists():
-        try:
-            d = json.loads(p.read_text())
-            vm = np.asarray(d["viewmat"], np.float32).reshape(4, 4)
-            K = np.asarray(d["K"], np.float32).reshape(3, 3)
-            w, h = int(d["width"]), int(d["height"])
-            if w > 0 and h > 0 and np.isfinite(vm).all() and np.isfinite(K).all():
-                return vm, K, w, h
-        except (ValueError, KeyError, TypeError, OSError):
-            pass
+    cam = read_preview_camera(out)
+    if cam is not None:
+        return cam.viewmat, cam.K, cam.width, cam.height
     return default.viewmat, default.K, default.width, default.height
 
 
@@ -475,7 +452,6 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
         OutOfGpuMemory: CUDA ran out of memory at the strictest Gaussian cap.
         Cancelled: the user cancelled (a checkpoint is saved first).
     """
-    import pycolmap
     import torch
 
     from ..splats.io import save_splats
@@ -483,9 +459,7 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
     from ..train.trainer import Trainer, TrainerConfig
 
     root = project.root
-    sparse = root / "georef" / "sparse"
-    if not (sparse / "images.bin").exists() and not (sparse / "images.txt").exists():
-        raise InputError(sparse, "no georeferenced model; run the georef stage first")
+    model = georef_model(root).require()
     if config.downscale < 1.0:
         raise StageError(f"train: downscale must be >= 1, got {config.downscale}")
     out = project.stage_dir("train")
@@ -494,7 +468,7 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
     device = resolve_device(events)
     torch.manual_seed(config.seed)
 
-    rec = pycolmap.Reconstruction(str(sparse))
+    rec = model.reconstruction()
     cams = load_cameras(rec)
     if not cams:
         raise StageError("train: the georeferenced model has no registered images")

@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt
 
 from splatstudio.config import ExportConfig
 from splatstudio.project import Project
+from splatstudio.status import StageState
 
 pytestmark = pytest.mark.gui
 
@@ -134,7 +135,7 @@ def test_export_runs_and_lists_the_written_files(window, trained, tmp_path, qtbo
     for name, item in rows.items():
         assert item.text(2) == format_bytes((dest / name).stat().st_size)
     assert "Wrote 4 files" in dlg.message.text() and str(dest) in dlg.message.text()
-    assert window.model.stages["export"].state == "done"
+    assert window.model.stages["export"].state == StageState.DONE
     opened: list = []
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url) or True)
     assert dlg.open_button.isEnabled()
@@ -152,7 +153,7 @@ def test_a_failing_export_shows_the_stage_message(window, trained, qtbot):
     assert dlg.error_label.isVisible()
     assert "no-such-converter-xyz" in dlg.error_label.text() and "not found" in dlg.error_label.text()
     assert not dlg.open_button.isEnabled()
-    assert window.model.stages["export"].state == "failed"
+    assert window.model.stages["export"].state == StageState.FAILED
     qtbot.waitUntil(lambda: not window.model.is_running, timeout=10_000)
     assert dlg.export_button.isEnabled()  # the user can fix it and try again
     assert window.isVisible()

@@ -13,9 +13,10 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QImage, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from splatstudio.events import Metric, Preview, Progress, StageState
+from splatstudio.events import Metric, Preview, Progress, StageChanged
 from splatstudio.gui.main_window import TAB_STAGES, TAB_TRAIN
 from splatstudio.project import Project
+from splatstudio.status import StageState
 
 pytestmark = pytest.mark.gui
 
@@ -56,7 +57,7 @@ def test_live_view_draws_curves_and_preview_from_events(window, tmp_path, qtbot)
     window.tabs.setCurrentIndex(TAB_TRAIN)
     assert view.camera_error and "georef" in view.camera_error  # no model yet: no orbit
 
-    model.handle_event(StageState("train", "running"))
+    model.handle_event(StageChanged("train", StageState.RUNNING))
     model.handle_event(Metric("train", "psnr", 9.5, step=0))
     for s in range(10, 110, 10):
         model.handle_event(Metric("train", "loss", 0.5 - s / 1000, step=s))
@@ -93,7 +94,7 @@ def test_live_view_draws_curves_and_preview_from_events(window, tmp_path, qtbot)
     # a resumed run rolls the curves back to the step it restarts from
     model.handle_event(Metric("train", "loss", 0.3, step=60))
     assert [s for s, _ in info.history["loss"]] == [10, 20, 30, 40, 50, 60]
-    model.handle_event(StageState("train", "done"))
+    model.handle_event(StageChanged("train", StageState.DONE))
 
 
 def test_a_finished_run_shows_its_curves_when_the_project_is_opened(window, tmp_path, qtbot):
@@ -219,7 +220,7 @@ def test_pause_resume_and_stop_a_real_training_run(window, tmp_path, qtbot):
     assert "paused at step" in view.status.text()
     with qtbot.waitSignal(model.runFinished, timeout=30_000) as sig:
         qtbot.mouseClick(view.stop_button, Qt.MouseButton.LeftButton)
-    assert sig.args[0].states["train"] == "cancelled"
+    assert sig.args[0].states["train"] == StageState.CANCELLED
     assert not pause_file.exists()  # Stop removes the flag once the stage stopped
     ck = json.loads((project.root / "train/checkpoints/latest.json").read_text())
     # `held` is the last reported loss step (metrics_every=5): the loop may have run up to 4
@@ -238,9 +239,9 @@ def test_pause_resume_and_stop_a_real_training_run(window, tmp_path, qtbot):
     with qtbot.waitSignal(model.runFinished, timeout=60_000) as sig:
         qtbot.mouseClick(view.resume_button, Qt.MouseButton.LeftButton)
         assert not pause_file.exists()
-    assert sig.args[0].states["train"] == "done", sig.args[0].reason
+    assert sig.args[0].states["train"] == StageState.DONE, sig.args[0].reason
     assert any(m.startswith("train: resumed at step") for m in logs)
-    m = project.read_status("train")["metrics"]
+    m = project.read_status("train").metrics
     assert m["steps"] == 60 and (project.root / "train" / "splat.ply").exists()
 
     # steps/s of the window that holds the pause counts only the time spent training:

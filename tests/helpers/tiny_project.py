@@ -18,6 +18,7 @@ import numpy as np
 from splatstudio.config import ProjectConfig, update_config
 from splatstudio.pano.equirect import rotation_to_quat_wxyz
 from splatstudio.project import Project, now_iso, write_json_atomic
+from splatstudio.status import StageState, StageStatus
 
 ORIGIN = {"lat_deg": 55.7047, "lon_deg": 13.1910, "h_m": 73.25}
 
@@ -27,11 +28,8 @@ def mark_done(project: Project, stages: list[str]) -> None:
     fps = project.fingerprints()
     for s in stages:
         now = now_iso()
-        project.write_status(s, {
-            "stage": s, "state": "done", "started": now, "finished": now, "seconds": 0.0,
-            "pid": None, "fingerprint": fps[s], "metrics": {}, "artifacts": [], "warnings": [],
-            "error": None,
-        })  # fmt: skip
+        project.write_status(StageStatus(s, StageState.DONE, started=now, finished=now,
+                                         seconds=0.0, fingerprint=fps[s]))
 
 
 def splat_project(root: Path, splat: Path) -> Project:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from splatstudio.config import STAGES
+from splatstudio.status import StageState
 
 pytestmark = pytest.mark.slow
 
@@ -41,14 +42,14 @@ def test_run_panoramas_then_status_json(tmp_path, panos_2048):
     assert set(status["stages"]) == set(STAGES)
     for st in status["stages"].values():
         assert set(st) >= {"state", "started", "finished", "seconds", "metrics", "artifacts"}
-        assert st["state"] in ("pending", "running", "done", "failed", "cancelled")
+        assert st["state"] in (StageState.PENDING, StageState.RUNNING, StageState.DONE, StageState.FAILED, StageState.CANCELLED)
     ing, rep = status["stages"]["ingest"], status["stages"]["reproject"]
-    assert ing["state"] == rep["state"] == "done"
+    assert ing["state"] == rep["state"] == StageState.DONE
     assert ing["artifacts"] == ["ingest/manifest.json"]
     assert rep["metrics"]["views"] == 90 and rep["seconds"] > 0
     for a in rep["artifacts"]:
         assert (proj / a).exists() and not Path(a).is_absolute()
-    assert status["stages"]["sfm"]["state"] == "pending"
+    assert status["stages"]["sfm"]["state"] == StageState.PENDING
     # a second run is a no-op; a changed option re-runs reproject only
     out = cli("run", panos_2048, "-p", proj, "--until", "reproject", "--set", "reproject.fov_deg=100")
     assert "[ingest] up to date, skipped" in out.stderr and "reproject  done" in out.stdout
@@ -64,8 +65,8 @@ def test_photos_run_and_status(tmp_path, lund):
     assert status["ingest"]["metrics"]["perspective"] == 29
     assert status["reproject"]["metrics"]["photos"] == 29
     for stage in STAGES:
-        if status[stage]["state"] != "done":
-            assert status[stage]["state"] == "pending", status[stage]
+        if status[stage]["state"] != StageState.DONE:
+            assert status[stage]["state"] == StageState.PENDING, status[stage]
     human = cli("status", "-p", proj).stdout
     assert "ingest" in human and "done" in human
 

@@ -15,6 +15,7 @@ from splatstudio.config import ProjectConfig
 from splatstudio.pipeline.preflight import MB, check_disk, estimate
 from splatstudio.pipeline.runner import PipelineRunner
 from splatstudio.project import Project
+from splatstudio.status import StageState
 
 pytestmark = pytest.mark.slow
 
@@ -51,12 +52,12 @@ def test_full_disk_mid_stage_is_one_clear_message_and_resumes(small_disk, panos_
     assert "no space left on the disk" in out.stderr and "Traceback" not in out.stderr
     assert "run again" in out.stderr
     st = json.loads(cli("status", "-p", proj, "--json").stdout)["stages"]["reproject"]
-    assert st["state"] == "failed"
+    assert st["state"] == StageState.FAILED
     resize(40)
     out = cli("run", panos_2048, "-p", proj, "--until", "reproject")
     assert out.returncode == 0, out.stderr
     st = json.loads(cli("status", "-p", proj, "--json").stdout)["stages"]["reproject"]
-    assert st["state"] == "done" and st["metrics"]["views"] == 90
+    assert st["state"] == StageState.DONE and st["metrics"]["views"] == 90
     assert st["metrics"]["rendered"] < 5  # what was written before the disk filled was kept
 
 
@@ -68,7 +69,7 @@ def test_preflight_refuses_a_stage_the_disk_cannot_hold(small_disk, panos_2048):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "the reproject stage needs at least" in out.stderr and str(proj) in out.stderr
     status = json.loads((proj / "reproject" / "status.json").read_text())
-    assert status["state"] == "failed" and "needs at least" in status["error"]
+    assert status["state"] == StageState.FAILED and "needs at least" in status["error"]
     assert not (proj / "reproject" / "views").exists()  # refused before it wrote anything
     resize(40)
     assert cli("run", panos_2048, "-p", proj, "--until", "reproject").returncode == 0
@@ -79,8 +80,8 @@ def test_disk_full_inside_a_stage_names_the_file(tmp_path, panos_2048):
     project = Project.create(tmp_path / "p", panos_2048, ProjectConfig.from_preset("test"))
     result = PipelineRunner(project, functions={"ingest": "helpers.stages:disk_full"}).run(
         until="ingest")
-    assert result.states == {"ingest": "failed"}
-    err = project.read_status("ingest")["error"]
+    assert result.states == {"ingest": StageState.FAILED}
+    err = project.read_status("ingest").error
     assert err.startswith(f"{project.root / 'ingest' / 'part.bin'}: no space left on the disk")
     assert "Traceback" not in err and "run again" in err
 

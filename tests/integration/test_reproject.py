@@ -13,6 +13,7 @@ from splatstudio.geo.exif import parse_exif, read_image_header
 from splatstudio.pano.equirect import equirect_to_ray
 from splatstudio.pipeline.runner import PipelineRunner
 from splatstudio.project import Project
+from splatstudio.status import StageState
 
 pytestmark = pytest.mark.slow
 
@@ -85,14 +86,14 @@ def test_resume_and_invalidation(tmp_path, panos_2048):
     shutil.rmtree(views / "4")
     PipelineRunner(project).run(until="reproject", force=True)
     st = project.read_status("reproject")
-    assert st["metrics"]["rendered"] == 1 and (views / "4" / "17.jpg").exists()
+    assert st.metrics["rendered"] == 1 and (views / "4" / "17.jpg").exists()
     assert (views / "1" / "00.jpg").stat().st_mtime_ns == mtime
     # a changed option re-renders everything
     project.config.reproject = update_config(project.config.reproject, {"fov_deg": 100})
     project.save()
     result = PipelineRunner(project).run(until="reproject")
-    assert result.states == {"ingest": "skipped", "reproject": "done"}
-    assert project.read_status("reproject")["metrics"]["rendered"] == 5
+    assert result.states == {"ingest": StageState.SKIPPED, "reproject": StageState.DONE}
+    assert project.read_status("reproject").metrics["rendered"] == 5
     rig = json.loads((project.root / "reproject" / "rig.json").read_text())
     assert rig["views"][0]["fov_deg"] == 100
 

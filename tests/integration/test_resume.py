@@ -25,6 +25,7 @@ from splatstudio.config import ProjectConfig
 from splatstudio.errors import ProjectError
 from splatstudio.pipeline.runner import PipelineRunner
 from splatstudio.project import Project
+from splatstudio.status import StageState
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("pycolmap")
@@ -60,7 +61,7 @@ def worker_tree(project: Path, stage: str) -> list[int]:
     """Pids of the running stage worker (from its status file) and all its descendants."""
     folder = "exports" if stage == "export" else stage
     st = json.loads((project / folder / "status.json").read_text())
-    assert st["state"] == "running", st
+    assert st["state"] == StageState.RUNNING, st
     root = psutil.Process(int(st["pid"]))
     return [root.pid, *(c.pid for c in root.children(recursive=True))]
 
@@ -128,9 +129,9 @@ def check_georeferenced(project: Path) -> None:
     """What an uninterrupted run of the walk gives (test_sfm: 90/90 views, GPS RMS 0.87-0.94 m
     over 16 fresh runs on two machines)."""
     st = status(project)
-    assert st["sfm"]["state"] == "done", st["sfm"]
+    assert st["sfm"]["state"] == StageState.DONE, st["sfm"]
     assert st["sfm"]["metrics"]["registered_images"] == 90
-    assert st["georef"]["state"] == "done", st["georef"]
+    assert st["georef"]["state"] == StageState.DONE, st["georef"]
     assert st["georef"]["metrics"]["rms_residual_all_m"] < 1.0
 
 
@@ -149,12 +150,12 @@ def test_kill_during_reproject_leaves_no_worker_and_resumes(tmp_path, panos_full
     pids = worker_tree(proj, "reproject")
     assert len(pids) > 1  # the stage worker and its pool of reprojection processes
     kill_group_and_check_no_worker_left(proc, pids)
-    assert status(proj)["reproject"]["state"] == "failed"  # interrupted, not "running"
+    assert status(proj)["reproject"]["state"] == StageState.FAILED  # interrupted, not StageState.RUNNING
 
     out = run("run", panos_full, "-p", proj, *args)
     assert out.returncode == 0, out.stderr
     st = status(proj)["reproject"]
-    assert st["state"] == "done" and st["metrics"]["views"] == 90
+    assert st["state"] == StageState.DONE and st["metrics"]["views"] == 90
     assert st["metrics"]["rendered"] < 5  # the panoramas finished before the kill were kept
     assert view_hashes(proj) == view_hashes(ref)
 
@@ -201,7 +202,7 @@ def test_kill_during_training_resumes_from_the_checkpoint(tmp_path, reprojected,
     out = run("run", panos_2048, "-p", proj, "--until", "train", "--device", "cpu")
     assert out.returncode == 0, out.stderr
     st = status(proj)["train"]
-    assert st["state"] == "done" and st["metrics"]["steps"] == 300
+    assert st["state"] == StageState.DONE and st["metrics"]["steps"] == 300
     assert st["metrics"]["resumed_step"] >= step > 0
     steps = [json.loads(line)["step"] for line in
              (proj / "train" / "curve.jsonl").read_text().splitlines() if line.strip()]
@@ -216,7 +217,7 @@ def test_ctrl_c_during_sfm_says_cancelled_and_resumes(tmp_path, reprojected, pan
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal goes to the whole group
     assert proc.wait(60) == 130
     st = status(proj)["sfm"]
-    assert st["state"] == "cancelled", st
+    assert st["state"] == StageState.CANCELLED, st
     assert "run again to resume" in st["error"]
     out = run("run", panos_2048, "-p", proj, "--until", "georef")
     assert out.returncode == 0, out.stderr

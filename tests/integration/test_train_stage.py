@@ -15,6 +15,7 @@ from splatstudio.errors import StageError
 from splatstudio.events import Metric, null_emitter
 from splatstudio.pipeline.runner import PipelineRunner, kill_process_tree
 from splatstudio.project import Project
+from splatstudio.status import StageState
 
 pytest.importorskip("pycolmap")
 pytest.importorskip("gsplat")
@@ -61,7 +62,7 @@ def test_train_gains_psnr_and_resumes_after_cancel(georef_project, tmp_path):
     runner.on_event = on_event
     t0 = time.monotonic()
     res = runner.run(until="train")
-    assert res.states["train"] == "cancelled", res.reason
+    assert res.states["train"] == StageState.CANCELLED, res.reason
     latest = json.loads((project.root / "train/checkpoints/latest.json").read_text())
     assert 130 <= latest["step"] < 300
     assert not (project.root / "train" / "splat.ply").exists()
@@ -77,7 +78,7 @@ def test_train_gains_psnr_and_resumes_after_cancel(georef_project, tmp_path):
 
     res = PipelineRunner(project, on_event2, device="cpu").run(until="train")
     wall = time.monotonic() - t0
-    assert res.ok and res.states["train"] == "done", res.reason
+    assert res.ok and res.states["train"] == StageState.DONE, res.reason
     assert resumed == [latest["step"]]
     m = _status(project)["metrics"]
     print(f"\ntrain test preset: PSNR {m['psnr_step0']:.2f} -> {m['psnr']:.2f} dB, "
@@ -117,7 +118,7 @@ def test_train_gains_psnr_and_resumes_after_cancel(georef_project, tmp_path):
 
     # 3) done and unchanged: skipped
     res = PipelineRunner(project, device="cpu").run(until="train")
-    assert res.states["train"] == "skipped"
+    assert res.states["train"] == StageState.SKIPPED
 
     # 4) `splatstudio render -p P --view NAME` renders the trained splat from a registered view:
     # it must look like that view's photo (same camera convention as training)
@@ -167,13 +168,13 @@ def test_kill_then_resume_from_periodic_checkpoint(georef_project, tmp_path):
 
     def on_event(e):
         if isinstance(e, Metric) and e.name == "loss" and e.step and e.step >= 110 and not killed:
-            pid = project.read_status("train")["pid"]
+            pid = project.read_status("train").pid
             killed.append(e.step)
             kill_process_tree(pid)
 
     runner.on_event = on_event
     res = runner.run(until="train")
-    assert killed and res.states["train"] == "failed"
+    assert killed and res.states["train"] == StageState.FAILED
     assert "run again to resume" in res.reason
     img = cv2.imread(str(project.root / "train" / "preview.png"))
     assert img.shape == (60, 80, 3)
@@ -188,7 +189,7 @@ def test_kill_then_resume_from_periodic_checkpoint(georef_project, tmp_path):
 
     runner.on_event = on_event2
     res = runner.run(until="train")
-    assert res.states["train"] == "cancelled"
+    assert res.states["train"] == StageState.CANCELLED
     # the last periodic checkpoint before the kill (every 100 steps)
     assert resumed and resumed[0] > 0 and resumed[0] % 100 == 0 and resumed[0] <= killed[0]
 

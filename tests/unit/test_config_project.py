@@ -18,6 +18,7 @@ from splatstudio.config import (
 )
 from splatstudio.errors import ConfigError, ProjectError
 from splatstudio.project import Project, write_json_atomic
+from splatstudio.status import StageState, StageStatus
 
 
 def test_presets_and_round_trip():
@@ -82,9 +83,8 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def _mark_done(project, stage):
-    project.write_status(
-        stage, {"state": "done", "fingerprint": project.fingerprints()[stage], "metrics": {}}
-    )
+    project.write_status(StageStatus(stage, StageState.DONE,
+                                     fingerprint=project.fingerprints()[stage]))
 
 
 def test_changed_config_invalidates_stage_and_downstream(tmp_path):
@@ -101,7 +101,7 @@ def test_changed_config_invalidates_stage_and_downstream(tmp_path):
     assert p.is_done("ingest")
     assert not any(p.is_done(s) for s in STAGES[1:])
     summary = p.summary()["stages"]
-    assert summary["reproject"]["state"] == "pending" and summary["reproject"]["stale"]
+    assert summary["reproject"]["state"] == StageState.PENDING and summary["reproject"]["stale"]
     # a changed input folder invalidates everything
     for s in STAGES:
         _mark_done(p, s)
@@ -113,9 +113,10 @@ def test_running_with_dead_pid_reads_as_failed(tmp_path):
     inp = tmp_path / "in"
     inp.mkdir()
     p = Project.create(tmp_path / "proj", inp)
-    p.write_status("ingest", {"state": "running", "pid": 2**22 + 12345, "host": socket.gethostname()})
+    p.write_status(StageStatus("ingest", StageState.RUNNING, pid=2**22 + 12345,
+                               host=socket.gethostname()))
     st = p.summary()["stages"]["ingest"]
-    assert st["state"] == "failed" and "interrupted" in st["error"]
+    assert st["state"] == StageState.FAILED and "interrupted" in st["error"]
     assert set(p.summary()["stages"]) == set(STAGES)
 
 
