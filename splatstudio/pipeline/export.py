@@ -550,7 +550,7 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
         The manifest written to ``manifest.json`` (``files``: one entry per exported file).
 
     Raises:
-        InputError: ``train/splat.ply`` is missing or unreadable ("run train first"), or the
+        InputError: ``train/splat.ply`` is missing or unreadable ("run the train stage first"), or the
             ingest manifest is missing.
         ConfigError: invalid options (unknown format, malformed crop box, converter
             template naming a format that is not exported).

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication
 
 from splatstudio.config import STAGES
 from splatstudio.gui.main_window import TAB_MAP, TAB_PROJECTS, TAB_STAGES
+from splatstudio.pipeline.artifacts import outputs
 from splatstudio.project import Project
 from splatstudio.status import StageState
 
@@ -109,10 +110,11 @@ def test_run_end_to_end(window, settings, panos_2048, qtbot):
     assert result.ok and result.states == {s: StageState.DONE for s in STAGES}, result.reason
     root = window.model.project.root
     summary = Project.open(root).summary()["stages"]
-    for s in STAGES:  # every stage's declared outputs exist
+    for s in STAGES:  # every stage's outputs exist and are declared in pipeline/artifacts.py
         assert summary[s]["artifacts"], s
         for a in summary[s]["artifacts"]:
             assert (root / a).exists(), (s, a)
+            assert any(a == o.rel or a.startswith(o.rel + "/") for o in outputs(s)), (s, a)
     assert (root / "train" / "splat.ply").exists()
     assert (root / "exports" / "manifest.json").exists()
     # the live training view kept the run's curves and shows the last preview

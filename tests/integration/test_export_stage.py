@@ -104,7 +104,7 @@ def test_filters_apply_to_every_file(project, tmp_path):
 
 def test_missing_trained_splat_says_run_train(project):
     (project.root / "train" / "splat.ply").unlink()
-    with pytest.raises(InputError, match=r"train/splat\.ply.*run train first"):
+    with pytest.raises(InputError, match=r"train/splat\.ply.*run the train stage first"):
         run_export(project, _cfg(), null_emitter("export"))
 
 
