@@ -10,9 +10,10 @@ throw-away settings and projects in a temporary folder, and drives it:
                        preset) after Run finished;
 3. ``export.png``      the Export dialog after exporting that project (4 splat formats and a
                        GLB mesh) into a temporary folder, listing the written files;
-4. ``capture_map.png`` the capture map of that project with panorama 3 selected;
-5. ``projects.png``    the project browser (that project plus a second, new one);
-6. ``viewer.png``      the orbit viewer with ../shared/data/splats/donut_fused.ply.
+4. ``options.png``     the stage options of that project, on the train stage's tab;
+5. ``capture_map.png`` the capture map of that project with panorama 3 selected;
+6. ``projects.png``    the project browser (that project plus a second, new one);
+7. ``viewer.png``      the orbit viewer with ../shared/data/splats/donut_fused.ply.
 
 Each PNG is checked not to be blank (pixel standard deviation). Run:
 ``python scripts/screenshots.py [--out docs/screenshots]``.
@@ -190,6 +191,11 @@ def run(out: Path) -> None:
         dlg.resize(760, dlg.sizeHint().height() + 60)
         shoot(dlg, out / "export.png")
         dlg.close()
+
+        opts = window.options_dialog("train")
+        opts.resize(700, 760)
+        shoot(opts, out / "options.png")
+        opts.close()
 
         window.tabs.setCurrentIndex(TAB_MAP)
         window.capture_map.select("3")

@@ -11,7 +11,6 @@ import argparse
 import json
 import signal
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ from .config import (
     STAGES,
     Device,
     ProjectConfig,
-    field_types,
+    apply_preset,
+    options,
     update_config,
 )
 from .doctor import REQUIREMENTS
@@ -43,25 +43,28 @@ OPTION_ALIASES = {("export", "formats"): ["--format"], ("export", "output_dir"):
 
 
 def _add_stage_options(parser: argparse.ArgumentParser, stage: str) -> None:
-    cfg_type = STAGE_CONFIGS[stage]
-    types = field_types(cfg_type)
     group = parser.add_argument_group(f"{stage} options (saved in project.json)")
-    for f in fields(cfg_type):
-        typ = types[f.name]
-        flags = ["--" + f.name.replace("_", "-"), *OPTION_ALIASES.get((stage, f.name), [])]
-        help_ = f.metadata.get("help", "") + f" (default: {_plain_default(f.default)})"
-        dest = f"{stage}__{f.name}"
-        if typ is bool:
+    for o in options(STAGE_CONFIGS[stage]):
+        flags = ["--" + o.name.replace("_", "-"), *OPTION_ALIASES.get((stage, o.name), [])]
+        rng = o.range_text()
+        help_ = (o.help + (f"; {rng}" if rng and not o.is_enum else "")
+                 + f" (default: {_plain_default(o.default)})")
+        dest = f"{stage}__{o.name}"
+        if o.type is bool:
             group.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, help=help_)
-        elif isinstance(typ, type) and hasattr(typ, "__members__"):
-            choices = [m.value for m in typ]
+        elif o.is_enum:
+            choices = [m.value for m in o.type]
             group.add_argument(*flags, dest=dest, choices=choices, help=help_)
-        else:
-            group.add_argument(*flags, dest=dest, type=typ, metavar=f.name.upper(), help=help_)
+        elif o.type in (int, float, str):
+            group.add_argument(*flags, dest=dest, type=o.type, metavar=o.name.upper(), help=help_)
+        else:  # a tuple (formats, a crop corner): its text, parsed by update_config
+            group.add_argument(*flags, dest=dest, type=str, metavar=o.name.upper(), help=help_)
 
 
 def _plain_default(v: Any) -> Any:
-    return getattr(v, "value", v)
+    if isinstance(v, tuple):
+        return ",".join(str(_plain_default(x)) for x in v)
+    return "none" if v is None else getattr(v, "value", v)
 
 
 def _stage_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -260,29 +263,38 @@ def _open_or_create(args: argparse.Namespace, input_dir: Path | None):
     if not input_dir.is_dir():
         raise InputError(input_dir, "input folder not found (or not a folder)")
     cfg = ProjectConfig.from_preset(args.preset or "balanced")
+    _apply_overrides(cfg, args)  # a bad --set is refused before the project folder is made
     return Project.create(root, input_dir, cfg)
 
 
 def _apply_config(project, args: argparse.Namespace) -> None:
-    from .config import PRESETS as presets
-
     cfg = project.config
     changed = False
     if getattr(args, "preset", None) and args.preset != cfg.preset:
-        for stage, values in presets[args.preset].items():
-            setattr(cfg, stage, update_config(getattr(cfg, stage), values))
-        cfg.preset = args.preset
+        apply_preset(cfg, args.preset)
         changed = True
     if getattr(args, "device", None):
         cfg.device = Device(args.device)
         changed = True
-    for stage, values in _stage_overrides(args).items():
+    changed = _apply_overrides(cfg, args) or changed
+    if changed:
+        project.save()
+
+
+def _apply_overrides(cfg: ProjectConfig, args: argparse.Namespace) -> bool:
+    """Apply the stage options and ``--set`` values of `args` to `cfg` (each checked against
+    its option's range); True when there were any.
+
+    Raises:
+        SplatStudioError: an unknown stage; ConfigError: an unknown option or a bad value
+            (naming it and its range).
+    """
+    overrides = _stage_overrides(args)
+    for stage, values in overrides.items():
         if stage not in STAGE_CONFIGS:
             raise SplatStudioError(f"unknown stage {stage!r} in --set; stages: {', '.join(STAGES)}")
         setattr(cfg, stage, update_config(getattr(cfg, stage), values))
-        changed = True
-    if changed:
-        project.save()
+    return bool(overrides)
 
 
 def _print_summary(project, stages: list[str], quiet: bool) -> None:

@@ -1,9 +1,15 @@
 """Configuration: one keyword-only dataclass per stage, grouped in :class:`ProjectConfig`.
 
-The same objects drive the CLI (options are generated from the fields), the GUI form and
+The same objects drive the CLI (options are generated from the fields), the GUI forms and
 `project.json` (nerfstudio-style dataclass configs; gsplat `simple_trainer.py`-style presets).
 Fields whose metadata says ``hash=False`` (worker counts, devices) do not invalidate a stage when
 changed; every other field does, together with everything downstream.
+
+Each option's metadata (:func:`opt`) holds its help text and, where it has one, its range
+(``min``/``max`` inclusive, ``above``/``below`` exclusive) or its ``choices``; :func:`options`
+lists them for the CLI and the GUI, and :func:`update_config` (every way a value gets in: the
+CLI's options and ``--set``, the GUI, ``project.json``, presets) checks them with an error that
+names the option and its range. :func:`apply_preset` is the one way a preset is applied.
 """
 
 from __future__ import annotations
@@ -21,9 +27,16 @@ STAGES: tuple[str, ...] = ("ingest", "reproject", "sfm", "georef", "train", "exp
 """Pipeline stages, in order. Each reads only its predecessors' artifacts."""
 
 
-def opt(default: Any, help: str, *, hash: bool = True, **kw: Any) -> Any:
-    """A dataclass field with a help text (shown by the CLI and the GUI) and a hash flag."""
-    return field(default=default, metadata={"help": help, "hash": hash, **kw})
+def opt(default: Any, help: str, *, hash: bool = True, min: float | None = None,
+        max: float | None = None, above: float | None = None, below: float | None = None,
+        choices: tuple[Any, ...] | None = None, **kw: Any) -> Any:
+    """A dataclass field with a help text (shown by the CLI and the GUI), a hash flag and
+    optionally a range: ``min <= v <= max``, ``above < v < below``, or ``v in choices``
+    (checked by :func:`update_config`). Other keywords (``added``, ``parse``, ``hash_text``)
+    go into the metadata as they are."""
+    rng = {k: v for k, v in (("min", min), ("max", max), ("above", above), ("below", below),
+                             ("choices", choices)) if v is not None}
+    return field(default=default, metadata={"help": help, "hash": hash, **rng, **kw})
 
 
 class ImageKind(enum.StrEnum):
@@ -77,7 +90,8 @@ class ReprojectConfig:
 
     rig: RigLayout = opt(RigLayout.SPLATFORGE18, "virtual camera rig layout")
     views: str = opt("", "custom rig: comma-separated yaw:pitch pairs in degrees, e.g. '0:0,90:0'")
-    fov_deg: float = opt(90.0, "field of view of every view, degrees (horizontal = vertical)")
+    fov_deg: float = opt(90.0, "field of view of every view, degrees (horizontal = vertical)",
+                         above=0.0, below=170.0)
     size: int = opt(0, "view width = height in pixels (0: what the panorama supports)")
     max_size: int = opt(1600, "cap on the automatic view size, pixels")
     nadir_mask: bool = opt(True, "mask the operator and mount around the nadir")
@@ -214,8 +228,9 @@ class TrainConfig:
     """
 
     steps: int = opt(15000, "optimisation steps (one view per step)")
-    downscale: float = opt(1.0, "shrink the views by this factor for training (1: full size)")
-    sh_degree: int = opt(3, "spherical-harmonics degree of the colours (0..3)")
+    downscale: float = opt(1.0, "shrink the views by this factor for training (1: full size)",
+                           min=1.0)
+    sh_degree: int = opt(3, "spherical-harmonics degree of the colours (0..3)", min=0, max=3)
     sh_degree_interval: int = opt(1000, "raise the SH degree by one every this many steps")
     max_gaussians: int = opt(3_000_000, "cap on the number of Gaussians (0: no cap)")
     max_init_points: int = opt(0, "start from at most this many SfM points (0: all)")
@@ -258,6 +273,90 @@ class TrainConfig:
     allow_slow: bool = opt(False, "train on the CPU even when over cpu_limit_s", hash=False)
 
 
+class ExportFormat(enum.StrEnum):
+    """What the export stage writes: splat files, a 3D Tiles tileset, a textured mesh, or
+    ``all`` of them (kept as written: a 3D Tiles from ``all`` is skipped without GPS, a named
+    one is an error)."""
+
+    PLY = "ply"
+    SPLAT = "splat"
+    SPZ = "spz"
+    COMPRESSED_PLY = "compressed_ply"
+    SOG = "sog"
+    GLB_SPLAT = "glb_splat"
+    TILES = "3dtiles"
+    GLB = "glb"
+    OBJ = "obj"
+    ALL = "all"
+
+
+class MeshMethod(enum.StrEnum):
+    """How the export stage makes a surface from the splat (see README "Textured mesh")."""
+
+    TSDF = "tsdf"
+    POISSON = "poisson"
+
+
+def parse_formats(value: Any) -> tuple[ExportFormat, ...]:
+    """``"ply, spz"`` or ``["ply", "spz"]`` -> ``(PLY, SPZ)``: order kept, duplicates dropped;
+    ``compressed`` is accepted for ``compressed_ply``, ``-`` for ``_`` (``glb-splat``), ``;``
+    for ``,``.
+
+    Raises:
+        ConfigError: an unknown format (naming it and the choices) or an empty list.
+    """
+    items = value.replace(";", ",").split(",") if isinstance(value, str) else list(value)
+    out: list[ExportFormat] = []
+    for tok in (str(t).strip().lower().replace("-", "_") for t in items):
+        if not tok:
+            continue
+        tok = "compressed_ply" if tok == "compressed" else tok
+        try:
+            f = ExportFormat(tok)
+        except ValueError:
+            raise ConfigError(
+                f"ExportConfig.formats: unknown format {tok!r}; choose from "
+                f"{', '.join(f.value for f in ExportFormat if f != ExportFormat.ALL)} or all"
+            ) from None
+        if f not in out:
+            out.append(f)
+    if not out:
+        raise ConfigError("ExportConfig.formats is empty; name at least one format")
+    return tuple(out)
+
+
+def parse_corner(value: Any) -> tuple[float, float, float] | None:
+    """``"x,y,z"`` (``;`` also separates) or ``[x, y, z]`` (ENU metres) -> ``(x, y, z)``;
+    an empty text, list or None -> None.
+
+    Raises:
+        ConfigError: not three numbers.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        vals = ([float(v) for v in value.replace(";", ",").split(",")] if isinstance(value, str)
+                else [float(v) for v in value])
+    except (TypeError, ValueError):
+        vals = []
+    if not vals:
+        return None if not isinstance(value, str) and len(value) == 0 else _bad_corner(value)
+    if len(vals) != 3:
+        _bad_corner(value)
+    return (vals[0], vals[1], vals[2])
+
+
+def _bad_corner(value: Any) -> Any:
+    raise ConfigError(f"expected 'x,y,z' in ENU metres, got {value!r}")
+
+
+def corner_text(v: tuple[float, float, float] | None) -> str:
+    """A crop corner as the ``'x,y,z'`` text older versions stored ("" for none)."""
+    if v is None:
+        return ""
+    return ",".join(r[:-2] if (r := repr(float(x))).endswith(".0") else r for x in v)
+
+
 @dataclass(kw_only=True)
 class ExportConfig:
     """Options of export (splat formats, textured mesh, georeferencing sidecars).
@@ -265,38 +364,50 @@ class ExportConfig:
     Coordinates (crop box) are ENU metres about the project origin (x east, y north, z up).
     """
 
-    formats: str = opt(
-        "ply,splat,spz,compressed_ply",
-        "comma-separated formats to write: ply, splat, spz, compressed_ply, sog, glb_splat "
-        "(glTF KHR_gaussian_splatting), 3dtiles (3D Tiles for Cesium, needs GPS) (gaussians), "
-        "glb, obj (textured mesh); 'all' for every one",
+    formats: tuple[ExportFormat, ...] = opt(
+        (ExportFormat.PLY, ExportFormat.SPLAT, ExportFormat.SPZ, ExportFormat.COMPRESSED_PLY),
+        "formats to write (comma-separated on the command line): ply, splat, spz, "
+        "compressed_ply, sog, glb_splat (glTF KHR_gaussian_splatting), 3dtiles (3D Tiles for "
+        "Cesium, needs GPS) (gaussians), glb, obj (textured mesh); 'all' for every one",
+        parse=lambda v: parse_formats(v), hash_text=lambda v: ",".join(map(str, v)),
     )
     output_dir: str = opt("", "write here instead of the project's exports/ folder", hash=False)
     name: str = opt("scene", "base name of the exported files (scene.ply, scene.spz ...)")
-    spz_version: int = opt(4, "SPZ format version: 4 (ZSTD, current) or 3 (gzip, older viewers)")
+    spz_version: int = opt(4, "SPZ format version: 4 (ZSTD, current) or 3 (gzip, older viewers)",
+                           choices=(4, 3))
     glb_splat_spz: bool = opt(
         False, "glb_splat: compress with KHR_gaussian_splatting_compression_spz_2 (SPZ v3 inside)",
         added=True)
     tiles_sh_degree: int = opt(3, "3dtiles: SH degree of the tiles (0..3, at most max_sh_degree)",
-                               added=True)
+                               added=True, min=0, max=3)
     tiles_min_opacity: float = opt(0.0, "3dtiles: drop gaussians less opaque than this (0..1)",
-                                   added=True)
-    tiles_max_gaussians: int = opt(65536, "3dtiles: most gaussians in one tile", added=True)
-    crop_min: str = opt("", "crop box lower corner 'x,y,z', ENU metres (empty: no crop)")
-    crop_max: str = opt("", "crop box upper corner 'x,y,z', ENU metres (empty: no crop)")
-    min_opacity: float = opt(0.0, "drop gaussians with opacity below this (0..1; 0: keep all)")
+                                   added=True, min=0.0, max=1.0)
+    tiles_max_gaussians: int = opt(65536, "3dtiles: most gaussians in one tile", added=True,
+                                   min=1)
+    crop_min: tuple[float, float, float] | None = opt(
+        None, "crop box lower corner x,y,z, ENU metres (empty: no crop)",
+        parse=lambda v: parse_corner(v), hash_text=lambda v: corner_text(v))
+    crop_max: tuple[float, float, float] | None = opt(
+        None, "crop box upper corner x,y,z, ENU metres (empty: no crop)",
+        parse=lambda v: parse_corner(v), hash_text=lambda v: corner_text(v))
+    min_opacity: float = opt(0.0, "drop gaussians with opacity below this (0..1; 0: keep all)",
+                             min=0.0, max=1.0)
     remove_floaters: bool = opt(False, "remove isolated gaussians (statistical outliers)")
     floater_k: int = opt(16, "floater removal: neighbours per gaussian")
     floater_std_ratio: float = opt(3.0, "floater removal: threshold in standard deviations")
-    max_sh_degree: int = opt(3, "cap the spherical-harmonics degree of splat files (0..3)")
-    mesh_method: str = opt(
-        "tsdf", "surface from the splat: tsdf (fusion of depth rendered from the capture's "
-        "cameras, measured best) or poisson (screened Poisson on the gaussian centres, closed)"
+    max_sh_degree: int = opt(3, "cap the spherical-harmonics degree of splat files (0..3)",
+                             min=0, max=3)
+    mesh_method: MeshMethod = opt(
+        MeshMethod.TSDF, "surface from the splat: tsdf (fusion of depth rendered from the "
+        "capture's cameras, measured best) or poisson (screened Poisson on the gaussian "
+        "centres, closed)"
     )
-    mesh_faces: int = opt(300_000, "target triangle count of the mesh after decimation")
-    mesh_min_opacity: float = opt(0.5, "mesh: only gaussians at least this opaque shape it")
-    texture_size: int = opt(4096, "mesh texture width = height, pixels")
-    bake_views: int = opt(12, "mesh texture: views of the splat rendered and projected")
+    mesh_faces: int = opt(300_000, "target triangle count of the mesh after decimation",
+                          min=100)
+    mesh_min_opacity: float = opt(0.5, "mesh: only gaussians at least this opaque shape it",
+                                  min=0.0, max=1.0)
+    texture_size: int = opt(4096, "mesh texture width = height, pixels", min=64, max=16384)
+    bake_views: int = opt(12, "mesh texture: views of the splat rendered and projected", min=1)
     converter: str = opt(
         "", "external converter run after the export without a shell, e.g. 'kexconv {obj} {out}' "
         "({obj}, {glb}, {ply}, {spz} ...: files of this run; {out}: the output folder; {name}); "
@@ -354,13 +465,12 @@ class ProjectConfig:
 
     @classmethod
     def from_preset(cls, name: str) -> ProjectConfig:
-        """Defaults with preset `name` applied. Raises ConfigError for an unknown name."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-        cfg = cls(preset=name)
-        for stage, values in PRESETS[name].items():
-            setattr(cfg, stage, update_config(getattr(cfg, stage), values))
-        return cfg
+        """Defaults with preset `name` applied (:func:`apply_preset`).
+
+        Raises:
+            ConfigError: an unknown preset.
+        """
+        return apply_preset(cls(), name)
 
     def stage(self, name: str) -> Any:
         """The config dataclass of stage `name`."""
@@ -387,17 +497,114 @@ class ProjectConfig:
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A stage config as a JSON-ready dict (enums as their string values)."""
+    """A stage config as a JSON-ready dict (enums as their string values, tuples as lists)."""
     return {f.name: _plain(getattr(cfg, f.name)) for f in fields(cfg)}
 
 
 def _plain(v: Any) -> Any:
     if isinstance(v, enum.Enum):
         return v.value
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
     return v
 
 
-def _coerce(typ: Any, value: Any, name: str) -> Any:
+@dataclass(frozen=True)
+class Option:
+    """One option of a stage config, as the CLI and the GUI forms show it.
+
+    Attributes:
+        name: the field name; type: its resolved type (bool, int, float, str, an enum, or a
+            tuple type with a ``parse`` function); default; help: the help text.
+        min, max: inclusive bounds; above, below: exclusive bounds; choices: the allowed
+            values (each None when the option has none; an enum's members are its choices).
+        hash: False when changing it does not re-run the stage.
+    """
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    above: float | None = None
+    below: float | None = None
+    choices: tuple[Any, ...] | None = None
+    hash: bool = True
+
+    @property
+    def is_enum(self) -> bool:
+        return isinstance(self.type, type) and issubclass(self.type, enum.Enum)
+
+    def range_text(self) -> str:
+        """The range in words (``"0..3"``, ``">= 1"``, ``"(0, 170)"``, ``"3 or 4"``), "" for
+        none."""
+        if self.choices is not None:
+            vals = [str(_plain(c)) for c in self.choices]
+            return ", ".join(vals[:-1]) + f" or {vals[-1]}" if len(vals) > 1 else vals[0]
+        lo = f"[{self.min:g}" if self.min is not None else (
+            f"({self.above:g}" if self.above is not None else None)
+        hi = f"{self.max:g}]" if self.max is not None else (
+            f"{self.below:g})" if self.below is not None else None)
+        if lo and hi:
+            return f"{lo}, {hi}"
+        if lo:
+            return (">= " if lo[0] == "[" else "> ") + lo[1:]
+        if hi:
+            return ("<= " if hi[-1] == "]" else "< ") + hi[:-1]
+        return ""
+
+    def check(self, value: Any, where: str) -> None:
+        """Raise :class:`ConfigError` naming `where` (``train.downscale``) and the range when
+        `value` is outside it."""
+        if self.choices is not None:
+            ok = value in self.choices
+        else:
+            try:
+                ok = ((self.min is None or value >= self.min)
+                      and (self.max is None or value <= self.max)
+                      and (self.above is None or value > self.above)
+                      and (self.below is None or value < self.below))
+            except TypeError:
+                ok = True
+        if not ok:
+            rng = self.range_text()
+            raise ConfigError(f"{where} must be {'in ' if rng[0] in '[(' else ''}{rng}, got "
+                              f"{_plain(value)!r}")
+
+
+def options(cfg_type: type) -> list[Option]:
+    """The options of stage config class `cfg_type`, in field order."""
+    types = field_types(cfg_type)
+    out = []
+    for f in fields(cfg_type):
+        m = f.metadata
+        choices = m.get("choices")
+        out.append(Option(f.name, types[f.name], f.default, m.get("help", ""), m.get("min"),
+                          m.get("max"), m.get("above"), m.get("below"),
+                          tuple(choices) if choices is not None else None, m.get("hash", True)))
+    return out
+
+
+def option(cfg_type: type, name: str) -> Option:
+    """Option `name` of stage config class `cfg_type` (KeyError when there is none)."""
+    return next(o for o in options(cfg_type) if o.name == name)
+
+
+def _where(cfg_type: type, name: str) -> str:
+    """``train.downscale`` for TrainConfig's downscale (how --set and the README name it)."""
+    stage = next((s for s, t in STAGE_CONFIGS.items() if t is cfg_type), None)
+    return f"{stage}.{name}" if stage else f"{cfg_type.__name__}.{name}"
+
+
+def _coerce(typ: Any, value: Any, name: str, parse: Any = None) -> Any:
+    if parse is not None:
+        try:
+            return parse(value)
+        except ConfigError as e:
+            msg = str(e)
+            raise ConfigError(msg if msg.startswith(name.split(".")[0]) or
+                              msg.startswith("ExportConfig") else f"{name}: {msg}") from None
     try:
         if isinstance(typ, type) and issubclass(typ, enum.Enum):
             return typ(value)
@@ -431,21 +638,43 @@ def field_types(cfg_type: type) -> dict[str, Any]:
 
 
 def update_config(cfg: Any, values: dict[str, Any]) -> Any:
-    """A copy of stage config `cfg` with `values` applied, each coerced to its field's type.
+    """A copy of stage config `cfg` with `values` applied, each coerced to its field's type
+    (strings too: ``"0.5"``, ``"ply,spz"``, ``"1,2,3"``) and checked against its range.
 
     Raises:
-        ConfigError: an unknown field, or a value that does not fit the field's type.
+        ConfigError: an unknown field, a value that does not fit the field's type, or one
+            outside the option's range (the message names the option, e.g. ``train.downscale``,
+            and the range).
     """
-    types = field_types(type(cfg))
-    names = {f.name for f in fields(cfg)}
+    cls = type(cfg)
+    types = field_types(cls)
+    meta = {f.name: f.metadata for f in fields(cfg)}
     changes = {}
     for k, v in values.items():
-        if k not in names:
+        if k not in meta:
             raise ConfigError(
-                f"{type(cfg).__name__} has no option {k!r}; known: {', '.join(sorted(names)) or 'none'}"
+                f"{cls.__name__} has no option {k!r}; known: {', '.join(sorted(meta)) or 'none'}"
             )
-        changes[k] = _coerce(types[k], v, f"{type(cfg).__name__}.{k}")
+        value = _coerce(types[k], v, f"{cls.__name__}.{k}", meta[k].get("parse"))
+        option(cls, k).check(value, _where(cls, k))
+        changes[k] = value
     return dataclasses.replace(cfg, **changes)
+
+
+def apply_preset(cfg: ProjectConfig, name: str) -> ProjectConfig:
+    """Apply preset `name` to `cfg` in place (its stages' fields; the rest stays) and record
+    it in ``cfg.preset``; returns `cfg`. The one way a preset is applied (new projects, the
+    CLI's ``--preset``, the GUI, the train stage's and doctor's estimates).
+
+    Raises:
+        ConfigError: an unknown preset (naming the choices).
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    for stage, values in PRESETS[name].items():
+        setattr(cfg, stage, update_config(getattr(cfg, stage), values))
+    cfg.preset = name
+    return cfg
 
 
 def config_hash(cfg: Any) -> str:
@@ -453,10 +682,25 @@ def config_hash(cfg: Any) -> str:
 
     An option added after projects existed (metadata ``added``) counts only when it differs
     from its default, which gives the old behaviour: adding it does not make every existing
-    project run again."""
+    project run again. An option whose type changed (metadata ``hash_text``: the export
+    formats and crop corners, once comma strings) is hashed as the text it used to be, so
+    existing projects keep their fingerprints."""
     data = {
-        f.name: _plain(getattr(cfg, f.name)) for f in fields(cfg) if f.metadata.get("hash", True)
+        f.name: (f.metadata["hash_text"](getattr(cfg, f.name)) if "hash_text" in f.metadata
+                 else _plain(getattr(cfg, f.name)))
+        for f in fields(cfg) if f.metadata.get("hash", True)
         and not (f.metadata.get("added") and getattr(cfg, f.name) == f.default)
     }
     blob = json.dumps({"type": type(cfg).__name__, **data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def check_config(cfg: Any) -> None:
+    """Check every option of stage config `cfg` against its range (for a config built
+    directly rather than through :func:`update_config`).
+
+    Raises:
+        ConfigError: the first option outside its range (named with its range).
+    """
+    for o in options(type(cfg)):
+        o.check(getattr(cfg, o.name), _where(type(cfg), o.name))

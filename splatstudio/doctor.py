@@ -460,13 +460,13 @@ def cpu_presets(seconds_per_pixel_step: float) -> list[PresetEstimate]:
     Args:
         seconds_per_pixel_step: measured cost of one step per trained pixel, seconds.
     """
-    from .config import PRESETS, ReprojectConfig, update_config
-    from .pipeline.train import estimate_seconds, preset_train_config
+    from .config import PRESETS, ProjectConfig
+    from .pipeline.train import estimate_seconds
 
     out = []
     for name in PRESETS:
-        rep = update_config(ReprojectConfig(), PRESETS[name].get("reproject", {}))
-        cfg = preset_train_config(name)
+        preset = ProjectConfig.from_preset(name)
+        rep, cfg = preset.reproject, preset.train
         px = int(rep.max_size) ** 2
         est = estimate_seconds(cfg, seconds_per_pixel_step, px)
         out.append(PresetEstimate(name, px, int(px / cfg.downscale**2), cfg.steps, est,

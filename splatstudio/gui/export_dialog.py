@@ -38,12 +38,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..config import ExportConfig, update_config
+from ..config import ExportConfig, ExportFormat, option, update_config
 from ..errors import ConfigError, SplatStudioError
 from ..pipeline.artifacts import EXPORT_MANIFEST_NAME
 from ..project import read_json
 from ..status import StageState
 from .model import ProjectModel
+from .options_form import configure_spin, option_tooltip
 
 #: Labels of the formats (names as ``ExportConfig.formats`` spells them); the list shown is the
 #: export stage's own (:data:`splatstudio.pipeline.export.ALL_FORMATS`), a format without a
@@ -59,6 +60,7 @@ FORMAT_LABELS: dict[str, str] = {
     "glb": "GLB: textured mesh (glTF)",
     "obj": "OBJ: textured mesh, .mtl, .png",
 }
+SPZ_VERSION_LABELS = {4: "version 4 (current)", 3: "version 3 (older viewers)"}
 TEXTURE_SIZES = (512, 1024, 2048, 4096, 8192)
 BUSY_TEXT = "Stages are running; export when they are done."
 
@@ -72,14 +74,9 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def _corner(text: str) -> list[float] | None:
-    """A crop corner of the saved config, or None when it is empty or malformed."""
-    from ..pipeline.export import parse_corner
-
-    try:
-        return parse_corner("crop", text)
-    except ConfigError:
-        return None
+def _corner(corner: tuple[float, float, float] | None) -> list[float] | None:
+    """A crop corner of the saved config as a list, or None."""
+    return None if corner is None else list(corner)
 
 
 def manifest_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
@@ -142,16 +139,17 @@ class ExportDialog(QDialog):
         fbox = QGroupBox("Formats")
         fgrid = QGridLayout(fbox)
         self.spz_version = QComboBox()
-        self.spz_version.addItem("version 4 (current)", 4)
-        self.spz_version.addItem("version 3 (older viewers)", 3)
+        spz = option(ExportConfig, "spz_version")
+        for v in spz.choices or ():
+            self.spz_version.addItem(SPZ_VERSION_LABELS.get(v, f"version {v}"), v)
         self.spz_version.setCurrentIndex(max(0, self.spz_version.findData(cfg.spz_version)))
-        self.spz_version.setToolTip("SPZ format version: 4 (ZSTD) or 3 (gzip, older viewers)")
+        self.spz_version.setToolTip(option_tooltip(spz))
         self.glb_spz = QCheckBox("SPZ compressed")
         self.glb_spz.setChecked(cfg.glb_splat_spz)
         self.glb_spz.setToolTip("KHR_gaussian_splatting_compression_spz_2: an SPZ v3 payload "
                                 "(about 5x smaller, quantised; what CesiumJS reads)")
         self.tiles_sh = QSpinBox()
-        self.tiles_sh.setRange(0, 3)
+        configure_spin(self.tiles_sh, ExportConfig, "tiles_sh_degree")
         self.tiles_sh.setValue(cfg.tiles_sh_degree)
         self.tiles_sh.setPrefix("SH degree ")
         self.tiles_sh.setToolTip("Spherical-harmonics degree of the 3D Tiles (lower: smaller "
@@ -206,11 +204,10 @@ class ExportDialog(QDialog):
             crop_grid.addWidget(self.crop_min[j], 1, j + 1)
             crop_grid.addWidget(self.crop_max[j], 2, j + 1)
         self.min_opacity = QDoubleSpinBox()
-        self.min_opacity.setRange(0.0, 1.0)
         self.min_opacity.setSingleStep(0.01)
         self.min_opacity.setDecimals(3)
+        configure_spin(self.min_opacity, ExportConfig, "min_opacity")
         self.min_opacity.setValue(cfg.min_opacity)
-        self.min_opacity.setToolTip("Drop gaussians less opaque than this (0: keep all)")
         self.remove_floaters = QCheckBox("Remove floaters (isolated gaussians)")
         self.remove_floaters.setChecked(cfg.remove_floaters)
         self.remove_floaters.toggled.connect(self._update_enabled)
@@ -231,9 +228,8 @@ class ExportDialog(QDialog):
         floaters.addWidget(self.floater_std)
         floaters.addStretch(1)
         self.max_sh = QSpinBox()
-        self.max_sh.setRange(0, 3)
+        configure_spin(self.max_sh, ExportConfig, "max_sh_degree")
         self.max_sh.setValue(cfg.max_sh_degree)
-        self.max_sh.setToolTip("Drop spherical-harmonics bands above this degree (smaller files)")
         gform.addRow(self.crop)
         gform.addRow("", crop_grid)
         gform.addRow("Minimum opacity", self.min_opacity)
@@ -244,11 +240,12 @@ class ExportDialog(QDialog):
         mbox = QGroupBox("Textured mesh (GLB, OBJ) and external converter")
         mform = QFormLayout(mbox)
         self.mesh_faces = QSpinBox()
-        self.mesh_faces.setRange(100, 50_000_000)
+        configure_spin(self.mesh_faces, ExportConfig, "mesh_faces", ui_max=50_000_000)
         self.mesh_faces.setSingleStep(50_000)
         self.mesh_faces.setGroupSeparatorShown(True)
         self.mesh_faces.setValue(cfg.mesh_faces)
         self.texture_size = QComboBox()
+        self.texture_size.setToolTip(option_tooltip(option(ExportConfig, "texture_size")))
         for s in TEXTURE_SIZES:
             self.texture_size.addItem(f"{s} × {s}", s)
         if self.texture_size.findData(cfg.texture_size) < 0:
@@ -350,7 +347,8 @@ class ExportDialog(QDialog):
     def overrides(self) -> dict[str, Any]:
         """The :class:`ExportConfig` fields the widgets set, ``{field: value}``.
 
-        The crop box is ``'x,y,z'`` strings (empty when cropping is off), ``output_dir`` is
+        The formats are :class:`ExportFormat` members, the crop box ``(x, y, z)`` tuples (None
+        when cropping is off), ``output_dir`` is
         empty when the destination is the project's ``exports/`` folder (so the project stays
         movable). Mesh, floater and converter fields are always included.
         """
@@ -359,11 +357,12 @@ class ExportDialog(QDialog):
         default = self.default_dir()
         same = out.resolve() == default.resolve() if out.is_absolute() else out == default
 
-        def corner(boxes: list[QDoubleSpinBox]) -> str:
-            return ",".join(f"{b.value():g}" for b in boxes) if crop else ""
+        def corner(boxes: list[QDoubleSpinBox]) -> tuple[float, float, float] | None:
+            x, y, z = (b.value() for b in boxes)
+            return (x, y, z) if crop else None
 
         return {
-            "formats": ",".join(self.formats()),
+            "formats": tuple(ExportFormat(f) for f in self.formats()),
             "output_dir": "" if same else str(out),
             "name": self.name.text().strip() or "scene",
             "spz_version": int(self.spz_version.currentData()),

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..config import PRESETS, Device, ProjectConfig, update_config
+from ..config import Device, ProjectConfig, apply_preset
 from ..errors import SplatStudioError
 from ..project import Project
 from ..status import StageState
@@ -26,6 +26,7 @@ from .capture_map import CaptureMap
 from .dialogs import SettingsDialog, show_about
 from .export_dialog import ExportDialog
 from .model import ProjectModel
+from .options_form import StageOptionsDialog
 from .project_browser import ProjectBrowser
 from .stage_panel import StagePanel
 from .store import AppSettings
@@ -42,15 +43,6 @@ def unique_project_dir(parent: Path, name: str) -> Path:
         k += 1
         out = parent / f"{base.name}-{k}"
     return out
-
-
-def apply_preset(project: Project, preset: str) -> None:
-    """Apply preset `preset` to `project`'s config (as ``--preset`` does) and save it."""
-    cfg = project.config
-    for stage, values in PRESETS[preset].items():
-        setattr(cfg, stage, update_config(getattr(cfg, stage), values))
-    cfg.preset = preset
-    project.save()
 
 
 class _LazyViewer(QWidget):
@@ -127,9 +119,11 @@ class MainWindow(QMainWindow):
         self.stage_panel.runRequested.connect(self.run)
         self.stage_panel.cancelRequested.connect(self.cancel)
         self.stage_panel.exportRequested.connect(self.export_dialog)
+        self.stage_panel.optionsRequested.connect(self.options_dialog)
         self.train_view.stopRequested.connect(self.cancel)
         self.model.stageChanged.connect(self._on_stage_changed)
         self.export_dialog_window: ExportDialog | None = None
+        self.options_dialog_window: StageOptionsDialog | None = None
         self.model.runningChanged.connect(self._on_running)
         self.model.runError.connect(lambda msg: self.show_error("Cannot run", msg))
         self.model.runFinished.connect(self._on_run_finished)
@@ -156,6 +150,8 @@ class MainWindow(QMainWindow):
         self.run_action = self._action("&Run", "Ctrl+R", lambda: self.run(None))
         self.cancel_action = self._action("&Cancel", "Esc", self.cancel)
         self.export_action = self._action("&Export…", "Ctrl+E", self.export_dialog)
+        self.options_action = self._action("Stage &options…", "Ctrl+Shift+P",
+                                           lambda: self.options_dialog(self.stage_panel.selected))
         self.about_action = self._action("&About SplatStudio", None, self.about)
         self.system_action = self._action("&System…", None, self.system_dialog)
         m = self.menuBar().addMenu("&File")
@@ -163,6 +159,7 @@ class MainWindow(QMainWindow):
             m.addAction(a)
         m.addSeparator()
         m.addAction(self.export_action)
+        m.addAction(self.options_action)
         m.addSeparator()
         m.addAction(self.settings_action)
         m.addSeparator()
@@ -294,6 +291,7 @@ class MainWindow(QMainWindow):
         self.run_action.setEnabled(has and not running)
         self.cancel_action.setEnabled(running)
         self.export_action.setEnabled(has and not running)
+        self.options_action.setEnabled(has and not running)
         self.new_action.setEnabled(not running)
         self.open_action.setEnabled(not running)
         if running:
@@ -318,6 +316,17 @@ class MainWindow(QMainWindow):
         dlg = ExportDialog(self.model, self, grace_s=self.settings.grace_s)
         dlg.exportFinished.connect(lambda _m: self.browser.refresh())
         self.export_dialog_window = dlg
+        dlg.open()
+        return dlg
+
+    def options_dialog(self, stage: str) -> StageOptionsDialog | None:
+        """Show every stage's options (tab `stage` first); saving them updates the stage
+        panel (changed stages read as stale)."""
+        if self.model.project is None or self.model.is_running:
+            return None
+        dlg = StageOptionsDialog(self.model.project, stage, self)
+        dlg.accepted.connect(self.model.reload)
+        self.options_dialog_window = dlg
         dlg.open()
         return dlg
 
@@ -365,7 +374,8 @@ class MainWindow(QMainWindow):
         if p is not None and not self.model.is_running:
             changed = False
             if p.config.preset != self.settings.preset:
-                apply_preset(p, self.settings.preset)
+                apply_preset(p.config, self.settings.preset)  # as --preset does
+                p.save()
                 changed = True
             if str(p.config.device) != self.settings.device:
                 p.config.device = Device(self.settings.device)

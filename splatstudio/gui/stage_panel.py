@@ -181,11 +181,14 @@ class StagePanel(QWidget):
             from that stage on.
         cancelRequested: the user pressed Cancel.
         exportRequested: the user pressed Export… (the window opens the Export dialog).
+        optionsRequested(str): the user pressed Options… (the window opens the stage options
+            on the selected stage).
     """
 
     runRequested = Signal(object)
     cancelRequested = Signal()
     exportRequested = Signal()
+    optionsRequested = Signal(str)
 
     def __init__(self, model: ProjectModel, parent: QWidget | None = None):
         super().__init__(parent)
@@ -211,6 +214,9 @@ class StagePanel(QWidget):
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Export the trained splat: formats, filters, mesh, "
                                       "destination (Ctrl+E)")
+        self.options_button = QPushButton("Options…")
+        self.options_button.setToolTip("Every stage's options (saved in project.json; a changed "
+                                       "option re-runs its stage and the ones after it)")
 
         head = QHBoxLayout()
         titles = QVBoxLayout()
@@ -220,6 +226,7 @@ class StagePanel(QWidget):
         head.addWidget(self.rerun_button)
         head.addWidget(self.rerun_combo)
         head.addSpacing(12)
+        head.addWidget(self.options_button)
         head.addWidget(self.export_button)
         head.addWidget(self.cancel_button)
         head.addWidget(self.run_button)
@@ -265,6 +272,7 @@ class StagePanel(QWidget):
         self.run_button.clicked.connect(lambda: self.runRequested.emit(None))
         self.cancel_button.clicked.connect(self.cancelRequested.emit)
         self.export_button.clicked.connect(self.exportRequested.emit)
+        self.options_button.clicked.connect(lambda: self.optionsRequested.emit(self.selected))
         self.rerun_button.clicked.connect(
             lambda: self.runRequested.emit(self.rerun_combo.currentData())
         )
@@ -322,6 +330,7 @@ class StagePanel(QWidget):
         self.rerun_combo.setEnabled(has_project and not running)
         self.cancel_button.setEnabled(running)
         self.export_button.setEnabled(has_project and not running)
+        self.options_button.setEnabled(has_project and not running)
         if running:
             self._follow = True
             self._ticker.start()

@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ExportConfig
+from ..config import ExportConfig, ExportFormat, check_config
+from ..config import parse_formats as config_formats
 from ..errors import ConfigError, InputError, ProjectError, StageError
 from ..events import Emitter
 from ..geo.enu import GeoOrigin
@@ -68,49 +69,20 @@ CONVERTER_TIMEOUT_S = 3600.0
 
 
 # ---------------------------------------------------------------------------- options
-def parse_formats(text: str) -> list[str]:
-    """``"ply, spz"`` -> ``["ply", "spz"]`` (order kept, duplicates dropped; ``all`` = every
-    format; ``compressed`` is accepted for ``compressed_ply``, ``-`` for ``_`` as in
-    ``glb-splat``).
+def parse_formats(value: Any) -> list[str]:
+    """The formats to write, ``all`` expanded: ``"ply, spz"``, ``["ply", "spz"]`` or
+    ``ExportConfig.formats`` -> ``["ply", "spz"]`` (order kept, duplicates dropped; see
+    :func:`splatstudio.config.parse_formats` for the spellings accepted).
 
     Raises:
         ConfigError: an unknown format or an empty list.
     """
     out: list[str] = []
-    for tok in (t.strip().lower().replace("-", "_") for t in text.replace(";", ",").split(",")):
-        if not tok:
-            continue
-        names = (
-            ALL_FORMATS if tok == "all" else ("compressed_ply",) if tok == "compressed" else (tok,)
-        )
-        for name in names:
-            if name not in ALL_FORMATS:
-                raise ConfigError(
-                    f"ExportConfig.formats: unknown format {tok!r}; choose from "
-                    f"{', '.join(ALL_FORMATS)} or all"
-                )
+    for f in config_formats(value):
+        for name in ALL_FORMATS if f == ExportFormat.ALL else (str(f),):
             if name not in out:
                 out.append(name)
-    if not out:
-        raise ConfigError("ExportConfig.formats is empty; name at least one format")
     return out
-
-
-def parse_corner(name: str, text: str) -> list[float] | None:
-    """``"x,y,z"`` (ENU metres; ``;`` also separates) -> ``[x, y, z]``; an empty text -> None.
-
-    Raises:
-        ConfigError: naming option `name`, if the text is not three numbers.
-    """
-    if not text.strip():
-        return None
-    try:
-        vals = [float(v) for v in text.replace(";", ",").split(",")]
-    except ValueError:
-        vals = []
-    if len(vals) != 3:
-        raise ConfigError(f"ExportConfig.{name}: expected 'x,y,z' in ENU metres, got {text!r}")
-    return vals
 
 
 def filter_options(config: ExportConfig) -> dict[str, Any]:
@@ -120,21 +92,19 @@ def filter_options(config: ExportConfig) -> dict[str, Any]:
         ConfigError: a malformed crop corner, or values out of range.
     """
     opts: dict[str, Any] = {}
-    lo, hi = parse_corner("crop_min", config.crop_min), parse_corner("crop_max", config.crop_max)
+    lo = None if config.crop_min is None else list(config.crop_min)
+    hi = None if config.crop_max is None else list(config.crop_max)
     if lo is not None or hi is not None:
         opts["crop_min"] = lo if lo is not None else [-np.inf] * 3
         opts["crop_max"] = hi if hi is not None else [np.inf] * 3
         if np.any(np.asarray(opts["crop_min"]) > np.asarray(opts["crop_max"])):
             raise ConfigError(f"crop_min {lo} exceeds crop_max {hi} on some axis")
-    if not 0.0 <= config.min_opacity <= 1.0:
-        raise ConfigError(f"ExportConfig.min_opacity must be in [0, 1], got {config.min_opacity}")
+    check_config(config)
     if config.min_opacity > 0:
         opts["min_opacity"] = config.min_opacity
     if config.remove_floaters:
         opts.update(remove_floaters=True, floater_k=config.floater_k,
                     floater_std_ratio=config.floater_std_ratio)  # fmt: skip
-    if config.max_sh_degree not in (0, 1, 2, 3):
-        raise ConfigError(f"ExportConfig.max_sh_degree must be 0..3, got {config.max_sh_degree}")
     opts["max_sh_degree"] = config.max_sh_degree
     return opts
 
@@ -563,16 +533,7 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     from ..splats import apply_filters, load_splats, save_splats
 
     formats = parse_formats(config.formats)
-    fopts = filter_options(config)
-    if "3dtiles" in formats:
-        if config.tiles_sh_degree not in (0, 1, 2, 3) or config.tiles_max_gaussians < 1:
-            raise ConfigError("ExportConfig: tiles_sh_degree must be 0..3 and "
-                              "tiles_max_gaussians >= 1")  # fmt: skip
-        if not 0.0 <= config.tiles_min_opacity <= 1.0:
-            raise ConfigError(f"ExportConfig.tiles_min_opacity must be in [0, 1], got "
-                              f"{config.tiles_min_opacity}")  # fmt: skip
-    if config.spz_version not in (3, 4):
-        raise ConfigError(f"ExportConfig.spz_version must be 3 or 4, got {config.spz_version}")
+    fopts = filter_options(config)  # checks every option's range too
     if any(f in MESH_FORMATS for f in formats):
         from ..mesh.pipeline import METHODS
 
@@ -581,20 +542,13 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
                 f"ExportConfig.mesh_method: unknown {config.mesh_method!r}; choose "
                 f"{', '.join(METHODS)}"
             )
-        if not 64 <= config.texture_size <= 16384 or config.mesh_faces < 100:
-            raise ConfigError(
-                "ExportConfig: texture_size must be in 64..16384 and mesh_faces >= 100, got "
-                f"{config.texture_size} and {config.mesh_faces}"
-            )
-        if config.bake_views < 1 or not 0.0 <= config.mesh_min_opacity <= 1.0:
-            raise ConfigError("ExportConfig: bake_views must be >= 1, mesh_min_opacity in [0, 1]")
     name = config.name.strip() or "scene"
     if os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
         raise ConfigError(f"ExportConfig.name must be a plain file name, got {name!r}")
 
     src = trained_splat(project.root)
     origin = read_origin(project)
-    named = [t.strip().lower() for t in config.formats.replace(";", ",").split(",")]
+    named = [str(f) for f in config.formats]
     if origin is None and "3dtiles" in formats and "3dtiles" not in named:  # from "all"
         formats.remove("3dtiles")
         events.warning("3dtiles skipped: the project has no GPS origin (not georeferenced)")

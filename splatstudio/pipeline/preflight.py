@@ -109,7 +109,7 @@ def estimate(project: Project, stage: str) -> DiskNeed:
     if stage == "export":
         ply = TRAIN_SPLAT.path(project.root)
         size = ply.stat().st_size if ply.exists() else 0
-        formats = [f.strip() for f in str(cfg.export.formats).split(",") if f.strip()]
+        formats = [str(f) for f in cfg.export.formats]
         if "all" in formats:
             formats = ["ply", "splat", "spz", "compressed_ply", "sog", "glb", "obj"]
         mesh = any(f in ("glb", "obj") for f in formats)

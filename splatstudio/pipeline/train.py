@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import PRESETS, TrainConfig, update_config
+from ..config import PRESETS, ProjectConfig, TrainConfig
 from ..errors import Cancelled, InputError, OutOfGpuMemory, StageError
 from ..events import Emitter, null_emitter
 from ..project import Project, read_json, write_json_atomic
@@ -327,7 +327,7 @@ def resolve_device(events: Emitter | None = None) -> Any:
 
 def preset_train_config(name: str) -> TrainConfig:
     """The :class:`TrainConfig` of preset `name` (defaults plus its "train" entries)."""
-    return update_config(TrainConfig(), PRESETS.get(name, {}).get("train", {}))
+    return ProjectConfig.from_preset(name).train
 
 
 def estimate_seconds(cfg: TrainConfig, seconds_per_pixel_step: float, pixels: float,

@@ -40,7 +40,7 @@ def test_dialog_builds_the_config_overrides(window, trained, tmp_path, qtbot):
     assert dlg.formats() == ["ply", "splat", "spz", "compressed_ply"]
     assert dlg.output_dir() == trained.root / "exports"
     o = dlg.overrides()
-    assert o["output_dir"] == "" and o["crop_min"] == "" and o["converter"] == ""
+    assert o["output_dir"] == "" and o["crop_min"] is None and o["converter"] == ""
     assert not dlg.mesh_faces.isEnabled() and not dlg.floater_k.isEnabled()
 
     dlg.format_boxes["splat"].setChecked(False)
@@ -69,14 +69,14 @@ def test_dialog_builds_the_config_overrides(window, trained, tmp_path, qtbot):
     dlg.dest.setText(str(tmp_path / "elsewhere"))
     assert dlg.mesh_faces.isEnabled() and dlg.floater_k.isEnabled()
     assert dlg.overrides() == {
-        "formats": "ply,spz,glb_splat,3dtiles,glb",
+        "formats": ("ply", "spz", "glb_splat", "3dtiles", "glb"),
         "output_dir": str(tmp_path / "elsewhere"),
         "name": "street",
         "spz_version": 3,
         "glb_splat_spz": True,
         "tiles_sh_degree": 1,
-        "crop_min": "-5,-6,-1",
-        "crop_max": "5,6.5,3",
+        "crop_min": (-5.0, -6.0, -1.0),
+        "crop_max": (5.0, 6.5, 3.0),
         "min_opacity": 0.1,
         "remove_floaters": True,
         "floater_k": 8,
@@ -87,7 +87,7 @@ def test_dialog_builds_the_config_overrides(window, trained, tmp_path, qtbot):
         "converter": "mytool {glb} {out}",
     }
     cfg = dlg.config()
-    assert isinstance(cfg, ExportConfig) and cfg.formats == "ply,spz,glb_splat,3dtiles,glb"
+    assert isinstance(cfg, ExportConfig) and cfg.formats == ("ply", "spz", "glb_splat", "3dtiles", "glb")
     assert cfg.bake_views == ExportConfig().bake_views  # fields the dialog has no widget for
 
     # a crop box turned inside out is refused before anything runs, with the stage's message
@@ -123,7 +123,7 @@ def test_export_runs_and_lists_the_written_files(window, trained, tmp_path, qtbo
     assert [f["format"] for f in on_disk["files"]] == ["ply", "spz"]
     # the options went through project.json to the stage
     saved = Project.open(trained.root).config.export
-    assert saved.formats == "ply,spz" and saved.output_dir == str(dest) and saved.max_sh_degree == 1
+    assert saved.formats == ("ply", "spz") and saved.output_dir == str(dest) and saved.max_sh_degree == 1
     assert on_disk["filters"]["max_sh_degree"] == 1
     # the list: every file with its size, as on disk
     rows = {dlg.files.topLevelItem(i).text(0): dlg.files.topLevelItem(i)

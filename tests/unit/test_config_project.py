@@ -9,10 +9,13 @@ import socket
 import pytest
 
 from splatstudio.config import (
+    PRESETS,
     STAGES,
+    ExportConfig,
     ProjectConfig,
     ReprojectConfig,
     RigLayout,
+    TrainConfig,
     config_hash,
     update_config,
 )
@@ -152,3 +155,63 @@ def test_options_added_later_keep_fingerprints_at_their_default():
                       sort_keys=True)
     assert config_hash(base) == hashlib.sha256(blob.encode()).hexdigest()
     assert config_hash(update_config(base, {"check": False})) != config_hash(base)
+
+
+def test_option_ranges_are_checked_when_set_with_the_option_and_range_named():
+    from splatstudio.config import STAGE_CONFIGS, option, options
+
+    with pytest.raises(ConfigError, match=r"train\.downscale must be >= 1, got 0\.5"):
+        update_config(TrainConfig(), {"downscale": "0.5"})
+    with pytest.raises(ConfigError, match=r"reproject\.fov_deg must be in \(0, 170\)"):
+        update_config(ReprojectConfig(), {"fov_deg": 170})
+    with pytest.raises(ConfigError, match=r"export\.spz_version must be 4 or 3, got 2"):
+        update_config(ExportConfig(), {"spz_version": 2})
+    with pytest.raises(ConfigError, match=r"export\.min_opacity must be in \[0, 1\]"):
+        update_config(ExportConfig(), {"min_opacity": 1.5})
+    assert update_config(TrainConfig(), {"downscale": 1}).downscale == 1.0
+    assert option(TrainConfig, "sh_degree").range_text() == "[0, 3]"
+    # every preset and every default lies inside its ranges
+    for name in PRESETS:
+        ProjectConfig.from_preset(name)
+    for s, cls in STAGE_CONFIGS.items():
+        for o in options(cls):
+            o.check(o.default, f"{s}.{o.name}")
+    # project.json: an out-of-range value is refused when the project is opened, naming it
+    bad = ProjectConfig().to_dict()
+    bad["train"]["downscale"] = 0.25
+    with pytest.raises(ConfigError, match="train.downscale"):
+        ProjectConfig.from_dict(bad)
+
+
+def test_export_formats_and_crop_are_typed_and_old_strings_still_read():
+    from splatstudio.config import ExportFormat, MeshMethod, config_hash
+
+    old = {"formats": "ply, glb-splat,compressed", "crop_min": "-5,-6,-1", "crop_max": "5;6.5;3",
+           "mesh_method": "poisson"}
+    cfg = update_config(ExportConfig(), old)
+    assert cfg.formats == (ExportFormat.PLY, ExportFormat.GLB_SPLAT, ExportFormat.COMPRESSED_PLY)
+    assert cfg.crop_min == (-5.0, -6.0, -1.0) and cfg.crop_max == (5.0, 6.5, 3.0)
+    assert cfg.mesh_method == MeshMethod.POISSON
+    d = ProjectConfig(export=cfg).to_dict()["export"]
+    assert d["formats"] == ["ply", "glb_splat", "compressed_ply"] and d["crop_max"] == [5, 6.5, 3]
+    again = ProjectConfig.from_dict(json.loads(json.dumps(ProjectConfig(export=cfg).to_dict())))
+    assert again.export == cfg
+    assert update_config(ExportConfig(), {"crop_min": ""}).crop_min is None
+    # the fingerprint is the one the comma strings gave (hash of the text they were)
+    legacy = {"formats": "ply,splat,spz,compressed_ply", "crop_min": "", "crop_max": ""}
+    assert config_hash(ExportConfig()) == config_hash(update_config(ExportConfig(), legacy))
+    with pytest.raises(ConfigError, match="unknown format 'fbx'"):
+        update_config(ExportConfig(), {"formats": "ply,fbx"})
+    with pytest.raises(ConfigError, match="crop_min"):
+        update_config(ExportConfig(), {"crop_min": "1,2"})
+
+
+def test_a_bad_set_is_refused_by_the_cli_before_anything_runs(tmp_path, capsys):
+    from splatstudio.cli import EXIT_USAGE, main
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    code = main(["run", str(inp), "-p", str(tmp_path / "p"), "--set", "train.downscale=0.5"])
+    assert code == EXIT_USAGE
+    assert "train.downscale must be >= 1, got 0.5" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
