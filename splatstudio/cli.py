@@ -474,12 +474,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     try:
         info = convert(args.src, args.dst, save_options=save_options, **filters)
         # read back and compared with what was written, within the format's quantisation
-        from .pipeline.export import verify_splat_file
         from .splats import apply_filters, load_splats
+        from .splats.formats import ReadBackError, verify_readback
 
         written, _ = apply_filters(load_splats(args.src, format=info["src_format"]), **filters)
-        info["verified"] = verify_splat_file(Path(info["path"]), info["format"], written,
-                                             spz_coordinates="RDF")
+        try:
+            info["verified"] = verify_readback(Path(info["path"]), info["format"], written,
+                                               coordinate_system="RDF")
+        except ReadBackError as e:  # what we wrote is wrong: our failure, not the input's
+            raise StageError(str(e)) from None
     except ValueError as e:
         raise InputError(None, str(e)) from None
     print(json.dumps(info, indent=2, default=str))

@@ -42,20 +42,17 @@ from ..config import ExportConfig, ExportFormat, option, update_config
 from ..errors import ConfigError, SplatStudioError
 from ..pipeline.artifacts import EXPORT_MANIFEST_NAME
 from ..project import read_json
+from ..splats.formats import REGISTRY as SPLAT_REGISTRY
 from ..status import StageState
 from .model import ProjectModel
 from .options_form import configure_spin, option_tooltip
 
-#: Labels of the formats (names as ``ExportConfig.formats`` spells them); the list shown is the
+#: Labels of the formats (names as ``ExportConfig.formats`` spells them): the splat formats'
+#: from their registry (:data:`splatstudio.splats.formats.REGISTRY`); the list shown is the
 #: export stage's own (:data:`splatstudio.pipeline.export.ALL_FORMATS`), a format without a
 #: label here is shown by its name.
 FORMAT_LABELS: dict[str, str] = {
-    "ply": "PLY: standard 3DGS (INRIA)",
-    "splat": ".splat: web viewers (antimatter15)",
-    "spz": "SPZ: Niantic, compact",
-    "compressed_ply": "Compressed PLY: SuperSplat",
-    "sog": "SOG: PlayCanvas v2 (WebP)",
-    "glb_splat": "GLB splat: glTF KHR_gaussian_splatting",
+    **{f.name: f.label for f in SPLAT_REGISTRY.values()},
     "3dtiles": "3D Tiles: CesiumJS, on the globe (GPS)",
     "glb": "GLB: textured mesh (glTF)",
     "obj": "OBJ: textured mesh, .mtl, .png",

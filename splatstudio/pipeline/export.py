@@ -52,19 +52,19 @@ from ..events import Emitter
 from ..geo.enu import GeoOrigin
 from ..geo.sidecar import write_sidecar
 from ..project import Project, now_iso, write_json_atomic
+from ..splats.formats import REGISTRY as SPLAT_REGISTRY
 from .artifacts import EXPORT_MANIFEST_NAME, export_dir, georef_model, read_manifest, trained_splat
 
-SPLAT_FORMATS = ("ply", "splat", "spz", "compressed_ply", "sog", "glb_splat")
+SPLAT_FORMATS = tuple(SPLAT_REGISTRY)
 TILES_FORMATS = ("3dtiles",)
 MESH_FORMATS = ("glb", "obj")
 ALL_FORMATS = SPLAT_FORMATS + TILES_FORMATS + MESH_FORMATS
-_SUFFIX = {"ply": ".ply", "splat": ".splat", "spz": ".spz", "compressed_ply": ".compressed.ply",
-           "sog": ".sog", "glb_splat": ".splat.glb", "3dtiles": "-3dtiles", "glb": ".glb",
-           "obj": ".obj"}  # fmt: skip
+_SUFFIX = {**{f.name: f.suffix for f in SPLAT_REGISTRY.values()},
+           "3dtiles": "-3dtiles", "glb": ".glb", "obj": ".obj"}  # fmt: skip
 #: Axis convention of each format's coordinates (see :data:`splatstudio.geo.sidecar.AXES`);
 #: a 3D Tiles tileset's coordinates are ENU under its root transform (ENU -> ECEF).
-FILE_AXES = {"ply": "ENU", "splat": "ENU", "compressed_ply": "ENU", "sog": "ENU", "spz": "RUB",
-             "glb_splat": "RUB", "3dtiles": "ENU", "glb": "RUB", "obj": "RUB"}  # fmt: skip
+FILE_AXES = {**{f.name: f.axes for f in SPLAT_REGISTRY.values()},
+             "3dtiles": "ENU", "glb": "RUB", "obj": "RUB"}  # fmt: skip
 CONVERTER_TIMEOUT_S = 3600.0
 
 
@@ -123,184 +123,20 @@ def read_origin(project: Project) -> GeoOrigin | None:
 
 
 # ---------------------------------------------------------------------------- verification
-def _quat_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    d = np.clip(np.abs(np.sum(a * b, axis=1)), 0.0, 1.0)
-    return np.degrees(2.0 * np.arccos(d))
-
-
-def _chunk_range(v: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """Per-row extent of its 256-row chunk, ``[N, C]``."""
-    n = v.shape[0]
-    idx = np.arange(n) // chunk
-    nc = int(idx[-1]) + 1 if n else 0
-    lo = np.full((nc, v.shape[1]), np.inf)
-    hi = np.full((nc, v.shape[1]), -np.inf)
-    np.minimum.at(lo, idx, v)
-    np.maximum.at(hi, idx, v)
-    return (hi - lo)[idx]
-
-
 def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: str = "ENU") -> dict:
-    """Read `path` back and compare it with the splats that were written.
-
-    The comparison follows each format's documented quantisation (``splatstudio.splats``
-    module docstrings): e.g. SPZ positions within ``2 ** -(fractional_bits + 1)`` m, 8-bit
-    opacities within ``0.5 / 255``, compressed-PLY centres within ``chunk extent / 2046``.
-    Sorted formats (``splat``: by importance, ``compressed_ply`` and ``sog``: Morton order)
-    are compared in the writer's order. SOG's codebook attributes (log-scales, DC colour)
-    must decode to the codebook level nearest to what was written, and its SH palette must
-    keep the relative RMS error of the higher SH under 0.25.
-
-    Args:
-        path: the written file.
-        fmt: its format (one of :data:`SPLAT_FORMATS`).
-        written: the :class:`~splatstudio.splats.Splats` given to the writer (ENU metres).
-        spz_coordinates: the ``coordinate_system`` the SPZ or glb_splat was written with
-            (compared in their stored RUB axes; glb_splat: float32 attributes exactly, or the
-            SPZ payload's quantisation).
-
-    Returns:
-        ``{"ok": True, "gaussians": N, "max_error": {attribute: value}}``; angles in degrees,
-        positions in metres.
+    """Read `path` back and compare it with the splats that were written, within the
+    format's tolerance (:func:`splatstudio.splats.formats.verify_readback`).
 
     Raises:
         StageError: the count differs or an attribute exceeds its tolerance (message names
             the file, the attribute, the error and the tolerance).
     """
-    from ..splats import load_splats
-    from ..splats.compressed_ply import morton_order
-    from ..splats.model import SH_C0, sigmoid
-    from ..splats.splat import importance_order
-    from ..splats.spz import read_spz_header
+    from ..splats.formats import ReadBackError, verify_readback
 
-    src = written
-    opts: dict[str, Any] = {}
-    glb_info: dict[str, Any] = {}
-    if fmt == "spz":  # compare in the file's own RUB axes, where the quantisation happened
-        from ..splats.spz import axis_matrix
-
-        opts = {"coordinate_system": "RUB"}
-        m = axis_matrix(spz_coordinates, "RUB")
-        src = src if np.array_equal(m, np.eye(3)) else src.transformed(m)
-    if fmt == "glb_splat":  # compare in the file's glTF axes
-        from ..splats.gltf import decode_glb_splat, gltf_matrix
-
-        m = gltf_matrix(spz_coordinates)
-        src = src if np.array_equal(m, np.eye(3)) else src.transformed(m)
-        back, glb_info = decode_glb_splat(path.read_bytes(), coordinate_system=None,
-                                          name=str(path))  # fmt: skip
-    else:
-        back = load_splats(path, format=fmt, **opts)
-    if back.n != src.n:
-        raise StageError(f"{path}: read back {back.n} gaussians, wrote {src.n}")
-    if fmt == "splat":
-        src = src.subset(importance_order(src))
-    elif fmt in ("compressed_ply", "sog") and src.n:
-        src = src.subset(morton_order(src.means))
-    if src.n == 0:
-        return {"ok": True, "gaussians": 0, "max_error": {}}
-
-    m64, b64 = src.means.astype(np.float64), back.means.astype(np.float64)
-    a_src, a_back = sigmoid(src.opacities).astype(np.float64), sigmoid(back.opacities)
-    checks: list[tuple[str, np.ndarray, Any]] = []  # (name, error, tolerance: scalar or [N, ...])
-    f32 = np.abs(m64) * 1.2e-7 + 1e-7  # float32 rounding of a coordinate
-    if fmt == "ply":
-        for name in ("means", "quats", "scales", "opacities", "sh0", "shN"):
-            checks.append((name, np.abs(getattr(src, name) - getattr(back, name)), 0.0))
-    elif fmt == "splat":
-        checks += [
-            ("means", np.abs(m64 - b64), f32),
-            ("scales", np.abs(src.scales - back.scales), 1e-4),
-            ("opacity", np.abs(a_src - a_back), 0.5 / 255 + 1e-6),
-            (
-                "color",
-                np.abs(np.clip(0.5 + SH_C0 * src.sh0, 0, 1) - (0.5 + SH_C0 * back.sh0)),
-                0.5 / 255 + 1e-5,
-            ),
-            ("rotation_deg", _quat_angle_deg(src.quats, back.quats), 1.0),
-            ("sh_degree", np.asarray([back.sh_degree]), 0),
-        ]
-    elif fmt == "glb_splat" and glb_info["compression"] is None:  # float32 attributes
-        checks += [
-            ("means", np.abs(m64 - b64), 0.0),
-            ("scales", np.abs(src.scales - back.scales), 1e-5 * (1 + np.abs(src.scales))),
-            ("opacity", np.abs(a_src - a_back), 1e-6),
-            ("sh0", np.abs(src.sh0 - back.sh0), 0.0),
-            ("rotation_deg", _quat_angle_deg(src.quats.astype(np.float64),
-                                             back.quats.astype(np.float64)), 0.01),
-            ("shN", np.abs(src.shN - back.shN), 0.0),
-        ]
-    elif fmt in ("spz", "glb_splat"):
-        if fmt == "spz":
-            h = read_spz_header(path)
-            fbits, version = h.fractional_bits, h.version
-        else:
-            fbits, version = glb_info["fractional_bits"], glb_info["spz_version"]
-        shn_src = np.clip(src.shN, -1.0, 127.0 / 128.0)
-        k = src.shN.shape[1]
-        sh_tol = np.full((1, k, 1), (0.5 + 2 ** (7 - 4)) / 128 + 1e-6)
-        sh_tol[:, :3] = (0.5 + 2 ** (7 - 5)) / 128 + 1e-6
-        checks += [
-            ("means", np.abs(m64 - b64), 2.0 ** -(fbits + 1) + f32),
-            ("scales", np.abs(np.clip(src.scales, -10, 5.9375) - back.scales), 1 / 32 + 1e-5),
-            ("opacity", np.abs(a_src - a_back), 0.5 / 255 + 1e-6),
-            ("sh0", np.abs(np.clip(src.sh0, -3.33, 3.33) - back.sh0), 0.5 / (0.15 * 255) + 1e-5),
-            ("rotation_deg", _quat_angle_deg(src.quats, back.quats), 0.25 if version >= 3 else 15.0),
-            ("shN", np.abs(shn_src - back.shN), sh_tol),
-        ]
-    elif fmt == "compressed_ply":
-        col = 0.5 + SH_C0 * src.sh0[:, 0].astype(np.float64)
-        s64 = np.clip(src.scales.astype(np.float64), -20, 20)
-        checks += [
-            ("means", np.abs(m64 - b64), _chunk_range(m64) / 2046 + f32 + 1e-6),
-            ("scales", np.abs(s64 - back.scales), _chunk_range(s64) / 2046 + 1e-5),
-            ("opacity", np.abs(a_src - a_back), 0.5 / 255 + 1e-6),
-            ("color", np.abs(col - (0.5 + SH_C0 * back.sh0[:, 0])), _chunk_range(col) / 510 + 1e-5),
-            ("rotation_deg", _quat_angle_deg(src.quats, back.quats), 0.25),
-            ("shN", np.abs(np.clip(src.shN, -4, 4) - back.shN), 1 / 32 + 1e-6),
-        ]
-    elif fmt == "sog":
-        from ..splats.sog import read_sog_meta
-
-        meta = read_sog_meta(path)
-        span = np.asarray(meta["means"]["maxs"], np.float64) - meta["means"]["mins"]
-
-        def nearest(v: np.ndarray, book: list) -> np.ndarray:
-            b = np.asarray(book, np.float64)
-            flat = v.reshape(-1).astype(np.float64)
-            i = np.clip(np.searchsorted(b, flat), 1, b.size - 1)
-            return np.minimum(np.abs(flat - b[i - 1]), np.abs(flat - b[i])).reshape(v.shape)
-
-        checks += [
-            ("means", np.abs(m64 - b64), (np.abs(m64) + 1) * span / 131070 * 1.001 + f32),
-            ("scales", np.abs(src.scales - back.scales.astype(np.float64)),
-             nearest(src.scales, meta["scales"]["codebook"]) + 1e-6),
-            ("opacity", np.abs(a_src - a_back), 0.5 / 255 + 1e-6),
-            ("sh0", np.abs(src.sh0 - back.sh0.astype(np.float64)),
-             nearest(src.sh0, meta["sh0"]["codebook"]) + 1e-6),
-            ("rotation_deg", _quat_angle_deg(src.quats, back.quats), 1.2),
-        ]  # fmt: skip
-        if src.shN.size:
-            rel = np.sqrt(((src.shN - back.shN) ** 2).mean() / max((src.shN**2).mean(), 1e-30))
-            checks.append(("shN_relative_rms", np.asarray([rel]), 0.25))
-    else:
-        raise ValueError(f"not a splat format: {fmt!r}")
-    report: dict[str, float] = {}
-    for name, err, tol in checks:
-        err = np.asarray(err, dtype=np.float64)
-        if err.size == 0:
-            continue
-        report[name] = float(err.max())
-        over = err > np.broadcast_to(np.asarray(tol, dtype=np.float64), err.shape)
-        if over.any():
-            i = int(np.argmax(np.reshape(over, (over.shape[0], -1)).any(axis=1)))
-            raise StageError(
-                f"{path}: {name} read back differs from what was written beyond the "
-                f"{fmt} quantisation (gaussian {i}: max error {report[name]:.3g})"
-            )
-    return {"ok": True, "gaussians": back.n, "max_error": report}
+    try:
+        return verify_readback(path, fmt, written, coordinate_system=spz_coordinates)
+    except ReadBackError as e:
+        raise StageError(str(e)) from None
 
 
 def verify_tileset(folder: Path, written: Any, origin: GeoOrigin, *, max_per_tile: int) -> dict:

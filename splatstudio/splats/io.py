@@ -27,37 +27,13 @@ import os
 import time
 from pathlib import Path
 
-from .compressed_ply import read_compressed_ply, write_compressed_ply
 from .filters import FILTER_OPTIONS, apply_filters
-from .gltf import read_glb_splat, write_glb_splat
+from .formats import FORMATS, REGISTRY
 from .model import SplatFormatError, Splats
-from .ply import read_ply, read_ply_header, write_ply
-from .sog import read_sog, write_sog
-from .splat import read_splat, write_splat
-from .spz import read_spz, write_spz
+from .ply import read_ply_header
 
 __all__ = ["FORMATS", "SplatFormatError", "detect_format", "format_from_name", "load_splats",
            "save_splats", "convert"]  # fmt: skip
-
-#: Supported format names.
-FORMATS = ("ply", "compressed_ply", "splat", "spz", "sog", "glb_splat")
-
-_READERS = {
-    "ply": read_ply,
-    "compressed_ply": read_compressed_ply,
-    "splat": read_splat,
-    "spz": read_spz,
-    "sog": read_sog,
-    "glb_splat": read_glb_splat,
-}
-_WRITERS = {
-    "ply": write_ply,
-    "compressed_ply": write_compressed_ply,
-    "splat": write_splat,
-    "spz": write_spz,
-    "sog": write_sog,
-    "glb_splat": write_glb_splat,
-}
 
 
 def format_from_name(path: str | os.PathLike) -> str:
@@ -69,10 +45,10 @@ def format_from_name(path: str | os.PathLike) -> str:
         ValueError: for any other extension.
     """
     name = Path(path).name.lower()
-    if name.endswith(".compressed.ply"):
-        return "compressed_ply"
-    for ext, fmt in ((".ply", "ply"), (".splat", "splat"), (".spz", "spz"), (".sog", "sog"),
-                     ("meta.json", "sog"), (".glb", "glb_splat")):  # fmt: skip
+    # the longest matching suffix wins (.compressed.ply before .ply)
+    suffixes = sorted(((s, f.name) for f in REGISTRY.values() for s in f.read_suffixes),
+                      key=lambda sf: -len(sf[0]))
+    for ext, fmt in suffixes:
         if name.endswith(ext):
             return fmt
     raise ValueError(
@@ -150,7 +126,7 @@ def load_splats(path: str | os.PathLike, *, format: str | None = None, **options
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such splat file")
     fmt = _check_format(format) if format else detect_format(p)
-    reader = _READERS[fmt]
+    reader = REGISTRY[fmt].reader
     _check_options(reader, fmt, options)
     return reader(p, **options)
 
@@ -182,7 +158,7 @@ def save_splats(
     """
     p = Path(path)
     fmt = _check_format(format) if format else format_from_name(p)
-    writer = _WRITERS[fmt]
+    writer = REGISTRY[fmt].writer
     _check_options(writer, fmt, options)
     splats.validate()
     p.parent.mkdir(parents=True, exist_ok=True)

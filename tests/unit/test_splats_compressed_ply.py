@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.splats import random_splats as make_random_splats
 from numpy.lib.recfunctions import repack_fields
 
 from splatstudio.splats.compressed_ply import (
@@ -14,7 +15,7 @@ from splatstudio.splats.compressed_ply import (
     read_compressed_ply,
     write_compressed_ply,
 )
-from splatstudio.splats.model import SH_C0, SplatFormatError, Splats, num_sh_coeffs, sigmoid
+from splatstudio.splats.model import SH_C0, SplatFormatError, Splats, sigmoid
 from splatstudio.splats.ply import read_ply, read_ply_elements, read_ply_header
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "splats"
@@ -31,15 +32,8 @@ def sample(name: str) -> Path:
 
 
 def random_splats(n: int = 1000, degree: int = 3, seed: int = 0) -> Splats:
-    rng = np.random.default_rng(seed)
-    return Splats(
-        means=rng.normal(size=(n, 3)) * 5,
-        quats=rng.normal(size=(n, 4)),
-        scales=rng.uniform(-9, 1, size=(n, 3)),
-        opacities=rng.normal(size=n) * 4,
-        sh0=rng.normal(size=(n, 1, 3)),
-        shN=rng.uniform(-3.9, 3.9, size=(n, num_sh_coeffs(degree), 3)),
-    )
+    return make_random_splats(n, degree, seed, means=("normal", 5.0), scales=(-9.0, 1.0),
+                              opacity_std=4.0, shN=("uniform", 3.9))
 
 
 def quat_error(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,6 +9,7 @@ import struct
 
 import numpy as np
 import pytest
+from helpers.splats import random_splats as make_random_splats
 
 from splatstudio.geo.enu import GeoOrigin, enu_to_ecef_matrix
 from splatstudio.splats import detect_format, load_splats, save_splats
@@ -29,16 +30,8 @@ ORIGIN = GeoOrigin(49.00688961988304, 1.9191854417991367, 92.8606)
 
 
 def _splats(n=500, degree=3, seed=0, spread=10.0) -> Splats:
-    rng = np.random.default_rng(seed)
-    k = (degree + 1) ** 2 - 1
-    return Splats(
-        means=(rng.normal(size=(n, 3)) * spread).astype(np.float32),
-        quats=rng.normal(size=(n, 4)).astype(np.float32),
-        scales=rng.uniform(-4, -1, size=(n, 3)).astype(np.float32),
-        opacities=rng.normal(size=n).astype(np.float32),
-        sh0=(rng.normal(size=(n, 1, 3)) * 0.8).astype(np.float32),
-        shN=(rng.normal(size=(n, k, 3)) * 0.2).astype(np.float32),
-    )
+    return make_random_splats(n, degree, seed, means=("normal", spread), scales=(-4.0, -1.0),
+                              sh0=("normal", 0.8), shN=("normal", 0.2))
 
 
 def test_float_glb_structure_and_values_follow_the_spec(tmp_path):

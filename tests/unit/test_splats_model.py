@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers.splats import random_splats as make_random_splats
 
 from splatstudio.splats.model import (
     SH_C0,
@@ -22,16 +23,8 @@ from splatstudio.splats.model import (
 
 
 def random_splats(n: int = 200, degree: int = 3, seed: int = 0) -> Splats:
-    rng = np.random.default_rng(seed)
-    k = num_sh_coeffs(degree)
-    return Splats(
-        means=rng.normal(size=(n, 3)) * 2.0,
-        quats=rng.normal(size=(n, 4)),
-        scales=rng.uniform(-6, 0, size=(n, 3)),
-        opacities=rng.normal(size=n) * 3.0,
-        sh0=rng.normal(size=(n, 1, 3)),
-        shN=rng.normal(size=(n, k, 3)) * 0.3,
-    )
+    return make_random_splats(n, degree, seed, means=("normal", 2.0), opacity_std=3.0,
+                              shN=("normal", 0.3))
 
 
 def test_fields_are_float32_and_properties():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.splats import random_splats as make_random_splats
 
 from splatstudio.splats.model import SplatFormatError, Splats, num_sh_coeffs
 from splatstudio.splats.ply import (
@@ -28,16 +29,7 @@ def sample(name: str) -> Path:
 
 
 def random_splats(n: int = 100, degree: int = 3, seed: int = 0) -> Splats:
-    rng = np.random.default_rng(seed)
-    k = num_sh_coeffs(degree)
-    return Splats(
-        means=rng.normal(size=(n, 3)),
-        quats=rng.normal(size=(n, 4)),
-        scales=rng.uniform(-6, 0, size=(n, 3)),
-        opacities=rng.normal(size=n),
-        sh0=rng.normal(size=(n, 1, 3)),
-        shN=rng.normal(size=(n, k, 3)),
-    )
+    return make_random_splats(n, degree, seed)
 
 
 def assert_identical(a: Splats, b: Splats) -> None:

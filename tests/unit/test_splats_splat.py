@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.splats import random_splats as make_random_splats
 
-from splatstudio.splats.model import SH_C0, SplatFormatError, Splats, num_sh_coeffs, sigmoid
+from splatstudio.splats.model import SH_C0, SplatFormatError, Splats, sigmoid
 from splatstudio.splats.ply import read_ply
 from splatstudio.splats.splat import RECORD_SIZE, importance_order, read_splat, write_splat
 
@@ -27,15 +28,8 @@ def sample(name: str) -> Path:
 
 
 def random_splats(n: int = 300, degree: int = 0, seed: int = 0) -> Splats:
-    rng = np.random.default_rng(seed)
-    return Splats(
-        means=rng.normal(size=(n, 3)) * 10,
-        quats=rng.normal(size=(n, 4)),
-        scales=rng.uniform(-9, 2, size=(n, 3)),
-        opacities=rng.normal(size=n) * 4,
-        sh0=rng.uniform(-2.5, 2.5, size=(n, 1, 3)),
-        shN=rng.normal(size=(n, num_sh_coeffs(degree), 3)),
-    )
+    return make_random_splats(n, degree, seed, means=("normal", 10.0), scales=(-9.0, 2.0),
+                              opacity_std=4.0, sh0=("uniform", 2.5))
 
 
 def quat_error(a: np.ndarray, b: np.ndarray) -> float:

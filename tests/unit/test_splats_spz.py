@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.splats import random_splats as make_random_splats
 
-from splatstudio.splats.model import SplatFormatError, Splats, num_sh_coeffs, sigmoid
+from splatstudio.splats.model import SplatFormatError, Splats, sigmoid
 from splatstudio.splats.ply import read_ply
 from splatstudio.splats.spz import (
     axis_matrix,
@@ -40,16 +41,8 @@ def sample(name: str) -> Path:
 
 
 def random_splats(n: int = 300, degree: int = 3, seed: int = 0) -> Splats:
-    rng = np.random.default_rng(seed)
-    k = num_sh_coeffs(degree)
-    return Splats(
-        means=rng.uniform(-50, 50, size=(n, 3)),
-        quats=rng.normal(size=(n, 4)),
-        scales=rng.uniform(-9, 3, size=(n, 3)),
-        opacities=rng.normal(size=n) * 4,
-        sh0=rng.uniform(-3, 3, size=(n, 1, 3)),
-        shN=rng.uniform(-0.95, 0.95, size=(n, k, 3)),
-    )
+    return make_random_splats(n, degree, seed, means=("uniform", 50.0), scales=(-9.0, 3.0),
+                              opacity_std=4.0, sh0=("uniform", 3.0), shN=("uniform", 0.95))
 
 
 def quat_error(a: np.ndarray, b: np.ndarray) -> float:

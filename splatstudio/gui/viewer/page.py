@@ -16,11 +16,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...splats.formats import READ_SUFFIXES, file_dialog_filter
 from .camera import UP_AXES
 from .gl_widget import MAX_SH_DEGREE, SplatGLWidget
 
-SPLAT_FILTER = "Splat files (*.ply *.splat *.spz *.sog *.glb);;All files (*)"
-SPLAT_SUFFIXES = (".ply", ".splat", ".spz", ".sog", ".glb")
+SPLAT_FILTER = file_dialog_filter()
+SPLAT_SUFFIXES = READ_SUFFIXES
 
 
 def is_splat_file(path: Path) -> bool:
