@@ -44,6 +44,7 @@ def test_import_linter_contract():
     out = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Only splatstudio.gui imports Qt KEPT" in out.stdout
+    assert "Layers: gui/cli -> pipeline" in out.stdout and "2 kept, 0 broken" in out.stdout
 
 
 def test_every_core_package_is_under_the_contract():
@@ -58,3 +59,20 @@ def test_every_core_package_is_under_the_contract():
     names = {f"splatstudio.{m.name}" for m in pkgutil.iter_modules(splatstudio.__path__)}
     names -= {"splatstudio.gui", "splatstudio.__main__"}
     assert names <= listed, f"add {sorted(names - listed)} to the import-linter contract"
+
+
+def test_contracts_check_indirect_imports_and_every_module_has_a_layer():
+    import pkgutil
+    import re
+    import tomllib
+
+    import splatstudio
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"]
+    assert not any(c.get("allow_indirect_imports") for c in contracts)
+    layers = next(c for c in contracts if c["type"] == "layers")["layers"]
+    in_layers = {m for layer in layers for m in re.split(r"\s*[|:]\s*", layer)}
+    names = {f"splatstudio.{m.name}" for m in pkgutil.iter_modules(splatstudio.__path__)}
+    names -= {"splatstudio.__main__"}
+    assert names <= in_layers, f"add {sorted(names - in_layers)} to the layers contract"
