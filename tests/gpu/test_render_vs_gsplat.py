@@ -157,15 +157,3 @@ def test_matches_gsplat(case, ours_device):
     for k in ours[2]:
         assert res[f"grad_rel_{k}"] < GRAD_REL, (k, res)
 
-
-def test_speed_cpu_vs_cuda():
-    """Timing only (recorded, not asserted): 100k Gaussians, 640x480, SH degree 3."""
-    params, vms, Ks = make_scene(7, 100_000, 640, 480, 1, 3)
-    kw = {"sh_degree": 3}
-    rows = {}
-    for device, backend in (("cuda", "gsplat"), ("cuda", "torch"), ("cpu", "torch")):
-        render(params, vms, Ks, 640, 480, device, backend, dict(kw))  # warm-up
-        _, _, _, (tf, tb) = render(params, vms, Ks, 640, 480, device, backend, dict(kw))
-        rows[f"{backend}_{device}"] = {"forward_s": tf, "backward_s": tb}
-    RESULTS.append({"case": "speed_100k_640x480_sh3", "cpu_threads": torch.get_num_threads(),
-                    **rows})  # fmt: skip
