@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication
 
 from splatstudio.config import STAGES
 from splatstudio.gui.main_window import TAB_MAP, TAB_PROJECTS, TAB_STAGES
+from splatstudio.gui.stage_panel import STATE_TEXT
 from splatstudio.pipeline.artifacts import outputs
 from splatstudio.project import Project
 from splatstudio.status import StageState
@@ -80,9 +81,9 @@ def test_drop_folder_creates_project(window, settings, tmp_path, panos_2048, qtb
     assert window.tabs.currentIndex() == TAB_STAGES
     assert window.windowTitle() == "SplatStudio - my panoramas"
     rows = window.stage_panel.rows
-    assert rows["ingest"].state_label.text() == "pending"
-    assert rows["train"].state_label.text() == "pending"
-    assert rows["sfm"].state_label.text() == "pending"
+    assert rows["ingest"].state_label.text() == STATE_TEXT[StageState.PENDING]
+    assert rows["train"].state_label.text() == STATE_TEXT[StageState.PENDING]
+    assert rows["sfm"].state_label.text() == STATE_TEXT[StageState.PENDING]
     assert list(src.iterdir()) and sorted(p.name for p in src.iterdir()) == ["1.jpg", "2.jpg"]
 
     # Dropping the same folder again makes a second project; dropping the project opens it.
@@ -127,7 +128,7 @@ def test_run_end_to_end(window, settings, panos_2048, qtbot):
 
     rows = panel.rows
     for s in STAGES:
-        assert rows[s].state_label.text() == "done", s
+        assert rows[s].state_label.text() == STATE_TEXT[StageState.DONE], s
     assert rows["ingest"].progress.value() == 1000
     ingest_metrics = rows["ingest"].metrics_label.text()
     for text in ("images 5", "equirect 5", "with_gps 5", "skipped 1"):
@@ -173,11 +174,11 @@ def test_escape_cancels_a_running_stage(window, settings, tmp_path, panos_2048, 
         and window.model.stages["ingest"].fraction > 0,
         timeout=30_000,
     )
-    assert window.stage_panel.rows["ingest"].state_label.text() == "running"
+    assert window.stage_panel.rows["ingest"].state_label.text() == STATE_TEXT[StageState.RUNNING]
     with qtbot.waitSignal(window.model.runFinished, timeout=30_000):
         qtbot.keyClick(window, Qt.Key.Key_Escape)
     row = window.stage_panel.rows["ingest"]
-    assert row.state_label.text() == "cancelled"
+    assert row.state_label.text() == STATE_TEXT[StageState.CANCELLED]
     assert Project.open(project.root).read_status("ingest").state == StageState.CANCELLED
 
 
@@ -188,12 +189,12 @@ def test_stage_error_shows_the_offending_folder(window, tmp_path, qtbot):
     with qtbot.waitSignal(window.model.runFinished, timeout=RUN_TIMEOUT_MS):
         window.run()
     row = window.stage_panel.rows["ingest"]
-    assert row.state_label.text() == "failed"
+    assert row.state_label.text() == STATE_TEXT[StageState.FAILED]
     assert row.error_label.isVisible()
     assert str(empty) in row.error_label.text() and "empty" in row.error_label.text()
-    assert window.stage_panel.rows["reproject"].state_label.text() == "pending"
+    assert window.stage_panel.rows["reproject"].state_label.text() == STATE_TEXT[StageState.PENDING]
     assert window.stage_panel.selected == "ingest"
-    assert "failed" in window.stage_panel.log_view.toPlainText()
+    assert f"{StageState.FAILED}: " in window.stage_panel.log_view.toPlainText()
 
 
 def test_open_bad_folder_shows_error_not_crash(window, tmp_path, qtbot):
