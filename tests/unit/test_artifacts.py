@@ -14,7 +14,8 @@ from splatstudio.errors import InputError
 from splatstudio.pipeline import artifacts as A
 
 ROOT = Path(__file__).resolve().parents[2]
-OWN = {"project.json", "<stage>/status.json", ".lock", ".worker.lock"}  # the project's, not a stage's
+# the project's, not a stage's (masks/: the GUI's mask editor, an input of reproject)
+OWN = {"project.json", "<stage>/status.json", ".lock", ".worker.lock", "masks/platform-<hash>.png"}
 
 
 def _readme_paths() -> set[str]:
