@@ -32,7 +32,7 @@ def opt(default: Any, help: str, *, hash: bool = True, min: float | None = None,
         choices: tuple[Any, ...] | None = None, **kw: Any) -> Any:
     """A dataclass field with a help text (shown by the CLI and the GUI), a hash flag and
     optionally a range: ``min <= v <= max``, ``above < v < below``, or ``v in choices``
-    (checked by :func:`update_config`). Other keywords (``added``, ``parse``, ``hash_text``)
+    (checked by :func:`update_config`). Other keywords (``added``, ``parse``, ``text``)
     go into the metadata as they are."""
     rng = {k: v for k, v in (("min", min), ("max", max), ("above", above), ("below", below),
                              ("choices", choices)) if v is not None}
@@ -369,7 +369,7 @@ class ExportConfig:
         "formats to write (comma-separated on the command line): ply, splat, spz, "
         "compressed_ply, sog, glb_splat (glTF KHR_gaussian_splatting), 3dtiles (3D Tiles for "
         "Cesium, needs GPS) (gaussians), glb, obj (textured mesh); 'all' for every one",
-        parse=lambda v: parse_formats(v), hash_text=lambda v: ",".join(map(str, v)),
+        parse=lambda v: parse_formats(v), text=lambda v: ",".join(map(str, v)),
     )
     output_dir: str = opt("", "write here instead of the project's exports/ folder", hash=False)
     name: str = opt("scene", "base name of the exported files (scene.ply, scene.spz ...)")
@@ -386,10 +386,10 @@ class ExportConfig:
                                    min=1)
     crop_min: tuple[float, float, float] | None = opt(
         None, "crop box lower corner x,y,z, ENU metres (empty: no crop)",
-        parse=lambda v: parse_corner(v), hash_text=lambda v: corner_text(v))
+        parse=lambda v: parse_corner(v), text=lambda v: corner_text(v))
     crop_max: tuple[float, float, float] | None = opt(
         None, "crop box upper corner x,y,z, ENU metres (empty: no crop)",
-        parse=lambda v: parse_corner(v), hash_text=lambda v: corner_text(v))
+        parse=lambda v: parse_corner(v), text=lambda v: corner_text(v))
     min_opacity: float = opt(0.0, "drop gaussians with opacity below this (0..1; 0: keep all)",
                              min=0.0, max=1.0)
     remove_floaters: bool = opt(False, "remove isolated gaussians (statistical outliers)")
@@ -497,8 +497,14 @@ class ProjectConfig:
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A stage config as a JSON-ready dict (enums as their string values, tuples as lists)."""
-    return {f.name: _plain(getattr(cfg, f.name)) for f in fields(cfg)}
+    """A stage config as a JSON-ready dict (enums as their string values; an option with a
+    ``text`` form, the export formats and crop corners, as that text: the comma strings
+    ``project.json`` has always held, so older versions still read it)."""
+    return {f.name: _json_value(f, getattr(cfg, f.name)) for f in fields(cfg)}
+
+
+def _json_value(f: dataclasses.Field, v: Any) -> Any:
+    return f.metadata["text"](v) if "text" in f.metadata else _plain(v)
 
 
 def _plain(v: Any) -> Any:
@@ -682,12 +688,11 @@ def config_hash(cfg: Any) -> str:
 
     An option added after projects existed (metadata ``added``) counts only when it differs
     from its default, which gives the old behaviour: adding it does not make every existing
-    project run again. An option whose type changed (metadata ``hash_text``: the export
-    formats and crop corners, once comma strings) is hashed as the text it used to be, so
-    existing projects keep their fingerprints."""
+    project run again. An option with a ``text`` form (the export formats and crop corners,
+    typed in memory, comma strings on disk) is hashed as that text, so existing projects keep
+    their fingerprints."""
     data = {
-        f.name: (f.metadata["hash_text"](getattr(cfg, f.name)) if "hash_text" in f.metadata
-                 else _plain(getattr(cfg, f.name)))
+        f.name: _json_value(f, getattr(cfg, f.name))
         for f in fields(cfg) if f.metadata.get("hash", True)
         and not (f.metadata.get("added") and getattr(cfg, f.name) == f.default)
     }

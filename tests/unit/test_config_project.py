@@ -193,7 +193,11 @@ def test_export_formats_and_crop_are_typed_and_old_strings_still_read():
     assert cfg.crop_min == (-5.0, -6.0, -1.0) and cfg.crop_max == (5.0, 6.5, 3.0)
     assert cfg.mesh_method == MeshMethod.POISSON
     d = ProjectConfig(export=cfg).to_dict()["export"]
-    assert d["formats"] == ["ply", "glb_splat", "compressed_ply"] and d["crop_max"] == [5, 6.5, 3]
+    # project.json keeps the comma strings older versions wrote and read
+    assert d["formats"] == "ply,glb_splat,compressed_ply" and d["crop_max"] == "5,6.5,3"
+    assert ProjectConfig().to_dict()["export"]["formats"] == "ply,splat,spz,compressed_ply"
+    assert update_config(ExportConfig(), {"formats": ["ply", "sog"], "crop_min": [1, 2, 3]}) \
+        == update_config(ExportConfig(), {"formats": "ply,sog", "crop_min": "1,2,3"})
     again = ProjectConfig.from_dict(json.loads(json.dumps(ProjectConfig(export=cfg).to_dict())))
     assert again.export == cfg
     assert update_config(ExportConfig(), {"crop_min": ""}).crop_min is None
