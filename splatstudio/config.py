@@ -274,6 +274,12 @@ class ExportConfig:
     output_dir: str = opt("", "write here instead of the project's exports/ folder", hash=False)
     name: str = opt("scene", "base name of the exported files (scene.ply, scene.spz ...)")
     spz_version: int = opt(4, "SPZ format version: 4 (ZSTD, current) or 3 (gzip, older viewers)")
+    axes: str = opt(
+        "viewer", "axes of the ply, splat, spz, compressed_ply and sog files: viewer = x east, "
+        "y down, z north (the 3DGS/COLMAP convention SuperSplat, PlayCanvas and most splat "
+        "viewers show upright); enu = x east, y north, z up (GIS; SPZ then in its "
+        "specification's RUB axes). glb_splat, 3dtiles and the mesh keep their standards' axes",
+        added=True)
     glb_splat_spz: bool = opt(
         False, "glb_splat: compress with KHR_gaussian_splatting_compression_spz_2 (SPZ v3 inside)",
         added=True)

@@ -185,6 +185,14 @@ class ExportDialog(QDialog):
         fgrid.setColumnMinimumWidth(1, 150)
         self.name = QLineEdit(cfg.name)
         self.name.setToolTip("Base name of the files: scene.ply, scene.spz ...")
+        self.axes = QComboBox()
+        self.axes.addItem("Splat viewers: x east, y down, z north (upright in SuperSplat, "
+                          "PlayCanvas)", "viewer")
+        self.axes.addItem("ENU: x east, y north, z up (GIS; SPZ in its spec's RUB)", "enu")
+        self.axes.setCurrentIndex(max(0, self.axes.findData(cfg.axes)))
+        self.axes.setToolTip("Axes of the .ply, .splat, .spz, .compressed.ply and .sog files "
+                             "(each sidecar states them); the glTF, 3D Tiles and mesh files "
+                             "always use their standards' axes")
 
         # filters
         gbox = QGroupBox("Filters (every format, the mesh included)")
@@ -272,6 +280,7 @@ class ExportDialog(QDialog):
         top = QFormLayout()
         top.addRow("Destination", dest_row)
         top.addRow("File name", self.name)
+        top.addRow("Splat file axes", self.axes)
 
         # progress and results
         self.progress = QProgressBar()
@@ -364,6 +373,7 @@ class ExportDialog(QDialog):
             "formats": ",".join(self.formats()),
             "output_dir": "" if same else str(out),
             "name": self.name.text().strip() or "scene",
+            "axes": str(self.axes.currentData()),
             "spz_version": int(self.spz_version.currentData()),
             "glb_splat_spz": self.glb_spz.isChecked(),
             "tiles_sh_degree": self.tiles_sh.value(),

@@ -5,10 +5,11 @@ project origin: x east, y north, z up) and ``ingest/manifest.json`` (the origin)
 into ``exports/`` (or ``ExportConfig.output_dir``):
 
 * ``<name>.ply`` (INRIA PLY), ``<name>.splat`` (antimatter15), ``<name>.spz`` (Niantic SPZ,
-  v4 by default, stored in the spec's RUB axes: x east, y up, z south),
-  ``<name>.compressed.ply`` (SuperSplat/PlayCanvas) and ``<name>.sog`` (PlayCanvas SOG v2
-  bundle, needs Pillow); all but SPZ keep the ENU axes (as splat-transform keeps a PLY's
-  axes when it writes SOG or compressed PLY). Every
+  v4 by default), ``<name>.compressed.ply`` (SuperSplat/PlayCanvas) and ``<name>.sog``
+  (PlayCanvas SOG v2 bundle, needs Pillow). With ``axes = viewer`` (default) all five hold
+  x east, y down, z north, the y-down convention that SuperSplat and PlayCanvas show upright
+  (:data:`EXPORT_AXES`); with ``axes = enu`` the first four keep ENU and the SPZ is stored in
+  its specification's RUB axes (x east, y up, z south). Every
   file is read back and compared with what was written, within that format's quantisation
   (:func:`verify_splat_file`); a mismatch fails the stage.
 * ``<name>.splat.glb`` (``glb_splat``): binary glTF with Khronos ``KHR_gaussian_splatting``
@@ -49,7 +50,7 @@ from ..config import ExportConfig
 from ..errors import ConfigError, InputError, StageError
 from ..events import Emitter
 from ..geo.enu import GeoOrigin
-from ..geo.sidecar import write_sidecar
+from ..geo.sidecar import axes_to_enu, write_sidecar
 from ..project import Project, now_iso, read_json, write_json_atomic
 
 SPLAT_FORMATS = ("ply", "splat", "spz", "compressed_ply", "sog", "glb_splat")
@@ -63,7 +64,21 @@ _SUFFIX = {"ply": ".ply", "splat": ".splat", "spz": ".spz", "compressed_ply": ".
 #: a 3D Tiles tileset's coordinates are ENU under its root transform (ENU -> ECEF).
 FILE_AXES = {"ply": "ENU", "splat": "ENU", "compressed_ply": "ENU", "sog": "ENU", "spz": "RUB",
              "glb_splat": "RUB", "3dtiles": "ENU", "glb": "RUB", "obj": "RUB"}  # fmt: skip
+#: ``ExportConfig.axes`` choices. ``viewer``: the PLY-family files and SPZ hold x east, y down,
+#: z north (``EDN``): the y-down convention of 3DGS/COLMAP PLY files, which SuperSplat and the
+#: PlayCanvas viewer turn 180 degrees about z to show upright (their ``Transform.PLY``), and
+#: which splat-transform also assumes for SPZ (it reads SPZ arrays unconverted, as Open3D and
+#: nianticlabs/spz's ``UNSPECIFIED`` do), so the SPZ stores those arrays as they are.
+#: ``enu``: :data:`FILE_AXES` (ENU; SPZ in its specification's RUB).
+EXPORT_AXES = ("viewer", "enu")
+VIEWER_FORMATS = ("ply", "splat", "compressed_ply", "sog", "spz")
 CONVERTER_TIMEOUT_S = 3600.0
+
+
+def file_axes(fmt: str, axes: str = "enu") -> str:
+    """Axis convention (a key of :data:`splatstudio.geo.sidecar.AXES`) of format `fmt`'s
+    coordinates under ``ExportConfig.axes`` = `axes` (see :data:`EXPORT_AXES`)."""
+    return "EDN" if axes == "viewer" and fmt in VIEWER_FORMATS else FILE_AXES[fmt]
 
 
 # ---------------------------------------------------------------------------- options
@@ -177,7 +192,8 @@ def _chunk_range(v: np.ndarray, chunk: int = 256) -> np.ndarray:
     return (hi - lo)[idx]
 
 
-def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: str = "ENU") -> dict:
+def verify_splat_file(path: Path, fmt: str, written: Any, *,
+                      spz_coordinates: str | None = "ENU") -> dict:
     """Read `path` back and compare it with the splats that were written.
 
     The comparison follows each format's documented quantisation (``splatstudio.splats``
@@ -191,10 +207,10 @@ def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: st
     Args:
         path: the written file.
         fmt: its format (one of :data:`SPLAT_FORMATS`).
-        written: the :class:`~splatstudio.splats.Splats` given to the writer (ENU metres).
+        written: the :class:`~splatstudio.splats.Splats` given to the writer (metres).
         spz_coordinates: the ``coordinate_system`` the SPZ or glb_splat was written with
-            (compared in their stored RUB axes; glb_splat: float32 attributes exactly, or the
-            SPZ payload's quantisation).
+            (compared in their stored axes; ``None``: stored unconverted; glb_splat: float32
+            attributes exactly, or the SPZ payload's quantisation).
 
     Returns:
         ``{"ok": True, "gaussians": N, "max_error": {attribute: value}}``; angles in degrees,
@@ -579,6 +595,9 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
         if not 0.0 <= config.tiles_min_opacity <= 1.0:
             raise ConfigError(f"ExportConfig.tiles_min_opacity must be in [0, 1], got "
                               f"{config.tiles_min_opacity}")  # fmt: skip
+    if config.axes not in EXPORT_AXES:
+        raise ConfigError(f"ExportConfig.axes must be one of {', '.join(EXPORT_AXES)}, got "
+                          f"{config.axes!r}")
     if config.spz_version not in (3, 4):
         raise ConfigError(f"ExportConfig.spz_version must be 3 or 4, got {config.spz_version}")
     if any(f in MESH_FORMATS for f in formats):
@@ -642,7 +661,7 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     def record(fmt: str, path: Path, seconds: float, **info: Any) -> None:
         side = None
         if origin is not None:
-            side = write_sidecar(path, origin, axes=FILE_AXES[fmt], format=fmt)
+            side = write_sidecar(path, origin, axes=file_axes(fmt, config.axes), format=fmt)
         nbytes = info.pop("total_bytes", None)
         entry = {
             "format": fmt,
@@ -650,7 +669,7 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
             **info,
             "bytes": path.stat().st_size if nbytes is None else nbytes,
             "seconds": round(seconds, 4),
-            "axes": FILE_AXES[fmt],
+            "axes": file_axes(fmt, config.axes),
             "sidecar": None if side is None else side.relative_to(out_dir).as_posix(),
         }
         entries.append(entry)
@@ -659,22 +678,28 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
         if side is not None:
             events.artifact(_rel(side, project))
 
+    viewer = None  # the scene in the viewer axes, made on first use
     for i, fmt in enumerate(f for f in formats if f in SPLAT_FORMATS):
         events.check_cancelled()
         events.progress(i / n_steps, f"writing {fmt}")
         path = out_dir / f"{name}{_SUFFIX[fmt]}"
         opts: dict[str, Any] = {}
         extra: dict[str, Any] = {}
+        content, coords = filtered, "ENU"
+        if file_axes(fmt, config.axes) == "EDN":
+            if viewer is None:
+                viewer = filtered.transformed(axes_to_enu("EDN").T)  # ENU -> EDN, SH rotated
+            content, coords = viewer, None  # stored as they are (SPZ too, see EXPORT_AXES)
         if fmt == "spz":
-            opts = {"version": config.spz_version, "coordinate_system": "ENU"}
+            opts = {"version": config.spz_version, "coordinate_system": coords}
             extra = {"spz_version": config.spz_version}
         elif fmt == "glb_splat":
             opts = {"coordinate_system": "ENU", "spz": config.glb_splat_spz}
             extra = {"compression": "spz" if config.glb_splat_spz else None}
         t = time.perf_counter()
-        save_splats(filtered, path, format=fmt, **opts)
+        save_splats(content, path, format=fmt, **opts)
         seconds = time.perf_counter() - t
-        check = verify_splat_file(path, fmt, filtered, spz_coordinates="ENU")
+        check = verify_splat_file(path, fmt, content, spz_coordinates=coords)
         record(fmt, path, seconds, gaussians=filtered.n, verified=check, **extra)
         events.log(f"{path.name}: {entries[-1]['bytes']} bytes, verified ({check['max_error']})")
 

@@ -116,9 +116,22 @@ class ViewerPage(QWidget):
 
     def load(self, path: Path) -> bool:
         """Load and show `path`; a bad file shows its message instead (returns False)."""
+        from ...geo.sidecar import file_up, read_axes
+        from ...splats.io import detect_format, load_splats
+
         path = Path(path)
         try:
-            n = self.gl.load(path)
+            # a SplatStudio export states its axes in its sidecar: its SPZ is then read as
+            # stored (the sidecar's axes) and the view's up is the file's ENU up
+            axes = read_axes(path)
+            raw = axes is not None and detect_format(path) == "spz"
+            splats = load_splats(path, **({"coordinate_system": None} if raw else {}))
+            self.gl.set_splats(splats)
+            n = splats.n
+            if axes is not None:
+                name = next((k for k, v in UP_AXES.items() if v == file_up(axes)), None)
+                if name is not None:
+                    self.up_combo.setCurrentIndex(self.up_combo.findData(name))
         except (OSError, ValueError) as e:
             self.info.setText(f"Cannot open {path.name}: {e}")
             self.loadFailed.emit(str(e))
