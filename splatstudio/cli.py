@@ -31,7 +31,7 @@ from .errors import DiskFullError, InputError, SplatStudioError, StageError, is_
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
-COMMANDS = ("run", *STAGES, "status", "render", "gui", "doctor", "convert")
+COMMANDS = ("run", *STAGES, "status", "render", "gui", "doctor", "convert", "farm", "worker")
 """The sub-commands; any other first argument is a PATH to open (``splatstudio PATH``)."""
 
 OPEN_SCAN_FILES = 500
@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip timing CPU training steps (no preset estimates)")
     p.add_argument("--build-gsplat", action="store_true",
                    help="compile gsplat's CUDA kernels now instead of on the first training")
+
+    from .farm.cli import add_parsers as add_farm_parsers
+
+    add_farm_parsers(sub)
 
     p = sub.add_parser("convert", help="convert a splat file to another format")
     p.add_argument("src", type=Path, help="input splat file")
@@ -619,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_render(args)
         if args.command == "convert":
             return cmd_convert(args)
+        if args.command in ("farm", "worker"):
+            from .farm.cli import run as run_farm
+
+            return run_farm(args)
         if args.command == "run":
             project = _open_or_create(args, args.input)
             _apply_config(project, args)
