@@ -38,7 +38,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
 
 
 def _stop(proc: subprocess.Popen, grace_s: float) -> None:
-    from ..pipeline.runner import kill_process_tree
+    from ..lifeline import kill_process_tree
 
     if proc.poll() is None:
         try:

@@ -598,14 +598,11 @@ def extract(
     ext.num_threads = config.num_threads if config.num_threads > 0 else (os.cpu_count() or 1)
     ext.use_gpu = False
 
-    def run(names: list[str], c: dict[str, Any], mode: Any, mask_path: Path | None) -> None:
+    for names, c, mode, mask_path, upright in _camera_groups(frames, rig, masks):
         # One extract_features call for images sharing camera `c` (model, params, size).
+        events.check_cancelled()
         ext.sift.first_octave = sift_first_octave(int(c["width"]), int(c["height"]), config)
-        reader = pycolmap.ImageReaderOptions()
-        reader.camera_model = c["model"]
-        reader.camera_params = ",".join(repr(float(p)) for p in c["params"])
-        if mask_path is not None:
-            reader.mask_path = str(mask_path)
+        ext.sift.upright = config.upright and upright
         _run_cancellable(
             events,
             pycolmap.extract_features,
@@ -613,16 +610,38 @@ def extract(
             images,
             image_names=names,
             camera_mode=mode,
-            reader_options=reader,
+            reader_options=_reader_options(c, mask_path),
             extraction_options=ext,
             device=pycolmap.Device.cpu,
             cancellation_token=pycolmap.CancellationToken(),
         )
 
+
+def _reader_options(camera: dict[str, Any], mask_path: Path | None) -> Any:
+    """COLMAP image reader options for images of `camera` (model, params), with masks."""
+    import pycolmap
+
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = camera["model"]
+    reader.camera_params = ",".join(repr(float(p)) for p in camera["params"])
+    if mask_path is not None:
+        reader.mask_path = str(mask_path)
+    return reader
+
+
+def _camera_groups(frames: list[dict[str, Any]], rig: dict[str, Any] | None, masks: Path | None
+                   ) -> list[tuple[list[str], dict[str, Any], Any, Path | None, bool]]:
+    """The images of `frames` grouped as COLMAP creates their cameras: the rig's views one
+    camera per view folder (``PER_FOLDER``, masks, upright SIFT allowed), photos one camera per
+    distinct intrinsics (``SINGLE``). Returns ``(names, camera, mode, mask root, upright)``."""
+    import pycolmap
+
+    out: list[tuple[list[str], dict[str, Any], Any, Path | None, bool]] = []
     pano_names = [n for f in frames if f["kind"] == "equirect" for n in image_names(f, rig)]
     if pano_names:
-        ext.sift.upright = config.upright
-        run(pano_names, rig["views"][0]["camera"], pycolmap.CameraMode.PER_FOLDER, masks)
+        assert rig is not None
+        out.append((pano_names, rig["views"][0]["camera"], pycolmap.CameraMode.PER_FOLDER, masks,
+                    True))
     groups: dict[str, list[str]] = {}
     cams: dict[str, dict[str, Any]] = {}
     for f in frames:
@@ -630,10 +649,111 @@ def extract(
             key = _hash(f["camera"])
             groups.setdefault(key, []).extend(image_names(f, rig))
             cams[key] = f["camera"]
-    ext.sift.upright = False
-    for key, names in groups.items():
-        events.check_cancelled()
-        run(names, cams[key], pycolmap.CameraMode.SINGLE, None)
+    out.extend((names, cams[k], pycolmap.CameraMode.SINGLE, None, False)
+               for k, names in groups.items())
+    return out
+
+
+def sift_item(spec: dict[str, Any], in_dir: Path, out_dir: Path, events: Emitter) -> None:
+    """Farm item (:mod:`splatstudio.farm`): SIFT of a chunk of frames, exactly as
+    :func:`extract` computes it locally, into a database of the chunk's own.
+
+    Args:
+        spec: ``{"frames": [...], "rig": rig or None, "config": SfmConfig as a dict,
+            "masks": bool}``.
+        in_dir: the chunk's ``sfm/images/...`` (and ``sfm/masks/...``) at their project paths.
+        out_dir: gets ``kp/<image name>.npy`` (float32 ``[N, 6]`` COLMAP keypoints) and
+            ``desc/<image name>.npy`` (uint8 ``[N, 128]`` SIFT descriptors) per image.
+    """
+    import pycolmap
+
+    from ..config import update_config
+
+    config = update_config(SfmConfig(), spec["config"])
+    masks = in_dir / "sfm" / "masks" if spec["masks"] else None
+    db_path = out_dir.parent / "chunk.db"
+    extract(db_path, in_dir / "sfm" / "images", masks, spec["frames"], spec["rig"], config, events)
+    with pycolmap.Database.open(db_path) as db:
+        for image in db.read_all_images():
+            for kind, arr in (("kp", db.read_keypoints(image.image_id)),
+                              ("desc", db.read_descriptors(image.image_id).data)):
+                dst = out_dir / kind / f"{image.name}.npy"
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                np.save(dst, np.ascontiguousarray(arr))
+
+
+def farm_extract(db_path: Path, images: Path, masks: Path | None, frames: list[dict[str, Any]],
+                 rig: dict[str, Any] | None, config: SfmConfig, dispatcher: Any,
+                 project_root: Path, chunk_images: int) -> dict[str, int]:
+    """SIFT of the images that have no features yet, on the farm (FARM.md section 3.1).
+
+    Every image is first registered in the database in one ``import_images`` call per camera
+    group (so the cameras are exactly those :func:`extract` would create; never
+    ``Database.merge``, which renumbers cameras); the chunks (whole frames, about
+    `chunk_images` images each) run :func:`sift_item` on the workers, and their keypoints and
+    descriptors are written under each image's id as they arrive. :func:`extract` afterwards
+    fills any gap (it skips images that have features).
+
+    Returns:
+        ``{"items", "images"}``: chunks run and images whose features came from the farm.
+
+    Raises:
+        as :meth:`splatstudio.farm.dispatch.Dispatcher.run`.
+    """
+    import dataclasses
+
+    import pycolmap
+
+    from ..config import config_to_dict
+    from ..farm.items import WorkItem, sha256_file
+
+    with pycolmap.Database.open(db_path):  # creates it
+        pass
+    for names, c, mode, mask_path, _ in _camera_groups(frames, rig, masks):
+        pycolmap.import_images(db_path, images, camera_mode=mode, image_names=names,
+                               options=_reader_options(c, mask_path))
+    with pycolmap.Database.open(db_path) as db:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        todo = [f for f in frames if any(not db.exists_keypoints(ids[n])
+                                         for n in image_names(f, rig))]
+    chunks: list[list[dict[str, Any]]] = []
+    for f in todo:
+        if not chunks or sum(len(g["images"]) for g in chunks[-1]) >= chunk_images:
+            chunks.append([])
+        chunks[-1].append(f)
+    spec_cfg = config_to_dict(dataclasses.replace(config, num_threads=0))
+    items = []
+    for i, group in enumerate(chunks):
+        inputs: dict[str, str] = {}
+        for f in group:
+            for n in image_names(f, rig):
+                paths = [images / n] + ([masks / f"{n}.png"] if f["kind"] == "equirect" and masks
+                                        else [])
+                for p in paths:
+                    inputs[p.relative_to(project_root).as_posix()] = sha256_file(p)
+        items.append(WorkItem(kind="sift", item_id=f"sift-{i:03d}",
+                              spec={"frames": group, "rig": rig, "config": spec_cfg,
+                                    "masks": masks is not None},
+                              inputs=inputs, resources={"MACHINE": 1},
+                              cost=float(sum(len(g["images"]) for g in group))))  # fmt: skip
+    written = 0
+
+    def store(item: WorkItem, files: dict[str, bytes]) -> None:
+        import io
+
+        nonlocal written
+        with pycolmap.Database.open(db_path) as db:
+            for f in item.spec["frames"]:
+                for n in image_names(f, rig):
+                    kp = np.load(io.BytesIO(files[f"kp/{n}.npy"]))
+                    desc = np.load(io.BytesIO(files[f"desc/{n}.npy"]))
+                    db.write_keypoints(ids[n], kp)
+                    db.write_descriptors(ids[n], pycolmap.FeatureDescriptors(
+                        pycolmap.FeatureExtractorType.SIFT, desc))
+                    written += 1
+
+    dispatcher.run(items, store)
+    return {"items": len(items), "images": written}
 
 
 def setup_database(

@@ -85,7 +85,7 @@ def _worker(join_path, scheduler, name, log):
 
 
 def test_no_foreign_worker_joins_and_no_member_joins_a_foreign_scheduler(farm, rogue, tmp_path):
-    from splatstudio.pipeline.runner import kill_process_tree
+    from splatstudio.lifeline import kill_process_tree
 
     host, client = farm
     with FarmHost(loopback=True, workers=[]) as other:  # another farm's scheduler
