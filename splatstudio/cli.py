@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from dataclasses import fields
@@ -91,6 +92,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="run even if already done")
     p.add_argument("--grace", type=float, default=10.0, help="seconds a cancelled stage gets "
                    "to stop before its processes are killed (default 10)")
+    p.add_argument("--farm", metavar="DIR", nargs="?", const="",
+                   help="switch the LAN farm on for this run (the folder of `farm init`, "
+                   "default ~/.config/splatstudio/farm): SfM features are spread over its peers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,10 +330,21 @@ def _run(project, args: argparse.Namespace, stages: list[str] | None, until: str
         runner.cancel()
 
     old = signal.signal(signal.SIGINT, on_sigint)
+    host = None
     try:
+        if getattr(args, "farm", None) is not None:
+            from .farm.host import FarmHost
+
+            # the scheduler and this machine's workers (with the project's file server) for
+            # this run only; stage processes reach them through SPLATSTUDIO_FARM
+            host = FarmHost(args.farm or None).start()
+            os.environ.update(host.environment())
+            console._write(f"farm {host.credentials.farm_id} on at {host.address}")
         result = runner.run(stages, until=until, force=args.force)
     finally:
         signal.signal(signal.SIGINT, old)
+        if host is not None:
+            host.stop()
         console.close()
     _print_summary(project, [s for s in STAGES if s in result.states], args.quiet)
     if not result.ok:

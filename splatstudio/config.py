@@ -181,6 +181,9 @@ class SfmConfig:
     )
     seed: int = opt(0, "random seed of RANSAC and the mappers")
     num_threads: int = opt(-1, "threads (-1: all cores)", hash=False)
+    farm_chunk_images: int = opt(
+        200, "with a farm: images per SIFT work item (whole panoramas; about 30 s or more of "
+        "work each, as starting an item costs 1-3 s)", hash=False)
 
 
 @dataclass(kw_only=True)

@@ -27,7 +27,27 @@ from typing import Any
 from . import FarmError, settings
 from .pki import JoinFile, farm_dir, init_farm, load_join, write_private
 
-__all__ = ["FarmHost", "connect", "farm_status"]
+__all__ = ["FARM_ENV", "FarmHost", "connect", "farm_from_env", "farm_status"]
+
+#: Environment variable a stage process finds its farm in (JSON: address, credentials).
+FARM_ENV = "SPLATSTUDIO_FARM"
+
+
+def farm_from_env() -> tuple[JoinFile, str] | None:
+    """The farm this process was started for: ``(credentials, scheduler address)``, or None
+    without one (:data:`FARM_ENV` unset).
+
+    Raises:
+        FarmError: the variable is set but unreadable, or its credentials are.
+    """
+    raw = os.environ.get(FARM_ENV)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return load_join(data["credentials"]), str(data["address"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise FarmError(f"${FARM_ENV} is not a farm description ({e}): {raw[:200]}") from None
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:
@@ -160,6 +180,14 @@ class FarmHost:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def environment(self) -> dict[str, str]:
+        """``{FARM_ENV: JSON}`` for stage processes: the scheduler address and the
+        coordinator's credentials (read by :func:`farm_from_env`)."""
+        if self.address is None or self.dir is None:
+            raise FarmError("the farm host is not started")
+        return {FARM_ENV: json.dumps({"address": self.address,
+                                      "credentials": str(self.dir / "coordinator.json")})}
 
     # ------------------------------------------------------------------ use
     def client(self, timeout_s: float = 30.0) -> Any:

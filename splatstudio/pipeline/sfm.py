@@ -682,6 +682,35 @@ def sift_item(spec: dict[str, Any], in_dir: Path, out_dir: Path, events: Emitter
                 np.save(dst, np.ascontiguousarray(arr))
 
 
+def farm_features(project: Project, db_path: Path, images: Path, masks: Path | None,
+                  frames: list[dict[str, Any]], rig: dict[str, Any] | None, config: SfmConfig,
+                  events: Emitter) -> None:
+    """With a farm (``splatstudio run --farm``, :func:`splatstudio.farm.host.farm_from_env`):
+    :func:`farm_extract` and its log line; without one nothing."""
+    from ..farm.host import farm_from_env
+
+    farm = farm_from_env()
+    if farm is None:
+        return
+    from ..farm.dispatch import Dispatcher
+    from ..farm.host import connect
+
+    t0 = time.monotonic()
+    client = connect(*farm)
+    try:
+        dispatcher = Dispatcher(client, project.root, events,
+                                record=project.stage_dir("sfm") / "farm" / "items.json",
+                                progress_span=(0.02, 0.08))  # fmt: skip
+        got = farm_extract(db_path, images, masks, frames, rig, config, dispatcher,
+                           project.root, config.farm_chunk_images)
+        workers = len(client.scheduler_info()["workers"])
+    finally:
+        client.close()
+    events.metric("farm_sift_items", got["items"])
+    events.log(f"farm: SIFT of {got['images']} images in {got['items']} items on {workers} "
+               f"workers ({time.monotonic() - t0:.1f} s)")
+
+
 def farm_extract(db_path: Path, images: Path, masks: Path | None, frames: list[dict[str, Any]],
                  rig: dict[str, Any] | None, config: SfmConfig, dispatcher: Any,
                  project_root: Path, chunk_images: int) -> dict[str, int]:
@@ -1151,7 +1180,8 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
     expected = {n for f in frames for n in image_names(f, rig)}
     heal_database(db_path, expected, events)
     events.progress(0.02, "extracting SIFT features")
-    extract(db_path, images, masks, frames, rig, config, events)
+    farm_features(project, db_path, images, masks, frames, rig, config, events)
+    extract(db_path, images, masks, frames, rig, config, events)  # here: all, or the farm's gaps
     healed = heal_database(db_path, expected, events)
     if healed["images_removed"]:  # a broken write during this very extraction: redo those
         extract(db_path, images, masks, frames, rig, config, events)
