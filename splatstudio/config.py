@@ -184,6 +184,9 @@ class SfmConfig:
     farm_chunk_images: int = opt(
         200, "with a farm: images per SIFT work item (whole panoramas; about 30 s or more of "
         "work each, as starting an item costs 1-3 s)", hash=False)
+    farm_chunk_pairs: int = opt(
+        2000, "with a farm: image pairs per matching work item (whole panorama pairs)",
+        hash=False)
 
 
 @dataclass(kw_only=True)

@@ -23,6 +23,7 @@ from . import FarmError
 #: Item kinds -> ``"module:function"`` (imported in the item process).
 ITEM_FUNCTIONS: dict[str, str] = {
     "sift": "splatstudio.pipeline.sfm:sift_item",
+    "match": "splatstudio.pipeline.sfm:match_item",
 }
 
 __all__ = ["ITEM_FUNCTIONS", "ItemFailed", "OutputHashMismatch", "WorkItem", "sha256_bytes",

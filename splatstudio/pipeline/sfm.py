@@ -686,7 +686,20 @@ def farm_features(project: Project, db_path: Path, images: Path, masks: Path | N
                   frames: list[dict[str, Any]], rig: dict[str, Any] | None, config: SfmConfig,
                   events: Emitter) -> None:
     """With a farm (``splatstudio run --farm``, :func:`splatstudio.farm.host.farm_from_env`):
-    :func:`farm_extract` and its log line; without one nothing."""
+    :func:`farm_extract`; without one nothing."""
+    _on_farm(project, events, "SIFT", (0.02, 0.08), lambda d: farm_extract(
+        db_path, images, masks, frames, rig, config, d, project.root, config.farm_chunk_images))
+
+
+def farm_matches(project: Project, db_path: Path, pairs: list[tuple[str, str]],
+                 config: SfmConfig, rig_verification: bool, events: Emitter) -> None:
+    """With a farm: :func:`farm_match`; without one nothing."""
+    _on_farm(project, events, "matching", (0.1, 0.5), lambda d: farm_match(
+        db_path, pairs, config, rig_verification, d, project.root, config.farm_chunk_pairs))
+
+
+def _on_farm(project: Project, events: Emitter, what: str, span: tuple[float, float],
+             work: Callable[[Any], dict[str, int]]) -> None:
     from ..farm.host import farm_from_env
 
     farm = farm_from_env()
@@ -698,17 +711,15 @@ def farm_features(project: Project, db_path: Path, images: Path, masks: Path | N
     t0 = time.monotonic()
     client = connect(*farm)
     try:
-        dispatcher = Dispatcher(client, project.root, events,
-                                record=project.stage_dir("sfm") / "farm" / "items.json",
-                                progress_span=(0.02, 0.08))  # fmt: skip
-        got = farm_extract(db_path, images, masks, frames, rig, config, dispatcher,
-                           project.root, config.farm_chunk_images)
+        kind = what.split()[0].lower()
+        got = work(Dispatcher(client, project.root, events, progress_span=span,
+                              record=project.stage_dir("sfm") / "farm" / f"{kind}.items.json"))
         workers = len(client.scheduler_info()["workers"])
     finally:
         client.close()
-    events.metric("farm_sift_items", got["items"])
-    events.log(f"farm: SIFT of {got['images']} images in {got['items']} items on {workers} "
-               f"workers ({time.monotonic() - t0:.1f} s)")
+    events.metric(f"farm_{kind}_items", got["items"])
+    events.log(f"farm: {what} in {got['items']} items on {workers} workers "
+               f"({time.monotonic() - t0:.1f} s)")
 
 
 def farm_extract(db_path: Path, images: Path, masks: Path | None, frames: list[dict[str, Any]],
@@ -847,6 +858,146 @@ def match(db_path: Path, pairs_path: Path, config: SfmConfig, rig_verification: 
         device=pycolmap.Device.cpu,
         cancellation_token=pycolmap.CancellationToken(),
     )
+
+
+MATCH_TABLES = ("matches", "two_view_geometries")
+
+
+def match_item(spec: dict[str, Any], in_dir: Path, out_dir: Path, events: Emitter) -> None:
+    """Farm item: :func:`match` on a chunk's database (the chunk's images with their keypoints
+    and descriptors, every camera and rig, the frames of those images, ids as in the project's
+    database) and its pairs file; returns ``matches.db``, the same database holding only the
+    matches and two-view geometries.
+
+    Args:
+        spec: ``{"db": project path of the chunk database, "pairs": of its pairs file,
+            "config": SfmConfig as a dict, "rig_verification": bool}``.
+    """
+    import sqlite3
+
+    from ..config import update_config
+
+    config = update_config(SfmConfig(), spec["config"])
+    db_path = out_dir / "matches.db"
+    shutil.copyfile(in_dir / spec["db"], db_path)
+    match(db_path, in_dir / spec["pairs"], config, bool(spec["rig_verification"]), events)
+    con = sqlite3.connect(db_path)
+    try:
+        for table in ("keypoints", "descriptors", "images", "frames", "frame_data"):
+            con.execute(f"DELETE FROM {table}")
+        con.commit()
+        con.execute("VACUUM")
+    finally:
+        con.close()
+
+
+def _chunk_database(src: Path, dst: Path, names: set[str]) -> None:
+    """A database at `dst` with `src`'s cameras and rigs, and of its images only `names` (ids,
+    keypoints, descriptors kept) with their frames."""
+    import pycolmap
+
+    dst.unlink(missing_ok=True)
+    with pycolmap.Database.open(src) as s, pycolmap.Database.open(dst) as d:
+        for cam in s.read_all_cameras():
+            d.write_camera(cam, use_camera_id=True)
+        for rig in s.read_all_rigs():
+            d.write_rig(rig, use_rig_id=True)
+        chunk = [im for im in s.read_all_images() if im.name in names]
+        ids = {im.image_id for im in chunk}
+        for fr in s.read_all_frames():
+            if {int(d.id) for d in fr.image_ids} <= ids:
+                d.write_frame(fr, use_frame_id=True)
+        for im in chunk:
+            d.write_image(im, use_image_id=True)
+            d.write_keypoints(im.image_id, s.read_keypoints(im.image_id))
+            d.write_descriptors(im.image_id, s.read_descriptors(im.image_id))
+
+
+def _merge_matches(db_path: Path, part: Path) -> int:
+    """Copy the matches and two-view geometries of `part` (same image ids) into `db_path`;
+    returns the pairs copied.
+
+    Raises:
+        StageError: the two databases' tables differ (another COLMAP version on the peer).
+    """
+    import sqlite3
+
+    con = sqlite3.connect(db_path)
+    try:
+        con.execute("ATTACH DATABASE ? AS part", (str(part),))
+        for t in MATCH_TABLES:
+            mine = con.execute(f"PRAGMA main.table_info({t})").fetchall()
+            theirs = con.execute(f"PRAGMA part.table_info({t})").fetchall()
+            if mine != theirs:
+                raise StageError(f"sfm: a farm peer's {t} table differs from this machine's "
+                                 "(another COLMAP version?); run without --farm")
+        n = con.execute("SELECT COUNT(*) FROM part.two_view_geometries").fetchone()[0]
+        for t in MATCH_TABLES:
+            con.execute(f"INSERT OR REPLACE INTO main.{t} SELECT * FROM part.{t}")
+        con.commit()
+        con.execute("DETACH DATABASE part")
+    finally:
+        con.close()
+    return int(n)
+
+
+def farm_match(db_path: Path, pairs: list[tuple[str, str]], config: SfmConfig,
+               rig_verification: bool, dispatcher: Any, project_root: Path,
+               chunk_pairs: int) -> dict[str, int]:
+    """Matching and geometric verification of `pairs` on the farm (FARM.md section 3.2).
+
+    The pairs are cut into chunks of about `chunk_pairs`, never splitting the pairs of one
+    frame pair and in capture order (so an image is in few chunks); each chunk gets a database
+    with its images' features and the project's ids (:func:`_chunk_database`, written under
+    ``sfm/farm/``), the workers run :func:`match_item`, and the returned matches and two-view
+    geometries are copied into the project's database under the same pair ids. :func:`match`
+    afterwards matches any pair left (COLMAP skips pairs already matched).
+
+    Returns:
+        ``{"items", "pairs"}``: chunks run and verified-or-not pairs written.
+    """
+    import dataclasses
+
+    from ..config import config_to_dict
+    from ..farm.items import WorkItem, sha256_file
+
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for a, b in pairs:
+        groups.setdefault((frame_of_image(a), frame_of_image(b)), []).append((a, b))
+    chunks: list[list[tuple[str, str]]] = []
+    for group in groups.values():
+        if not chunks or len(chunks[-1]) >= chunk_pairs:
+            chunks.append([])
+        chunks[-1].extend(group)
+    work = project_root / "sfm" / "farm"
+    work.mkdir(parents=True, exist_ok=True)
+    spec_cfg = config_to_dict(dataclasses.replace(config, num_threads=0))
+    items = []
+    for i, chunk in enumerate(chunks):
+        db = work / f"match-{i:03d}.db"
+        txt = work / f"match-{i:03d}.txt"
+        _chunk_database(db_path, db, {n for p in chunk for n in p})
+        txt.write_text("".join(f"{a} {b}\n" for a, b in chunk))
+        rel = {k: p.relative_to(project_root).as_posix() for k, p in (("db", db), ("pairs", txt))}
+        items.append(WorkItem(kind="match", item_id=f"match-{i:03d}",
+                              spec={**rel, "config": spec_cfg, "rig_verification": rig_verification},
+                              inputs={r: sha256_file(project_root / r) for r in rel.values()},
+                              resources={"MACHINE": 1}, cost=float(len(chunk))))  # fmt: skip
+    written = 0
+
+    def store(item: WorkItem, files: dict[str, bytes]) -> None:
+        nonlocal written
+        part = work / f"{item.item_id}.result.db"
+        part.write_bytes(files["matches.db"])
+        try:
+            written += _merge_matches(db_path, part)
+        finally:
+            part.unlink(missing_ok=True)
+            for k in ("db", "pairs"):
+                (project_root / item.spec[k]).unlink(missing_ok=True)
+
+    dispatcher.run(items, store)
+    return {"items": len(items), "pairs": written}
 
 
 def mapper_for(mapper: Mapper, has_panos: bool) -> Mapper:
@@ -1226,7 +1377,8 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
             db.clear_two_view_geometries()
     write_json_atomic(state_path, {"features": feat_key, "matching": match_key})
     events.progress(0.1, f"matching {len(ipairs)} image pairs of {len(fpairs)} frame pairs")
-    match(db_path, pairs_path, config, has_panos, events)
+    farm_matches(project, db_path, ipairs, config, has_panos, events)
+    match(db_path, pairs_path, config, has_panos, events)  # here: all, or the farm's gaps
     with pycolmap.Database.open(db_path) as db:
         _, inliers = db.read_two_view_geometry_num_inliers()
         verified = int(np.count_nonzero(np.asarray(inliers) >= config.min_num_inliers))

@@ -1,7 +1,8 @@
-"""SIFT on the farm equals SIFT here, even when a worker dies mid-item; a cancel ends every item
-process. Two panoramas of the real walk (36 views), one frame per item, on loopback workers;
-keypoints and descriptors compared byte for byte with the local extraction (FARM.md 3.1, 2.4,
-2.5)."""
+"""SIFT and matching on the farm equal SIFT and matching here, even when a worker dies mid-item;
+a cancel ends every item process. Three panoramas of the real walk (54 views), one frame (SIFT)
+or one frame pair (matching) per item, on loopback workers; keypoints and descriptors compared
+byte for byte with the local extraction, matches and two-view geometries pair by pair
+(FARM.md 3.1, 3.2, 2.4, 2.5)."""
 
 from __future__ import annotations
 
@@ -50,11 +51,11 @@ def _features(db_path):
 
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory, panos_2048):
-    """Two reprojected panoramas, their SfM image layout, and the local SIFT."""
+    """Three reprojected panoramas, their SfM image layout, and the local SIFT."""
     tmp = tmp_path_factory.mktemp("farm_sift")
     src = tmp / "in"
     src.mkdir()
-    for p in sorted(panos_2048.glob("*.jpg"))[:2]:
+    for p in sorted(panos_2048.glob("*.jpg"))[:3]:
         shutil.copy(p, src / p.name)
     project = Project.create(tmp / "proj", src, ProjectConfig.from_preset("test"))
     assert PipelineRunner(project).run(until="reproject").ok
@@ -63,6 +64,7 @@ def walk(tmp_path_factory, panos_2048):
     images, masks = sfm.prepare_images(project, frames, rig, config.ownership_mask)
     local = tmp / "local.db"
     sfm.extract(local, images, masks, frames, rig, config, null_emitter("sfm"))
+    project.local_db = local  # type: ignore[attr-defined]
     return project, frames, rig, config, images, masks, _features(local)
 
 
@@ -83,15 +85,15 @@ def test_farm_sift_equals_local_sift(walk, farm, tmp_path):
     got = sfm.farm_extract(farm_db, images, masks, frames, rig, config,
                            Dispatcher(client, project.root, null_emitter("sfm"), record=record),
                            project.root, chunk_images=18)
-    assert got == {"items": 2, "images": 36}
+    assert got == {"items": 3, "images": 54}
     items = json.loads(record.read_text())["items"]
-    assert [v["state"] for v in items.values()] == ["done", "done"]
+    assert [v["state"] for v in items.values()] == ["done"] * 3
     # local extraction afterwards has nothing left to do, and adds no camera
     sfm.extract(farm_db, images, masks, frames, rig, config, null_emitter("sfm"))
     ours, n_ours = _features(farm_db)
-    assert len(theirs) == 36 and n_ours == n_theirs == 18
+    assert len(theirs) == 54 and n_ours == n_theirs == 18
     assert ours == theirs  # per image: keypoint and descriptor hashes, counts, camera
-    assert min(v[2] for v in ours.values()) > 0 and sum(v[2] for v in ours.values()) > 3600
+    assert min(v[2] for v in ours.values()) > 0 and sum(v[2] for v in ours.values()) > 5400
 
 
 def _processing_on(client, worker_name: str) -> list[str]:
@@ -132,7 +134,7 @@ def test_a_worker_killed_mid_item_loses_nothing(walk, tmp_path, panos_2048):
                                project.root, chunk_images=18)
         t.join()
         client.close()
-    assert killed and got == {"items": 2, "images": 36}
+    assert killed and got == {"items": 3, "images": 54}
     assert _features(db)[0] == theirs  # the killed item ran again elsewhere, same features
 
 
@@ -170,3 +172,42 @@ def test_cancel_ends_every_item_process(walk, farm, tmp_path):
     assert time.monotonic() - t0 < 15
     states = {v["state"] for v in json.loads(record.read_text())["items"].values()}
     assert states <= {"cancelled", "done"} and "cancelled" in states
+
+
+def _matches(db_path):
+    with pycolmap.Database.open(db_path) as db:
+        ids, tvgs = db.read_two_view_geometries()
+        out = {}
+        for pid, g in zip(ids, tvgs, strict=True):
+            inl = np.ascontiguousarray(g.inlier_matches)
+            out[pid] = (int(g.config), len(inl), hashlib.sha256(inl.tobytes()).hexdigest())
+        mids, ms = db.read_all_matches()
+        raw = {pid: hashlib.sha256(np.ascontiguousarray(m).tobytes()).hexdigest()
+               for pid, m in zip(mids, ms, strict=True)}
+    return out, raw
+
+
+def test_farm_matching_equals_local_matching(walk, farm, tmp_path):
+    project, frames, rig, config, images, masks, _ = walk
+    host, client = farm
+    pairs = sfm.image_pairs(frames, rig, sfm.frame_pairs(frames))
+    pairs_txt = tmp_path / "pairs.txt"
+    pairs_txt.write_text("".join(f"{a} {b}\n" for a, b in pairs))
+    dbs = {}
+    for name in ("local", "farm"):
+        dbs[name] = tmp_path / f"{name}.db"
+        shutil.copyfile(project.local_db, dbs[name])
+        sfm.setup_database(dbs[name], frames, rig, config.gps_priors)
+    sfm.match(dbs["local"], pairs_txt, config, True, null_emitter("sfm"))
+    got = sfm.farm_match(dbs["farm"], pairs, config, True,
+                         Dispatcher(client, project.root, null_emitter("sfm")), project.root,
+                         chunk_pairs=324)
+    assert got["items"] == 3 and len(pairs) == 3 * 324
+    sfm.match(dbs["farm"], pairs_txt, config, True, null_emitter("sfm"))  # nothing left to do
+    ours, ours_raw = _matches(dbs["farm"])
+    theirs, theirs_raw = _matches(dbs["local"])
+    verified = sum(1 for v in theirs.values() if v[1] >= config.min_num_inliers)
+    assert verified >= 20 and got["pairs"] == len(pairs)  # a row per pair, verified or not
+    assert ours_raw == theirs_raw  # the putative matches, pair by pair
+    assert ours == theirs  # the geometries: configuration, inliers, pair by pair
+    assert not list((project.root / "sfm" / "farm").glob("match-*"))  # chunk files cleaned up
