@@ -1,0 +1,90 @@
+"""Picking the splat surface along a ray and measuring (splatstudio.splats.measure)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from splatstudio.geo.enu import GeoOrigin, geodetic_to_enu
+from splatstudio.render.camera import intrinsics_from_fov, look_at
+from splatstudio.splats.edit import project_points
+from splatstudio.splats.measure import measure, pick_ray, pixel_ray, wgs84_of
+from splatstudio.splats.model import Splats, logit
+
+
+def room(spacing: float = 0.05) -> Splats:
+    """A floor (z = 0, x 0..10 m, y 0..8 m) and a back wall (y = 8 m, z 0..3 m) of flat,
+    nearly opaque gaussians ``spacing`` apart (std 0.8 spacing in the plane, 2 mm across)."""
+    gx, gy = np.meshgrid(np.arange(0, 10, spacing), np.arange(0, 8, spacing), indexing="ij")
+    floor = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], 1)
+    wx, wz = np.meshgrid(np.arange(0, 10, spacing), np.arange(0, 3, spacing), indexing="ij")
+    wall = np.stack([wx.ravel(), np.full(wx.size, 8.0), wz.ravel()], 1)
+    s = Splats.empty(len(floor) + len(wall))
+    s.means[:] = np.concatenate([floor, wall])
+    s.quats[:] = [1, 0, 0, 0]
+    sc = np.full((s.n, 3), 0.8 * spacing)
+    sc[: len(floor), 2] = 0.002  # the floor is thin in z
+    sc[len(floor):, 1] = 0.002  # the wall is thin in y
+    s.scales[:] = np.log(sc)
+    s.opacities[:] = logit(np.full(s.n, 0.95))
+    return s
+
+
+def _pick_world(s: Splats, vm, K, p: np.ndarray) -> np.ndarray:
+    uv, _ = project_points(p[None], vm, K)
+    o, d = pixel_ray(vm, K, float(uv[0, 0]), float(uv[0, 1]))
+    t = pick_ray(s, o, d)
+    assert t is not None
+    return o + t * d
+
+
+def test_distance_within_one_percent_on_a_room_of_known_size():
+    s = room()
+    w, h = 640, 480
+    K = intrinsics_from_fov(70, w, h)
+    vm = look_at([5.0, 1.0, 1.6], [5.0, 8.0, 1.0])
+    pairs = [
+        (np.array([2.0, 4.0, 0.0]), np.array([8.0, 8.0, 2.5])),  # floor -> wall
+        (np.array([1.0, 8.0, 0.5]), np.array([9.0, 8.0, 0.5])),  # along the wall, 8 m
+        (np.array([3.0, 3.0, 0.0]), np.array([7.0, 6.0, 0.0])),  # on the floor, 5 m
+    ]
+    for a, b in pairs:
+        pa, pb = _pick_world(s, vm, K, a), _pick_world(s, vm, K, b)
+        np.testing.assert_allclose(pa, a, atol=0.03)
+        m = measure(pa, pb, metric=True)
+        true = float(np.linalg.norm(b - a))
+        assert abs(m.distance - true) <= 0.01 * true, (a, b, m.distance, true)
+        assert abs(m.height - (b[2] - a[2])) <= 0.03
+        assert abs(m.horizontal - np.linalg.norm((b - a)[:2])) <= 0.01 * true
+
+
+def test_pick_sees_through_a_faint_floater_and_misses_the_sky():
+    s = room()
+    floater = Splats.empty(1)
+    floater.means[:] = [5.0, 5.0, 1.2]
+    floater.scales[:] = np.log(0.2)
+    floater.opacities[:] = logit(np.array([0.3]))
+    both = Splats.concat([s, floater])
+    o = np.array([5.0, 1.0, 1.2])
+    d = np.array([0.0, 1.0, 0.0])
+    t = pick_ray(both, o, d)
+    assert t is not None and abs(t - 7.0) < 0.03  # the wall at y = 8, not the floater at y = 5
+    opaque = floater.copy()
+    opaque.opacities[:] = logit(np.array([0.99]))
+    t2 = pick_ray(Splats.concat([s, opaque]), o, d)
+    assert t2 is not None and abs(t2 - 4.0) < 0.05
+    alive = np.ones(s.n + 1, bool)
+    alive[-1] = False  # a deleted gaussian is not picked
+    t3 = pick_ray(Splats.concat([s, opaque]), o, d, alive=alive)
+    assert t3 is not None and abs(t3 - 7.0) < 0.03
+    assert pick_ray(s, o, np.array([0.0, 0.0, 1.0])) is None  # straight up: nothing
+
+
+def test_wgs84_of_round_trips_through_enu():
+    origin = GeoOrigin(49.00689, 1.91919, 92.86)
+    p = np.array([12.5, -3.0, 1.75])
+    lat, lon, h = wgs84_of(p, origin)
+    np.testing.assert_allclose(geodetic_to_enu(lat, lon, h, origin), p, atol=1e-6)
+    assert abs(lat - origin.lat_deg) < 1e-3 and abs(h - origin.h_m - 1.75) < 0.01
+    with pytest.raises(ValueError, match="up"):
+        measure(p, p, up=np.zeros(3))
