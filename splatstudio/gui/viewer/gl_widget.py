@@ -101,6 +101,8 @@ class SplatGLWidget(QOpenGLWidget):
         self.setMinimumSize(320, 240)
         self.camera = OrbitCamera()
         self.packed: PackedGaussians | None = None
+        #: the scene shown (as loaded; the workbench's edits never modify it)
+        self.splats: Splats | None = None
         self.gl_info: dict[str, str] = {}
         self.error: str | None = None
         self.sort_count = 0
@@ -138,6 +140,7 @@ class SplatGLWidget(QOpenGLWidget):
     def set_splats(self, splats: Splats, *, frame: bool = True) -> None:
         """Show `splats` (replacing what was shown); frame the camera on them."""
         self.packed = pack_gaussians(splats)
+        self.splats = splats
         self.alive = None
         self._sh_unavailable = False
         self._upload_pending = True
