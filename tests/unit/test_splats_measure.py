@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.room import room
 
 from splatstudio.geo.enu import GeoOrigin, geodetic_to_enu
 from splatstudio.render.camera import intrinsics_from_fov, look_at
 from splatstudio.splats.edit import project_points
 from splatstudio.splats.measure import measure, pick_ray, pixel_ray, wgs84_of
 from splatstudio.splats.model import Splats, logit
-
-
-def room(spacing: float = 0.05) -> Splats:
-    """A floor (z = 0, x 0..10 m, y 0..8 m) and a back wall (y = 8 m, z 0..3 m) of flat,
-    nearly opaque gaussians ``spacing`` apart (std 0.8 spacing in the plane, 2 mm across)."""
-    gx, gy = np.meshgrid(np.arange(0, 10, spacing), np.arange(0, 8, spacing), indexing="ij")
-    floor = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], 1)
-    wx, wz = np.meshgrid(np.arange(0, 10, spacing), np.arange(0, 3, spacing), indexing="ij")
-    wall = np.stack([wx.ravel(), np.full(wx.size, 8.0), wz.ravel()], 1)
-    s = Splats.empty(len(floor) + len(wall))
-    s.means[:] = np.concatenate([floor, wall])
-    s.quats[:] = [1, 0, 0, 0]
-    sc = np.full((s.n, 3), 0.8 * spacing)
-    sc[: len(floor), 2] = 0.002  # the floor is thin in z
-    sc[len(floor):, 1] = 0.002  # the wall is thin in y
-    s.scales[:] = np.log(sc)
-    s.opacities[:] = logit(np.full(s.n, 0.95))
-    return s
 
 
 def _pick_world(s: Splats, vm, K, p: np.ndarray) -> np.ndarray:

@@ -295,9 +295,11 @@ class WorkbenchPanel(QWidget):
         self.save_button.clicked.connect(self.save_version)
         self.clear_measure_button.clicked.connect(self.clear_measure)
         self.video_button.clicked.connect(self.open_video_dialog)
-        for keys, fn in ((QKeySequence.StandardKey.Undo, self.undo),
-                         (QKeySequence.StandardKey.Redo, self.redo),
+        # explicit keys: StandardKey.Redo is Ctrl+Shift+Z on Linux, and a second shortcut on
+        # the same keys would make both ambiguous (neither fires)
+        for keys, fn in ((QKeySequence("Ctrl+Z"), self.undo),
                          (QKeySequence("Ctrl+Shift+Z"), self.redo),
+                         (QKeySequence("Ctrl+Y"), self.redo),
                          (QKeySequence(Qt.Key.Key_Delete), self.delete)):
             sc = QShortcut(keys, page)
             sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
