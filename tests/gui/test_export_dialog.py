@@ -71,6 +71,7 @@ def test_dialog_builds_the_config_overrides(window, trained, tmp_path, qtbot):
         "formats": "ply,spz,glb_splat,3dtiles,glb",
         "output_dir": str(tmp_path / "elsewhere"),
         "name": "street",
+        "source": "",
         "spz_version": 3,
         "glb_splat_spz": True,
         "tiles_sh_degree": 1,
