@@ -247,3 +247,25 @@ def test_video_dialog_renders_keyframes_to_mp4(page, qtbot, donut, tmp_path):
     assert len(frames) == 3 and frames[0].shape == (180, 320, 3)
     assert frames[0].std() > 5  # the donut is in view
     dlg.close()
+
+
+def test_viewer_tab_shows_the_open_projects_splat(window, qtbot, donut, tmp_path):
+    """With a trained project open, the Viewer tab loads its train/splat.ply by itself; a
+    splat file opened explicitly is not replaced by it."""
+    from helpers.tiny_project import mark_done, splat_project
+
+    from splatstudio.gui.main_window import TAB_VIEWER
+
+    project = splat_project(tmp_path / "proj", donut)
+    mark_done(project, ["ingest", "reproject", "sfm", "georef", "train"])
+    window.open_project(project.root)
+    window.tabs.setCurrentIndex(TAB_VIEWER)
+    page = window.viewer_tab.page
+    qtbot.waitUntil(lambda: page.path is not None, timeout=30000)
+    assert page.path == project.root / "train" / "splat.ply"
+    assert page.workbench.project_root == project.root
+    other = tmp_path / "other.ply"
+    save_splats(load_splats(donut).subset(slice(0, 100)), other)
+    assert window.open_splat(other)
+    qtbot.wait(200)
+    assert page.path == other and page.workbench.editor.splats.n == 100

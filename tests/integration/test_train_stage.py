@@ -228,3 +228,30 @@ def test_split_and_preview_camera_fallback(tmp_path):
     (tmp_path / "preview_camera.json").write_text(json.dumps(
         {"viewmat": np.eye(4).tolist(), "K": np.eye(3).tolist(), "width": 64, "height": 32}))
     assert preview_camera(tmp_path, view)[2:] == (64, 32)
+
+
+def test_capture_positions_of_the_real_walk(georef_project):
+    """The viewer's capture positions (pipeline.capture_path) on the georeferenced walk: the 5
+    panoramas in capture order, about their GPS steps apart (1.05, 3.11, 3.19, 2.11 m; georef
+    RMS under 1 m), each looking level towards the next; the georef state is metric with the
+    ingest origin; a smoothed fly-through path starts at the first and ends at the last."""
+    from splatstudio.pipeline.capture_path import capture_poses, georef_state
+    from splatstudio.render.video import capture_path_viewmats
+
+    poses = capture_poses(georef_project.root)
+    frames = json.loads((georef_project.root / "reproject" / "frames.json").read_text())
+    assert [p.frame_id for p in poses] == [f["id"] for f in frames["frames"]]
+    c = np.array([p.centre for p in poses])
+    steps = np.linalg.norm(np.diff(c, axis=0), axis=1)
+    np.testing.assert_allclose(steps, [1.05, 3.11, 3.19, 2.11], atol=1.5)
+    for i, p in enumerate(poses):
+        assert abs(np.linalg.norm(p.forward) - 1) < 1e-9 and abs(p.forward[2]) < 1e-9
+        j = min(i + 1, len(poses) - 1)
+        if j != i:
+            assert p.forward @ (c[j] - c[i]) > 0.9 * np.linalg.norm((c[j] - c[i])[:2])
+    st = georef_state(georef_project.root)
+    manifest = json.loads((georef_project.root / "ingest" / "manifest.json").read_text())
+    assert st.georeferenced and st.origin.to_dict() == manifest["origin"]
+    vms = capture_path_viewmats(c, 10)
+    eyes = np.array([-v[:3, :3].T @ v[:3, 3] for v in vms])
+    np.testing.assert_allclose(eyes[[0, -1]], c[[0, -1]], atol=1e-6)

@@ -146,8 +146,7 @@ class WorkbenchPanel(QWidget):
         self.drag_rect: tuple[QPointF, QPointF] | None = None
         self.stroke: list[tuple[float, float]] = []
         self.tool = "orbit"
-        self.setMinimumWidth(250)
-        self.setMaximumWidth(330)
+        self.setFixedWidth(390)
 
         # capture positions
         self.capture_box = QGroupBox("Capture positions")
@@ -270,12 +269,13 @@ class WorkbenchPanel(QWidget):
         for w in (self.capture_box, tbox, sbox, mbox, self.video_button):
             lay.addWidget(w)
         lay.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(inner)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.addWidget(self.scroll)
 
         self.overlay = ToolOverlay(self, page.gl)
         self.box_button.clicked.connect(self.select_box)
@@ -311,6 +311,7 @@ class WorkbenchPanel(QWidget):
         b = QDoubleSpinBox()
         b.setRange(-1e7, 1e7)
         b.setDecimals(2)
+        b.setMinimumWidth(60)
         return b
 
     def _s(self):
