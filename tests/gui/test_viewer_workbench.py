@@ -269,3 +269,23 @@ def test_viewer_tab_shows_the_open_projects_splat(window, qtbot, donut, tmp_path
     assert window.open_splat(other)
     qtbot.wait(200)
     assert page.path == other and page.workbench.editor.splats.n == 100
+
+
+def test_framing_ignores_a_far_background(donut):
+    """The automatic framing of a loose file follows the fine gaussians: the real donut
+    (about 0.2 m) with twice as many large gaussians on a 200 m sky dome around it is framed
+    on the donut, as it is alone."""
+    from splatstudio.gui.viewer.gaussians import robust_sphere
+    from splatstudio.splats.model import Splats
+
+    s = load_splats(donut)
+    c0, r0 = robust_sphere(s.means, s.scales)
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(2 * s.n, 3))
+    sky = Splats.empty(len(d))
+    sky.means[:] = 200.0 * d / np.linalg.norm(d, axis=1, keepdims=True)
+    sky.scales[:] = np.log(5.0)
+    c, r = robust_sphere(np.concatenate([s.means, sky.means]),
+                         np.concatenate([s.scales, sky.scales]))
+    # on the donut (another subset of it is the finest quarter now), not on the dome
+    assert r0 < 0.2 and np.linalg.norm(c - c0) < 0.5 * r0 and 0.5 * r0 < r < 1.5 * r0
