@@ -288,10 +288,12 @@ class SplatEditor:
 
     @property
     def can_undo(self) -> bool:
+        """Whether there is a step to undo."""
         return bool(self._undo)
 
     @property
     def can_redo(self) -> bool:
+        """Whether there is an undone step to redo (a new step clears them)."""
         return bool(self._redo)
 
     @property

@@ -144,6 +144,17 @@ def test_train_gains_psnr_and_resumes_after_cancel(georef_project, tmp_path):
                  "--width", str(got.shape[1] // 2)]) == 0
     assert cv2.imread(str(png)).shape[:2] == (got.shape[0] // 2, got.shape[1] // 2)
 
+    # 5) `splatstudio render -p P --path capture -o fly.mp4`: a few frames of the walk's
+    # fly-through along its smoothed capture path, read back
+    import imageio.v2 as imageio
+
+    mp4 = tmp_path / "fly.mp4"
+    assert main(["render", "-p", str(project.root), "--path", "capture", "--frames", "4",
+                 "--width", "128", "--height", "72", "--device", "cpu", "-o", str(mp4)]) == 0
+    frames = [f for f in imageio.get_reader(str(mp4))]  # the reader has no finite len()
+    assert len(frames) == 4 and frames[0].shape == (72, 128, 3)
+    assert all(f.std() > 5 for f in frames)  # the street, not an empty frame
+
 
 def test_kill_then_resume_from_periodic_checkpoint(georef_project, tmp_path):
     import cv2

@@ -90,7 +90,7 @@ def robust_sphere(means: np.ndarray, scales: np.ndarray | None = None) -> tuple[
     the gaussians are 100-300 m away while the walk is 10 m long. So the sphere is fitted to
     the finest quarter of the gaussians (largest standard deviation ``max(exp(scales))`` at
     most its 25th percentile; all of them without `scales`): centre = middle of their 5-95
-    percentile box, radius = 90th percentile of their distance to it. Percentiles, never the
+    percentile box, radius = 95th percentile of their distance to it. Percentiles, never the
     extreme gaussians. Non-finite rows are ignored.
 
     Args:
@@ -111,7 +111,7 @@ def robust_sphere(means: np.ndarray, scales: np.ndarray | None = None) -> tuple[
     pts = m[ok]
     lo, hi = np.percentile(pts, [5.0, 95.0], axis=0)
     center = (0.5 * (lo + hi)).astype(np.float64)
-    radius = float(np.percentile(np.linalg.norm(pts - center, axis=1), 90))
+    radius = float(np.percentile(np.linalg.norm(pts - center, axis=1), 95))
     return center, radius if radius > 0 else 1.0
 
 
