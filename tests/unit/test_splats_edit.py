@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import DATA
 
 from splatstudio.render.camera import intrinsics_from_fov, look_at
 from splatstudio.splats.edit import (
@@ -18,6 +19,8 @@ from splatstudio.splats.edit import (
     select_sphere,
 )
 from splatstudio.splats.model import Splats, logit
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def grid() -> Splats:
