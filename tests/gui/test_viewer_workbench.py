@@ -289,3 +289,27 @@ def test_framing_ignores_a_far_background(donut):
                          np.concatenate([s.scales, sky.scales]))
     # on the donut (another subset of it is the finest quarter now), not on the dome
     assert r0 < 0.2 and np.linalg.norm(c - c0) < 0.5 * r0 and 0.5 * r0 < r < 1.5 * r0
+
+
+def test_workbench_draws_deletion_tint_and_undo_under_xvfb(xdisplay, tmp_path):
+    """The GL side under Xvfb (Mesa llvmpipe), in a child pytest (tests/gui/workbench_xcb.py):
+    deleting the left half of the view empties it, a selection is tinted, undo draws the
+    first image again."""
+    import os
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "DISPLAY": xdisplay, "QT_QPA_PLATFORM": "xcb",
+           "VIEWER_CHECK_OUT": str(tmp_path / "report.json")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "-rs", str(here / "workbench_xcb.py")],
+        cwd=here.parents[1], env=env, capture_output=True, text=True, timeout=300,
+    )
+    if "could not connect to display" in proc.stderr + proc.stdout:
+        pytest.skip(f"cannot open X display {xdisplay}")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    if " passed" not in proc.stdout:
+        pytest.skip(proc.stdout.strip().splitlines()[-1])
+    print(json.loads((tmp_path / "report.json").read_text()))
