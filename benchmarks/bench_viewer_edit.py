@@ -2,7 +2,7 @@
 
 Scene: ``donut_fused.ply`` (45,624 gaussians, SH degree 0) tiled on a 5x5 grid of copies 1 m
 apart, cut to 1,000,000 gaussians; camera framing it (1280x720, 60 degrees). Each operation is
-run 5 times, median wall time reported (ms):
+run 9 times; the median and the slowest wall time are reported (ms):
 
 * ``select_brush``: a 30-point brush stroke across the view, radius 40 px (replace);
 * ``select_rect`` / ``select_box`` / ``select_sphere`` / ``select_opacity`` / ``select_size``;
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import DATA, write_result  # noqa: E402
 
 N = 1_000_000
-REPEAT = 5
+REPEAT = 9
 
 
 def scene():
@@ -48,7 +48,13 @@ def scene():
     return Splats.concat(parts).subset(slice(0, N))
 
 
-def timed(fn, setup=None):
+#: per operation: median and slowest of the REPEAT runs, ms (a loaded machine makes single runs
+#: jumpy: the slowest says whether the target holds every time)
+MEDIAN: dict[str, float] = {}
+WORST: dict[str, float] = {}
+
+
+def timed(name, fn, setup=None):
     times = []
     out = None
     for _ in range(REPEAT):
@@ -57,7 +63,9 @@ def timed(fn, setup=None):
         t0 = time.perf_counter()
         out = fn()
         times.append((time.perf_counter() - t0) * 1000.0)
-    return round(statistics.median(times), 2), out
+    MEDIAN[name] = round(statistics.median(times), 2)
+    WORST[name] = round(max(times), 2)
+    return out
 
 
 def main() -> None:
@@ -72,15 +80,14 @@ def main() -> None:
     stroke = np.stack([np.linspace(100, 1180, 30), 360 + 100 * np.sin(np.linspace(0, 6, 30))], 1)
     lo, hi = np.percentile(s.means, 30, axis=0), np.percentile(s.means, 70, axis=0)
     centre = np.median(s.means, axis=0)
-    ms: dict[str, float] = {}
-    ms["select_brush"], brush = timed(
-        lambda: edit.select_screen_brush(s.means, vm, K, stroke, 40, width=w, height=h))
-    ms["select_rect"], _ = timed(
-        lambda: edit.select_screen_rect(s.means, vm, K, (300, 200, 900, 500)))
-    ms["select_box"], box = timed(lambda: edit.select_box(s.means, lo, hi))
-    ms["select_sphere"], _ = timed(lambda: edit.select_sphere(s.means, centre, 1.0))
-    ms["select_opacity"], _ = timed(lambda: edit.select_opacity(s.opacities, 0.0, 0.1))
-    ms["select_size"], _ = timed(lambda: edit.select_size(s.scales, 0.05))
+    brush = timed("select_brush", lambda: edit.select_screen_brush(
+        s.means, vm, K, stroke, 40, width=w, height=h))
+    _ = timed(
+        "select_rect", lambda: edit.select_screen_rect(s.means, vm, K, (300, 200, 900, 500)))
+    box = timed("select_box", lambda: edit.select_box(s.means, lo, hi))
+    _ = timed("select_sphere", lambda: edit.select_sphere(s.means, centre, 1.0))
+    _ = timed("select_opacity", lambda: edit.select_opacity(s.opacities, 0.0, 0.1))
+    _ = timed("select_size", lambda: edit.select_size(s.scales, 0.05))
 
     ed = edit.SplatEditor(s)
 
@@ -92,10 +99,10 @@ def main() -> None:
         empty()
         ed.select(brush)
 
-    ms["select_into_editor"], _ = timed(lambda: ed.select(brush), empty)
-    ms["invert"], _ = timed(lambda: ed.invert(), fresh)
+    _ = timed("select_into_editor", lambda: ed.select(brush), empty)
+    _ = timed("invert", lambda: ed.invert(), fresh)
 
-    ms["delete"], deleted = timed(lambda: ed.delete_selected(), fresh)
+    deleted = timed("delete", lambda: ed.delete_selected(), fresh)
     history = ed.history_bytes
 
     def both():
@@ -103,35 +110,36 @@ def main() -> None:
         ed.select(edit.select_screen_brush(s.means, vm, K, stroke, 40, width=w, height=h))
         return ed.delete_selected()
 
-    ms["select_plus_delete"], _ = timed(both, fresh)
+    _ = timed("select_plus_delete", both, fresh)
     fresh()
     ed.delete_selected()
-    ms["undo"], _ = timed(lambda: (ed.undo(), ed.redo()))  # pairs keep the state; half each
-    ms["undo"] = ms["redo"] = round(ms["undo"] / 2, 2)
+    _ = timed("undo_redo", lambda: (ed.undo(), ed.redo()))  # pairs keep the state; half each
+    MEDIAN["undo"] = MEDIAN["redo"] = round(MEDIAN.pop("undo_redo") / 2, 2)
 
     def crop_setup():
         nonlocal ed
         ed = edit.SplatEditor(s)
         ed.select(box)
 
-    ms["crop"], _ = timed(lambda: ed.crop_to_selection(), crop_setup)
+    _ = timed("crop", lambda: ed.crop_to_selection(), crop_setup)
     fresh()
     ed.delete_selected()
-    ms["visible_order"], _ = timed(
-        lambda: (lambda o: o[ed.alive[o]])(back_to_front(s.means, vm)))
-    ms["result"], res = timed(ed.result)
+    _ = timed(
+        "visible_order", lambda: (lambda o: o[ed.alive[o]])(back_to_front(s.means, vm)))
+    res = timed("result", ed.result)
     load1 = os.getloadavg()[0]
     payload = {
         "gaussians": int(s.n),
         "image": [w, h],
-        "median_ms": ms,
+        "median_ms": MEDIAN,
+        "max_ms": WORST,
         "brush_selected": int(brush.sum()),
         "deleted": int(deleted),
         "result_gaussians": int(res.n),
         "undo_history_bytes_after_delete": int(history),
         "scene_bytes": int(s.nbytes),
         "target_select_plus_delete_ms": 1000,
-        "meets_target": ms["select_plus_delete"] < 1000,
+        "meets_target": WORST["select_plus_delete"] < 1000,
         "load_avg_1min_before": load0,
         "load_avg_1min_after": load1,
         "repeat": REPEAT,
