@@ -6,6 +6,8 @@ Under a private Xvfb (Mesa llvmpipe OpenGL), the main window with throw-away set
                             gallery shot, now with the workbench panel);
 2. ``workbench_select.png`` the donut with a brush stroke's selection (tinted orange);
 3. ``workbench_delete.png`` after Delete: the stroke's gaussians gone (undo brings them back);
+   ``workbench_rect.png`` a rectangle being dragged (its selection tinted);
+   ``workbench_sphere.png`` a 3 cm sphere around a clicked surface point selected;
 4. ``workbench_capture.png`` a trained project (``--project``, e.g. the README's
                             ``demo-project``) opened at its first capture position, with the
                             list of positions;
@@ -80,6 +82,25 @@ def run(out: Path, project: Path) -> None:
         wb.delete()
         draw()
         shoot(window, out / "workbench_delete.png")
+        wb.undo()
+        wb.undo()
+
+        wb.set_tool("rect")  # a rectangle being dragged over what it has selected so far
+        a, b = QPointF(w * 0.55, h * 0.3), QPointF(w * 0.85, h * 0.75)
+        wb.press(a)
+        wb.move(b)
+        wb.select_rect((a.x(), a.y(), b.x(), b.y()))
+        draw()
+        shoot(window, out / "workbench_rect.png")
+        wb.release(b)
+        wb.none_button.click()
+
+        wb.set_tool("sphere")  # a sphere of 3 cm around the clicked surface point
+        wb.sphere_radius.setValue(0.03)
+        wb.press(QPointF(w * 0.45, h * 0.62))
+        draw()
+        shoot(window, out / "workbench_sphere.png")
+        wb.none_button.click()
         wb.set_tool("orbit")
 
         window.open_project(project)

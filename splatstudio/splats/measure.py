@@ -32,6 +32,8 @@ __all__ = ["Measurement", "measure", "pick_ray", "pixel_ray", "wgs84_of"]
 
 #: Contributions below this opacity are skipped, as in the rasterizers.
 MIN_ALPHA = 1.0 / 255.0
+#: The rasterizers' screen-space low-pass, px^2 (gsplat ``eps2d``), for ``pixel_size``.
+EPS2D_PX2 = 0.3
 
 
 def pixel_ray(viewmat: np.ndarray, K: np.ndarray, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
@@ -61,6 +63,7 @@ def pick_ray(
     alive: np.ndarray | None = None,
     threshold: float = 0.5,
     near: float = 0.0,
+    pixel_size: float = 0.0,
 ) -> float | None:
     """Distance along a ray to the splat's surface (median depth; see the module docstring).
 
@@ -70,6 +73,11 @@ def pick_ray(
         alive: optional ``[N] bool``: only these gaussians (the viewer's deleted ones are not).
         threshold: accumulated opacity that counts as the surface (0, 1).
         near: ignore hits closer than this, world units.
+        pixel_size: angular size of one pixel of the view, radians (``1 / focal_px``); 0 =
+            an infinitely thin ray. With it every gaussian is widened by the rasterizers'
+            screen-space low-pass (0.3 px^2, gsplat's ``eps2d``) taken at its distance ``t``
+            (an isotropic variance ``0.3 (t * pixel_size)^2``), so the pick sees the surface
+            the view draws: tiny gaussians a thin ray slips between still cover their pixel.
 
     Returns:
         ``t`` in world units (the point is ``origin + t * direction``), or None when the ray
@@ -85,15 +93,17 @@ def pick_ray(
     rel = m - o.astype(np.float32)
     tc = rel @ d.astype(np.float32)
     perp2 = np.einsum("ij,ij->i", rel, rel) - tc * tc
-    reach = 3.0 * np.exp(np.max(splats.scales, axis=1))
-    cand = (perp2 <= reach * reach) & (tc + reach > near)
+    blur = EPS2D_PX2 * (np.maximum(tc, 0.0) * np.float32(pixel_size)) ** 2  # [N] world^2
+    reach2 = 9.0 * (np.exp(2.0 * np.max(splats.scales, axis=1)) + blur)
+    cand = (perp2 <= reach2) & (tc + np.sqrt(reach2) > near)
     if alive is not None:
         cand &= np.asarray(alive, dtype=bool)
     idx = np.flatnonzero(cand)
     if len(idx) == 0:
         return None
     r = quat_to_rotation(splats.normalized_quats()[idx])  # [k, 3, 3] float64
-    inv_var = np.exp(-2.0 * splats.scales[idx].astype(np.float64))  # [k, 3]
+    inv_var = 1.0 / (np.exp(2.0 * splats.scales[idx].astype(np.float64))
+                     + blur[idx, None].astype(np.float64))  # [k, 3], 1 / (s^2 + blur)
     # Sigma^-1 = R diag(1/s^2) R^T: work in each gaussian's local frame (R^T x)
     dl = np.einsum("kji,j->ki", r, d)  # R^T d
     ml = np.einsum("kji,kj->ki", r, rel[idx].astype(np.float64))  # R^T (mu - o)

@@ -520,7 +520,8 @@ class WorkbenchPanel(QWidget):
             return None
         vm, K, _, _ = self.page.gl.view_camera()
         o, d = pixel_ray(vm, K, x, y)
-        t = pick_ray(self._s(), o, d, alive=self.editor.alive, near=self.page.gl.camera.near)
+        t = pick_ray(self._s(), o, d, alive=self.editor.alive, near=self.page.gl.camera.near,
+                     pixel_size=1.0 / float(K[1, 1]))
         return None if t is None else o + t * d
 
     @property
