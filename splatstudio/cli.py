@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (see README)")
 
-    p = sub.add_parser("render", help="render a splat file (.ply, .splat, .spz, .sog) to a PNG")
+    p = sub.add_parser("render", help="render a splat file (.ply, .splat, .spz, .sog) to a PNG, "
+                       "or a fly-through MP4 with --path")
     p.add_argument("scene", type=Path, nargs="?",
                    help="splat file: standard or compressed PLY, .splat, .spz, .sog (default with "
                    "--project: its train/splat.ply)")
@@ -149,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", type=float, nargs=3, default=(0.0, 0.0, 0.0),
                    metavar=("R", "G", "B"), help="background colour in [0, 1]")
     p.add_argument("--device", choices=[d.value for d in Device], default="auto")
+    p.add_argument("--path", help="render an MP4 fly-through (-o video.mp4) instead of a PNG: "
+                   "'capture' (the smoothed capture path of --project) or a keyframes JSON file "
+                   '([{"eye": [x, y, z], "target": [x, y, z]}, ...], scene units)')
+    p.add_argument("--frames", type=int, default=120, help="video frames (default 120)")
+    p.add_argument("--fps", type=float, default=30.0, help="video frames per second (default 30)")
 
     p = sub.add_parser("gui", help="open the desktop application (the same as `splatstudio "
                        "PATH` or a bare `splatstudio`)")
@@ -420,6 +426,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .render.image import camera_for, render_splats
     from .splats.io import load_splats
 
+    if args.path:
+        return _render_video(args)
     if args.view and not args.project:
         raise InputError(Path(args.view), "--view needs --project")
     if args.output is None and args.view != "list":
@@ -465,6 +473,79 @@ def cmd_render(args: argparse.Namespace) -> int:
     eye = -viewmat[:3, :3].T @ viewmat[:3, 3]
     print(f"wrote {args.output} ({args.width}x{args.height}, {splats.n} gaussians, "
           f"eye {eye.round(3).tolist()}, {time.perf_counter() - t0:.1f} s)")
+    return EXIT_OK
+
+
+def _render_video(args: argparse.Namespace) -> int:
+    """``splatstudio render --path capture|KEYFRAMES.json -o video.mp4``: a fly-through MP4
+    (:mod:`splatstudio.render.video`) along the project's smoothed capture path or keyframes,
+    with a progress bar on stderr."""
+    import time
+
+    import numpy as np
+
+    from .errors import InputError
+    from .pipeline.runner import limit_openmp_spinning
+
+    limit_openmp_spinning()
+    from .render.camera import intrinsics_from_fov
+    from .render.video import capture_path_viewmats, keyframe_viewmats, load_keyframes, render_video
+    from .splats.io import load_splats
+
+    if args.output is None or args.output.suffix.lower() != ".mp4":
+        raise SplatStudioError("render --path: -o/--output must be an .mp4 file")
+    if args.view or args.eye is not None:
+        raise SplatStudioError("render --path: --view and --eye are for a single PNG")
+    if args.frames < 1:
+        raise SplatStudioError(f"render --path: --frames must be >= 1, got {args.frames}")
+    w, h = args.width or 1280, args.height or 720
+    if w % 2 or h % 2 or w <= 0 or h <= 0:
+        raise SplatStudioError(f"render --path: video size must be even (H.264), got {w}x{h}")
+    if args.scene is None:
+        if args.project is None:
+            raise InputError(Path("."), "give a splat file, or --project for its trained splat")
+        args.scene = args.project / "train" / "splat.ply"
+    if not args.scene.is_file():
+        raise InputError(args.scene, "no such file (run the train stage first?)")
+    if args.path == "capture":
+        if args.project is None:
+            raise InputError(Path("."), "--path capture needs --project (its capture positions)")
+        from .pipeline.capture_path import capture_poses
+
+        poses = capture_poses(args.project)
+        if len(poses) < 2:
+            raise InputError(args.project / "georef" / "sparse",
+                             f"{len(poses)} registered capture positions; a path needs 2 or more "
+                             "(run the georef stage, or give a keyframes JSON)")
+        vms = capture_path_viewmats(np.array([p.centre for p in poses]), args.frames,
+                                    up=tuple(args.up))
+    else:
+        try:
+            eyes, targets = load_keyframes(args.path)
+        except ValueError as e:
+            raise InputError(Path(args.path), str(e).replace(f"{args.path}: ", "")) from None
+        vms = keyframe_viewmats(eyes, targets, args.frames, up=tuple(args.up))
+    try:
+        splats = load_splats(args.scene)
+    except ValueError as e:
+        raise InputError(args.scene, str(e).replace(f"{args.scene}: ", "")) from None
+    K = intrinsics_from_fov(args.fov, w, h)
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        bar = "#" * int(30 * done / total)
+        sys.stderr.write(f"\rrender {bar:<30} {done}/{total} frames")
+        sys.stderr.flush()
+
+    try:
+        info = render_video(splats, vms, K, w, h, args.output, fps=args.fps,
+                            device=args.device, background=tuple(args.background),
+                            progress=progress)
+    except RuntimeError as e:
+        raise SplatStudioError(str(e)) from None
+    sys.stderr.write("\n")
+    print(f"wrote {args.output} ({info['frames']} frames, {w}x{h}, {args.fps:g} fps, "
+          f"{splats.n} gaussians, {info['device']}, {time.perf_counter() - t0:.1f} s)")
     return EXIT_OK
 
 

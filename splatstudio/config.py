@@ -279,6 +279,9 @@ class ExportConfig:
     )
     output_dir: str = opt("", "write here instead of the project's exports/ folder", hash=False)
     name: str = opt("scene", "base name of the exported files (scene.ply, scene.spz ...)")
+    source: str = opt(
+        "", "splat to export: empty = the trained train/splat.ply; else an edited version saved "
+        "from the viewer, by name (v001) or file (edits/v001.ply)", added=True)
     spz_version: int = opt(4, "SPZ format version: 4 (ZSTD, current) or 3 (gzip, older viewers)")
     axes: str = opt(
         "viewer", "axes of the ply, splat, spz, compressed_ply and sog files: viewer = x east, "

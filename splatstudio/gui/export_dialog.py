@@ -101,6 +101,27 @@ def manifest_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
     return rows
 
 
+def source_combo(project_root: Path | None, current: str = "") -> QComboBox:
+    """The splat to export (``ExportConfig.source``): the trained one (data ``""``) or an
+    edited version saved from the viewer (data: its name), `current` selected."""
+    from ..pipeline.versions import list_versions
+
+    box = QComboBox()
+    box.addItem("Trained splat (train/splat.ply)", "")
+    try:
+        versions = list_versions(project_root) if project_root is not None else []
+    except SplatStudioError:
+        versions = []
+    for v in versions:
+        box.addItem(f"Edited {v['name']}: {v.get('gaussians', 0):,} gaussians "
+                    f"({v.get('removed', 0):,} removed)", v["name"])
+    if current and box.findData(current) < 0:  # a version that is gone: shown, the stage says
+        box.addItem(f"{current} (missing)", current)
+    box.setCurrentIndex(max(0, box.findData(current)))
+    box.setToolTip("The trained splat, or a version edited in the Viewer (Save version)")
+    return box
+
+
 class ExportDialog(QDialog):
     """Choose formats and options, export, see the written files.
 
@@ -278,6 +299,8 @@ class ExportDialog(QDialog):
         dest_row.addWidget(self.dest, 1)
         dest_row.addWidget(browse)
         top = QFormLayout()
+        self.source = source_combo(project.root if project is not None else None, cfg.source)
+        top.addRow("Splat", self.source)
         top.addRow("Destination", dest_row)
         top.addRow("File name", self.name)
         top.addRow("Splat file axes", self.axes)
@@ -374,6 +397,7 @@ class ExportDialog(QDialog):
             "output_dir": "" if same else str(out),
             "name": self.name.text().strip() or "scene",
             "axes": str(self.axes.currentData()),
+            "source": str(self.source.currentData() or ""),
             "spz_version": int(self.spz_version.currentData()),
             "glb_splat_spz": self.glb_spz.isChecked(),
             "tiles_sh_degree": self.tiles_sh.value(),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -343,6 +343,16 @@ class MainWindow(QMainWindow):
         """Show splat file `path` in the viewer."""
         return self.viewer().load(Path(path))
 
+    def show_project_splat(self) -> bool:
+        """An empty viewer shows the open project's trained splat, inside the capture (at its
+        first registered position); returns whether it loaded one."""
+        page = self.viewer_tab.page
+        p = self.model.project
+        if page is None or page.path is not None or p is None:
+            return False
+        splat = p.root / "train" / "splat.ply"
+        return splat.is_file() and page.load(splat)
+
     def open_splat_dialog(self) -> None:
         """Ask for a splat file and view it."""
         self.viewer().open_dialog()
@@ -350,6 +360,8 @@ class MainWindow(QMainWindow):
     def _on_tab(self, index: int) -> None:
         if index == TAB_VIEWER:
             self.viewer_tab.ensure()
+            # after the event (open_splat loads its own file first)
+            QTimer.singleShot(0, self.show_project_splat)
         elif index == TAB_PROJECTS:
             self.browser.refresh()
 

@@ -1,7 +1,8 @@
 """The export stage: splat files for every common viewer, a textured mesh, georeferencing.
 
 Reads ``train/splat.ply`` (a standard INRIA 3DGS PLY, centres in local ENU metres about the
-project origin: x east, y north, z up) and ``ingest/manifest.json`` (the origin), and writes
+project origin: x east, y north, z up) -- or, with ``ExportConfig.source``, an edited version
+of it saved from the viewer (``edits/<name>.ply``, :mod:`splatstudio.pipeline.versions`) -- and ``ingest/manifest.json`` (the origin), and writes
 into ``exports/`` (or ``ExportConfig.output_dir``):
 
 * ``<name>.ply`` (INRIA PLY), ``<name>.splat`` (antimatter15), ``<name>.spz`` (Niantic SPZ,
@@ -564,7 +565,8 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     """Export the trained splat (see the module docstring for what is written where).
 
     Args:
-        project: the project; reads ``train/splat.ply`` (ENU metres) and
+        project: the project; reads ``train/splat.ply`` (ENU metres; or the edited version
+            ``config.source`` names) and
             ``ingest/manifest.json``.
         config: export options (formats, filters, mesh and converter settings).
         events: progress, logs, metrics (``gaussians``, ``faces``, ``<format>_bytes``) and one
@@ -574,7 +576,8 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
         The manifest written to ``manifest.json`` (``files``: one entry per exported file).
 
     Raises:
-        InputError: ``train/splat.ply`` is missing or unreadable ("run train first"), or the
+        InputError: ``train/splat.ply`` is missing or unreadable ("run train first"), the
+            edited version ``config.source`` does not exist, or the
             ingest manifest is missing.
         ConfigError: invalid options (unknown format, malformed crop box, converter
             template naming a format that is not exported).
@@ -619,9 +622,13 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     if os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
         raise ConfigError(f"ExportConfig.name must be a plain file name, got {name!r}")
 
-    src = project.root / "train" / "splat.ply"
+    from .versions import resolve_source
+
+    src = resolve_source(project.root, config.source)  # train/splat.ply or an edited version
     if not src.is_file():
         raise InputError(src, "no trained splat; run train first")
+    if config.source.strip():
+        events.log(f"exporting the edited version {_rel(src, project)}")
     origin = read_origin(project)
     named = [t.strip().lower() for t in config.formats.replace(";", ",").split(",")]
     if origin is None and "3dtiles" in formats and "3dtiles" not in named:  # from "all"

@@ -74,6 +74,7 @@ def test_dialog_builds_the_config_overrides(window, trained, tmp_path, qtbot):
         "output_dir": str(tmp_path / "elsewhere"),
         "name": "street",
         "axes": "enu",
+        "source": "",
         "spz_version": 3,
         "glb_splat_spz": True,
         "tiles_sh_degree": 1,

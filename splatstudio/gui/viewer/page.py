@@ -30,7 +30,9 @@ def is_splat_file(path: Path) -> bool:
 
 
 class ViewerPage(QWidget):
-    """Open a splat file (button, menu or drag and drop) and orbit it.
+    """Open a splat file (button, menu or drag and drop) and orbit it; the workbench panel
+    (:class:`~.tools.WorkbenchPanel`) beside the view jumps between a project's capture
+    positions, selects, deletes, undoes, measures and renders fly-through videos.
 
     The tool bar's ``sh_combo`` caps the spherical-harmonic degree drawn ("SH ≤ 3" .. "SH ≤ 0",
     0 = base colour only; the H key cycles it); the status line shows the file's own degree.
@@ -68,7 +70,8 @@ class ViewerPage(QWidget):
         self.fps_label.setObjectName("muted")
         help_label = QLabel(
             "left drag: orbit · right drag / shift+left: pan · wheel: zoom · "
-            "W A S D Q E: fly · F: frame · R: reset · H: SH degree"
+            "W A S D Q E: fly · F: frame · R: reset · H: SH degree · "
+            "Del: delete selection · Ctrl+Z / Ctrl+Shift+Z: undo / redo"
         )
         help_label.setObjectName("muted")
         bar = QHBoxLayout()
@@ -78,9 +81,15 @@ class ViewerPage(QWidget):
         bar.addWidget(self.sh_combo)
         bar.addWidget(self.info, 1)
         bar.addWidget(self.fps_label)
+        from .tools import WorkbenchPanel
+
+        self.workbench = WorkbenchPanel(self)
+        body = QHBoxLayout()
+        body.addWidget(self.gl, 1)
+        body.addWidget(self.workbench)
         lay = QVBoxLayout(self)
         lay.addLayout(bar)
-        lay.addWidget(self.gl, 1)
+        lay.addLayout(body, 1)
         lay.addWidget(help_label)
 
         self.open_button.clicked.connect(self.open_dialog)
@@ -139,6 +148,7 @@ class ViewerPage(QWidget):
         self.path = path
         deg = self.gl.packed.sh_degree if self.gl.packed is not None else 0
         self.info.setText(f"{path.name}: {n:,} gaussians · SH degree {deg}")
+        self.workbench.on_loaded(path)
         self.fileLoaded.emit(str(path))
         return True
 
