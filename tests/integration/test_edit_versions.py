@@ -52,7 +52,7 @@ def test_save_version_keeps_the_original_and_export_takes_it(project):
     with pytest.raises(InputError, match="no edited version 'v9'.*v001, v002"):
         resolve_source(project.root, "v9")
 
-    cfg = update_config(ExportConfig(), {"formats": "ply", "source": "v001"})
+    cfg = update_config(ExportConfig(), {"formats": "ply", "source": "v001", "axes": "enu"})
     manifest = run_export(project, cfg, null_emitter())
     out = load_splats(project.root / "exports" / manifest["files"][0]["path"])
     kept = ~select_opacity(s.opacities, 0.0, 0.5)
