@@ -157,6 +157,7 @@ class MainWindow(QMainWindow):
         self.export_action = self._action("&Export…", "Ctrl+E", self.export_dialog)
         self.about_action = self._action("&About SplatStudio", None, self.about)
         self.system_action = self._action("&System…", None, self.system_dialog)
+        self.farm_action = self._action("&Farm…", None, self.farm_dialog)
         m = self.menuBar().addMenu("&File")
         for a in (self.new_action, self.open_action, self.open_splat_action):
             m.addAction(a)
@@ -169,6 +170,8 @@ class MainWindow(QMainWindow):
         m = self.menuBar().addMenu("&Run")
         m.addAction(self.run_action)
         m.addAction(self.cancel_action)
+        m.addSeparator()
+        m.addAction(self.farm_action)
         m = self.menuBar().addMenu("&Help")
         m.addAction(self.system_action)
         m.addAction(self.about_action)
@@ -437,8 +440,22 @@ class MainWindow(QMainWindow):
             self.show_error("Drop", f"{path}: drop a folder of images, a project folder or a "
                             "splat file (.ply, .splat, .spz, .sog, .glb)")
 
+    def farm_dialog(self) -> None:
+        """Run → Farm…: the LAN farm's set-up, switch and peers (non-modal; farming stays on
+        while the window is open)."""
+        from .farm_dialog import FarmController, FarmDialog
+
+        if getattr(self, "farm", None) is None:
+            self.farm = FarmController(parent=self)
+        if getattr(self, "farm_window", None) is None:
+            self.farm_window = FarmDialog(self.farm, self)
+        self.farm_window.show()
+        self.farm_window.raise_()
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         if self.model.is_running:
             self.model.cancel()
             self.model.wait(int((self.settings.grace_s + 15) * 1000))
+        if getattr(self, "farm", None) is not None:
+            self.farm.stop(wait=True)  # farming never outlives the app
         event.accept()
