@@ -122,6 +122,8 @@ class Dispatcher:
                         sha256=result.get("sha256"))  # fmt: skip
                     self._save()
                     fut.release()
+                    self.events.log(f"[{it.item_id}@{result.get('host')}] done in "
+                                    f"{result.get('seconds', 0):.1f} s")
                 running = sum(it.cost * self._fraction.get(it.item_id, 0.0)
                               for f, it in futures.items() if f in pending)
                 frac = (done_cost + running) / total

@@ -76,6 +76,24 @@ def _stop(proc: subprocess.Popen, grace_s: float) -> None:
         pass
 
 
+#: Packages whose versions must agree on every farm machine (``Client.get_versions``).
+SAME_VERSIONS = ("splatstudio", "pycolmap", "numpy", "torch")
+
+
+def check_versions(client: Any) -> None:
+    """Refuse a farm whose machines run other versions of SplatStudio or its engines (their
+    results would differ from a local run).
+
+    Raises:
+        FarmError: naming the package and the versions.
+    """
+    try:
+        client.get_versions(check=True, packages=list(SAME_VERSIONS))
+    except ValueError as e:
+        raise FarmError(f"the farm's machines run different versions; install the same "
+                        f"SplatStudio everywhere:\n{e}") from None
+
+
 def connect(join: JoinFile, address: str | None = None, timeout_s: float = 15.0) -> Any:
     """A ``distributed.Client`` of the farm of `join` (mutual TLS with its certificate).
 

@@ -706,11 +706,12 @@ def _on_farm(project: Project, events: Emitter, what: str, span: tuple[float, fl
     if farm is None:
         return
     from ..farm.dispatch import Dispatcher
-    from ..farm.host import connect
+    from ..farm.host import check_versions, connect
 
     t0 = time.monotonic()
     client = connect(*farm)
     try:
+        check_versions(client)
         kind = what.split()[0].lower()
         got = work(Dispatcher(client, project.root, events, progress_span=span,
                               record=project.stage_dir("sfm") / "farm" / f"{kind}.items.json"))

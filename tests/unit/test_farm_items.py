@@ -51,3 +51,22 @@ def test_read_blob_serves_project_files_only_and_as_hashed(tmp_path):
         read_blob(str(tmp_path), "sfm/a.jpg", sha256_bytes(b"other"))
     with pytest.raises(FarmError, match="inside the project"):
         read_blob(str(tmp_path), "../secret", "00")
+
+
+def test_a_farm_of_other_versions_is_refused():
+    from splatstudio.farm.host import SAME_VERSIONS, check_versions
+
+    class Client:
+        def __init__(self, error):
+            self.error, self.asked = error, None
+
+        def get_versions(self, check, packages):
+            self.asked = (check, packages)
+            if self.error:
+                raise ValueError("Mismatched versions found\n| pycolmap | 4.2.1 | 4.3.0 |")
+
+    ok = Client(None)
+    check_versions(ok)
+    assert ok.asked == (True, list(SAME_VERSIONS)) and "splatstudio" in SAME_VERSIONS
+    with pytest.raises(FarmError, match="different versions.*pycolmap"):
+        check_versions(Client(True))
