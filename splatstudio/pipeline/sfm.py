@@ -723,6 +723,15 @@ def _on_farm(project: Project, events: Emitter, what: str, span: tuple[float, fl
                f"({time.monotonic() - t0:.1f} s)")
 
 
+def _item_config(config: SfmConfig) -> dict[str, Any]:
+    """`config` for a farm item: the peer uses all its cores unless a thread count was set."""
+    import dataclasses
+
+    from ..config import config_to_dict
+
+    return config_to_dict(dataclasses.replace(config, num_threads=max(0, config.num_threads)))
+
+
 def farm_extract(db_path: Path, images: Path, masks: Path | None, frames: list[dict[str, Any]],
                  rig: dict[str, Any] | None, config: SfmConfig, dispatcher: Any,
                  project_root: Path, chunk_images: int) -> dict[str, int]:
@@ -741,11 +750,8 @@ def farm_extract(db_path: Path, images: Path, masks: Path | None, frames: list[d
     Raises:
         as :meth:`splatstudio.farm.dispatch.Dispatcher.run`.
     """
-    import dataclasses
-
     import pycolmap
 
-    from ..config import config_to_dict
     from ..farm.items import WorkItem, sha256_file
 
     with pycolmap.Database.open(db_path):  # creates it
@@ -762,7 +768,7 @@ def farm_extract(db_path: Path, images: Path, masks: Path | None, frames: list[d
         if not chunks or sum(len(g["images"]) for g in chunks[-1]) >= chunk_images:
             chunks.append([])
         chunks[-1].append(f)
-    spec_cfg = config_to_dict(dataclasses.replace(config, num_threads=0))
+    spec_cfg = _item_config(config)
     items = []
     for i, group in enumerate(chunks):
         inputs: dict[str, str] = {}
@@ -957,9 +963,6 @@ def farm_match(db_path: Path, pairs: list[tuple[str, str]], config: SfmConfig,
     Returns:
         ``{"items", "pairs"}``: chunks run and verified-or-not pairs written.
     """
-    import dataclasses
-
-    from ..config import config_to_dict
     from ..farm.items import WorkItem, sha256_file
 
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
@@ -972,7 +975,7 @@ def farm_match(db_path: Path, pairs: list[tuple[str, str]], config: SfmConfig,
         chunks[-1].extend(group)
     work = project_root / "sfm" / "farm"
     work.mkdir(parents=True, exist_ok=True)
-    spec_cfg = config_to_dict(dataclasses.replace(config, num_threads=0))
+    spec_cfg = _item_config(config)
     items = []
     for i, chunk in enumerate(chunks):
         db = work / f"match-{i:03d}.db"
