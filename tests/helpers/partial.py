@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+
 from helpers.dashboard import _app_segments
 
 #: The band, as fractions of the full panorama's height: 1890 of 2880 rows from row 495.
