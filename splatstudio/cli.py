@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ from .status import StageState
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
-COMMANDS = ("run", *STAGES, "status", "render", "gui", "doctor", "convert")
+COMMANDS = ("run", *STAGES, "status", "render", "gui", "doctor", "convert", "farm", "worker")
 """The sub-commands; any other first argument is a PATH to open (``splatstudio PATH``)."""
 
 OPEN_SCAN_FILES = 500
@@ -94,6 +95,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="run even if already done")
     p.add_argument("--grace", type=float, default=10.0, help="seconds a cancelled stage gets "
                    "to stop before its processes are killed (default 10)")
+    p.add_argument("--farm", metavar="DIR", nargs="?", const="",
+                   help="switch the LAN farm on for this run (the folder of `farm init`, "
+                   "default ~/.config/splatstudio/farm): SfM features are spread over its peers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (see README)")
 
-    p = sub.add_parser("render", help="render a splat file (.ply, .splat, .spz, .sog) to a PNG")
+    p = sub.add_parser("render", help="render a splat file (.ply, .splat, .spz, .sog) to a PNG, "
+                       "or a fly-through MP4 with --path")
     p.add_argument("scene", type=Path, nargs="?",
                    help="splat file: standard or compressed PLY, .splat, .spz, .sog (default with "
                    "--project: its train/splat.ply)")
@@ -148,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", type=float, nargs=3, default=(0.0, 0.0, 0.0),
                    metavar=("R", "G", "B"), help="background colour in [0, 1]")
     p.add_argument("--device", choices=[d.value for d in Device], default="auto")
+    p.add_argument("--path", help="render an MP4 fly-through (-o video.mp4) instead of a PNG: "
+                   "'capture' (the smoothed capture path of --project) or a keyframes JSON file "
+                   '([{"eye": [x, y, z], "target": [x, y, z]}, ...], scene units)')
+    p.add_argument("--frames", type=int, default=120, help="video frames (default 120)")
+    p.add_argument("--fps", type=float, default=30.0, help="video frames per second (default 30)")
 
     p = sub.add_parser("gui", help="open the desktop application (the same as `splatstudio "
                        "PATH` or a bare `splatstudio`)")
@@ -173,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip timing CPU training steps (no preset estimates)")
     p.add_argument("--build-gsplat", action="store_true",
                    help="compile gsplat's CUDA kernels now instead of on the first training")
+
+    from .farm.cli import add_parsers as add_farm_parsers
+
+    add_farm_parsers(sub)
 
     p = sub.add_parser("convert", help="convert a splat file to another format")
     p.add_argument("src", type=Path, help="input splat file")
@@ -332,10 +346,21 @@ def _run(project, args: argparse.Namespace, stages: list[str] | None, until: str
         runner.cancel()
 
     old = signal.signal(signal.SIGINT, on_sigint)
+    host = None
     try:
+        if getattr(args, "farm", None) is not None:
+            from .farm.host import FarmHost
+
+            # the scheduler and this machine's workers (with the project's file server) for
+            # this run only; stage processes reach them through SPLATSTUDIO_FARM
+            host = FarmHost(args.farm or None).start()
+            os.environ.update(host.environment())
+            console._write(f"farm {host.credentials.farm_id} on at {host.address}")
         result = runner.run(stages, until=until, force=args.force)
     finally:
         signal.signal(signal.SIGINT, old)
+        if host is not None:
+            host.stop()
         console.close()
     _print_summary(project, [s for s in STAGES if s in result.states], args.quiet)
     if not result.ok:
@@ -404,6 +429,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .render.image import camera_for, render_splats
     from .splats.io import load_splats
 
+    if args.path:
+        return _render_video(args)
     if args.view and not args.project:
         raise InputError(Path(args.view), "--view needs --project")
     if args.output is None and args.view != "list":
@@ -449,6 +476,79 @@ def cmd_render(args: argparse.Namespace) -> int:
     eye = -viewmat[:3, :3].T @ viewmat[:3, 3]
     print(f"wrote {args.output} ({args.width}x{args.height}, {splats.n} gaussians, "
           f"eye {eye.round(3).tolist()}, {time.perf_counter() - t0:.1f} s)")
+    return EXIT_OK
+
+
+def _render_video(args: argparse.Namespace) -> int:
+    """``splatstudio render --path capture|KEYFRAMES.json -o video.mp4``: a fly-through MP4
+    (:mod:`splatstudio.render.video`) along the project's smoothed capture path or keyframes,
+    with a progress bar on stderr."""
+    import time
+
+    import numpy as np
+
+    from .errors import InputError
+    from .pipeline.runner import limit_openmp_spinning
+
+    limit_openmp_spinning()
+    from .render.camera import intrinsics_from_fov
+    from .render.video import capture_path_viewmats, keyframe_viewmats, load_keyframes, render_video
+    from .splats.io import load_splats
+
+    if args.output is None or args.output.suffix.lower() != ".mp4":
+        raise SplatStudioError("render --path: -o/--output must be an .mp4 file")
+    if args.view or args.eye is not None:
+        raise SplatStudioError("render --path: --view and --eye are for a single PNG")
+    if args.frames < 1:
+        raise SplatStudioError(f"render --path: --frames must be >= 1, got {args.frames}")
+    w, h = args.width or 1280, args.height or 720
+    if w % 2 or h % 2 or w <= 0 or h <= 0:
+        raise SplatStudioError(f"render --path: video size must be even (H.264), got {w}x{h}")
+    if args.scene is None:
+        if args.project is None:
+            raise InputError(Path("."), "give a splat file, or --project for its trained splat")
+        args.scene = args.project / "train" / "splat.ply"
+    if not args.scene.is_file():
+        raise InputError(args.scene, "no such file (run the train stage first?)")
+    if args.path == "capture":
+        if args.project is None:
+            raise InputError(Path("."), "--path capture needs --project (its capture positions)")
+        from .pipeline.capture_path import capture_poses
+
+        poses = capture_poses(args.project)
+        if len(poses) < 2:
+            raise InputError(args.project / "georef" / "sparse",
+                             f"{len(poses)} registered capture positions; a path needs 2 or more "
+                             "(run the georef stage, or give a keyframes JSON)")
+        vms = capture_path_viewmats(np.array([p.centre for p in poses]), args.frames,
+                                    up=tuple(args.up))
+    else:
+        try:
+            eyes, targets = load_keyframes(args.path)
+        except ValueError as e:
+            raise InputError(Path(args.path), str(e).replace(f"{args.path}: ", "")) from None
+        vms = keyframe_viewmats(eyes, targets, args.frames, up=tuple(args.up))
+    try:
+        splats = load_splats(args.scene)
+    except ValueError as e:
+        raise InputError(args.scene, str(e).replace(f"{args.scene}: ", "")) from None
+    K = intrinsics_from_fov(args.fov, w, h)
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        bar = "#" * int(30 * done / total)
+        sys.stderr.write(f"\rrender {bar:<30} {done}/{total} frames")
+        sys.stderr.flush()
+
+    try:
+        info = render_video(splats, vms, K, w, h, args.output, fps=args.fps,
+                            device=args.device, background=tuple(args.background),
+                            progress=progress)
+    except RuntimeError as e:
+        raise SplatStudioError(str(e)) from None
+    sys.stderr.write("\n")
+    print(f"wrote {args.output} ({info['frames']} frames, {w}x{h}, {args.fps:g} fps, "
+          f"{splats.n} gaussians, {info['device']}, {time.perf_counter() - t0:.1f} s)")
     return EXIT_OK
 
 
@@ -625,6 +725,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_render(args)
         if args.command == "convert":
             return cmd_convert(args)
+        if args.command in ("farm", "worker"):
+            from .farm.cli import run as run_farm
+
+            return run_farm(args)
         if args.command == "run":
             project = _open_or_create(args, args.input)
             _apply_config(project, args)

@@ -195,6 +195,12 @@ class SfmConfig:
     )
     seed: int = opt(0, "random seed of RANSAC and the mappers")
     num_threads: int = opt(-1, "threads (-1: all cores)", hash=False)
+    farm_chunk_images: int = opt(
+        200, "with a farm: images per SIFT work item (whole panoramas; about 30 s or more of "
+        "work each, as starting an item costs 1-3 s)", hash=False)
+    farm_chunk_pairs: int = opt(
+        2000, "with a farm: image pairs per matching work item (whole panorama pairs)",
+        hash=False)
 
 
 @dataclass(kw_only=True)
@@ -373,8 +379,17 @@ class ExportConfig:
     )
     output_dir: str = opt("", "write here instead of the project's exports/ folder", hash=False)
     name: str = opt("scene", "base name of the exported files (scene.ply, scene.spz ...)")
+    source: str = opt(
+        "", "splat to export: empty = the trained train/splat.ply; else an edited version saved "
+        "from the viewer, by name (v001) or file (edits/v001.ply)", added=True)
     spz_version: int = opt(4, "SPZ format version: 4 (ZSTD, current) or 3 (gzip, older viewers)",
                            choices=(4, 3))
+    axes: str = opt(
+        "viewer", "axes of the ply, splat, spz, compressed_ply and sog files: viewer = x east, "
+        "y down, z north (the 3DGS/COLMAP convention SuperSplat, PlayCanvas and most splat "
+        "viewers show upright); enu = x east, y north, z up (GIS; SPZ then in its "
+        "specification's RUB axes). glb_splat, 3dtiles and the mesh keep their standards' axes",
+        added=True, choices=("viewer", "enu"))
     glb_splat_spz: bool = opt(
         False, "glb_splat: compress with KHR_gaussian_splatting_compression_spz_2 (SPZ v3 inside)",
         added=True)

@@ -14,7 +14,10 @@ Two mechanisms, because either alone leaves a hole:
 
 The issue that asked for this measured an orphaned SfM worker still writing the COLMAP database
 after its runner was killed, and a second run opening the same database beside it.
-Standard library only: :mod:`splatstudio.mesh` and the pipeline both use it.
+:func:`kill_process_tree` is the other half: the runner's (and the farm's) second cancel tier.
+
+Standard library only (psutil for the tree kill): :mod:`splatstudio.mesh`, the pipeline and the
+farm use it.
 """
 
 from __future__ import annotations
@@ -87,3 +90,23 @@ def tie_to_parent(parent_pid: int | None = None) -> None:
     if os.getppid() != parent:  # the parent died before the death signal was armed
         _end_own_group()
     start_parent_watchdog(parent)
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL process `pid`, its process group (if it leads one) and all its descendants."""
+    import psutil
+
+    procs: list[psutil.Process] = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    if hasattr(os, "killpg"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    # Wait for the descendants only: the root is the caller's child, and reaping it here would
+    # hide its exit status from multiprocessing (which would then think it is still alive).
+    psutil.wait_procs(procs[1:], timeout=5)

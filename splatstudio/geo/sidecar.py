@@ -27,8 +27,8 @@ import numpy as np
 
 from .enu import GeoOrigin, enu_to_ecef_matrix
 
-__all__ = ["AXES", "SIDECAR_SUFFIX", "axes_to_enu", "build_sidecar", "sidecar_path",
-           "write_sidecar"]  # fmt: skip
+__all__ = ["AXES", "SIDECAR_SUFFIX", "axes_to_enu", "build_sidecar", "file_up", "read_axes",
+           "sidecar_path", "write_sidecar"]  # fmt: skip
 
 SIDECAR_SUFFIX = ".geo.json"
 SCHEMA = "splatstudio.geo-sidecar/1"
@@ -37,6 +37,8 @@ SCHEMA = "splatstudio.geo-sidecar/1"
 AXES: dict[str, tuple[str, str]] = {
     "ENU": ("x east, y north, z up (right-handed, z up)", "east,north,up"),
     "RUB": ("x east, y up, z south (right-handed, y up: glTF, three.js, SPZ)", "east,up,south"),
+    "EDN": ("x east, y down, z north (right-handed, y down: the 3DGS/COLMAP PLY convention, "
+            "shown upright by SuperSplat and PlayCanvas)", "east,down,north"),
 }
 _DIRS = {"east": (0, 1.0), "west": (0, -1.0), "north": (1, 1.0), "south": (1, -1.0),
          "up": (2, 1.0), "down": (2, -1.0)}  # fmt: skip
@@ -56,6 +58,27 @@ def axes_to_enu(axes: str) -> np.ndarray:
         row, sign = _DIRS[name]
         a[row, col] = sign
     return a
+
+
+def file_up(axes: str) -> tuple[float, float, float]:
+    """ENU up (+z) in the coordinates of a file in convention `axes`, e.g. ``(0, -1, 0)`` for
+    ``EDN``.
+
+    Raises:
+        ValueError: for an unknown convention.
+    """
+    return tuple(float(v) for v in axes_to_enu(axes).T @ np.array([0.0, 0.0, 1.0]))
+
+
+def read_axes(path: str | os.PathLike) -> str | None:
+    """The axis convention stated by the sidecar of the file `path` (``<path>.geo.json``), or
+    None when there is no readable sidecar or it names no known convention."""
+    try:
+        data = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    axes = data.get("axes") if isinstance(data, dict) else None
+    return axes if axes in AXES else None
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:

@@ -97,6 +97,27 @@ def manifest_rows(manifest: dict[str, Any]) -> list[tuple[str, str, int]]:
     return rows
 
 
+def source_combo(project_root: Path | None, current: str = "") -> QComboBox:
+    """The splat to export (``ExportConfig.source``): the trained one (data ``""``) or an
+    edited version saved from the viewer (data: its name), `current` selected."""
+    from ..pipeline.versions import list_versions
+
+    box = QComboBox()
+    box.addItem("Trained splat (train/splat.ply)", "")
+    try:
+        versions = list_versions(project_root) if project_root is not None else []
+    except SplatStudioError:
+        versions = []
+    for v in versions:
+        box.addItem(f"Edited {v['name']}: {v.get('gaussians', 0):,} gaussians "
+                    f"({v.get('removed', 0):,} removed)", v["name"])
+    if current and box.findData(current) < 0:  # a version that is gone: shown, the stage says
+        box.addItem(f"{current} (missing)", current)
+    box.setCurrentIndex(max(0, box.findData(current)))
+    box.setToolTip("The trained splat, or a version edited in the Viewer (Save version)")
+    return box
+
+
 class ExportDialog(QDialog):
     """Choose formats and options, export, see the written files.
 
@@ -182,6 +203,14 @@ class ExportDialog(QDialog):
         fgrid.setColumnMinimumWidth(1, 150)
         self.name = QLineEdit(cfg.name)
         self.name.setToolTip("Base name of the files: scene.ply, scene.spz ...")
+        self.axes = QComboBox()
+        self.axes.addItem("Splat viewers: x east, y down, z north (upright in SuperSplat, "
+                          "PlayCanvas)", "viewer")
+        self.axes.addItem("ENU: x east, y north, z up (GIS; SPZ in its spec's RUB)", "enu")
+        self.axes.setCurrentIndex(max(0, self.axes.findData(cfg.axes)))
+        self.axes.setToolTip("Axes of the .ply, .splat, .spz, .compressed.ply and .sog files "
+                             "(each sidecar states them); the glTF, 3D Tiles and mesh files "
+                             "always use their standards' axes")
 
         # filters
         gbox = QGroupBox("Filters (every format, the mesh included)")
@@ -266,8 +295,11 @@ class ExportDialog(QDialog):
         dest_row.addWidget(self.dest, 1)
         dest_row.addWidget(browse)
         top = QFormLayout()
+        self.source = source_combo(project.root if project is not None else None, cfg.source)
+        top.addRow("Splat", self.source)
         top.addRow("Destination", dest_row)
         top.addRow("File name", self.name)
+        top.addRow("Splat file axes", self.axes)
 
         # progress and results
         self.progress = QProgressBar()
@@ -362,6 +394,8 @@ class ExportDialog(QDialog):
             "formats": tuple(ExportFormat(f) for f in self.formats()),
             "output_dir": "" if same else str(out),
             "name": self.name.text().strip() or "scene",
+            "axes": str(self.axes.currentData()),
+            "source": str(self.source.currentData() or ""),
             "spz_version": int(self.spz_version.currentData()),
             "glb_splat_spz": self.glb_spz.isChecked(),
             "tiles_sh_degree": self.tiles_sh.value(),

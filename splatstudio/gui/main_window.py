@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -154,6 +154,7 @@ class MainWindow(QMainWindow):
                                            lambda: self.options_dialog(self.stage_panel.selected))
         self.about_action = self._action("&About SplatStudio", None, self.about)
         self.system_action = self._action("&System…", None, self.system_dialog)
+        self.farm_action = self._action("&Farm…", None, self.farm_dialog)
         m = self.menuBar().addMenu("&File")
         for a in (self.new_action, self.open_action, self.open_splat_action):
             m.addAction(a)
@@ -167,6 +168,8 @@ class MainWindow(QMainWindow):
         m = self.menuBar().addMenu("&Run")
         m.addAction(self.run_action)
         m.addAction(self.cancel_action)
+        m.addSeparator()
+        m.addAction(self.farm_action)
         m = self.menuBar().addMenu("&Help")
         m.addAction(self.system_action)
         m.addAction(self.about_action)
@@ -353,6 +356,16 @@ class MainWindow(QMainWindow):
         """Show splat file `path` in the viewer."""
         return self.viewer().load(Path(path))
 
+    def show_project_splat(self) -> bool:
+        """An empty viewer shows the open project's trained splat, inside the capture (at its
+        first registered position); returns whether it loaded one."""
+        page = self.viewer_tab.page
+        p = self.model.project
+        if page is None or page.path is not None or p is None:
+            return False
+        splat = p.root / "train" / "splat.ply"
+        return splat.is_file() and page.load(splat)
+
     def open_splat_dialog(self) -> None:
         """Ask for a splat file and view it."""
         self.viewer().open_dialog()
@@ -360,6 +373,8 @@ class MainWindow(QMainWindow):
     def _on_tab(self, index: int) -> None:
         if index == TAB_VIEWER:
             self.viewer_tab.ensure()
+            # after the event (open_splat loads its own file first)
+            QTimer.singleShot(0, self.show_project_splat)
         elif index == TAB_PROJECTS:
             self.browser.refresh()
 
@@ -436,8 +451,22 @@ class MainWindow(QMainWindow):
             self.show_error("Drop", f"{path}: drop a folder of images, a project folder or a "
                             "splat file (.ply, .splat, .spz, .sog, .glb)")
 
+    def farm_dialog(self) -> None:
+        """Run → Farm…: the LAN farm's set-up, switch and peers (non-modal; farming stays on
+        while the window is open)."""
+        from .farm_dialog import FarmController, FarmDialog
+
+        if getattr(self, "farm", None) is None:
+            self.farm = FarmController(parent=self)
+        if getattr(self, "farm_window", None) is None:
+            self.farm_window = FarmDialog(self.farm, self)
+        self.farm_window.show()
+        self.farm_window.raise_()
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         if self.model.is_running:
             self.model.cancel()
             self.model.wait(int((self.settings.grace_s + 15) * 1000))
+        if getattr(self, "farm", None) is not None:
+            self.farm.stop(wait=True)  # farming never outlives the app
         event.accept()

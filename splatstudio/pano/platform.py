@@ -140,7 +140,8 @@ def _fill_small_holes(mask: np.ndarray, max_fraction: float) -> np.ndarray:
 
 
 def estimate_platform_mask(panoramas: Iterable[np.ndarray], *, grow_deg: float = 1.5,
-                           width: int = WORK_WIDTH) -> PlatformMask:
+                           width: int = WORK_WIDTH,
+                           covered: np.ndarray | None = None) -> PlatformMask:
     """The pixels fixed in the camera's frame across `panoramas` (module docstring).
 
     Args:
@@ -148,6 +149,8 @@ def estimate_platform_mask(panoramas: Iterable[np.ndarray], *, grow_deg: float =
             capture order, any size (each is downscaled to `width`).
         grow_deg: the mask grows by this many degrees at the end.
         width: work resolution (pixels across 360 deg).
+        covered: bool [width / 2, width], where the panoramas have pixels (partial panoramas,
+            :mod:`splatstudio.pano.partial`); the edge of what they cover is not a platform.
 
     Returns:
         a :class:`PlatformMask`; empty (with `reason`) with fewer than :data:`MIN_FRAMES`
@@ -178,6 +181,10 @@ def estimate_platform_mask(panoramas: Iterable[np.ndarray], *, grow_deg: float =
     dcol = np.median(np.stack([np.abs(colours[i] - colours[j]).mean(-1) for i, j in moving]),
                      axis=0)
     core = (texture > MIN_TEXTURE) & ((dgrad < MAX_CHANGE * texture) | (dcol < MAX_COLOUR_CHANGE))
+    inside = np.ones_like(core)
+    if covered is not None:  # the border of a partial panorama is fixed too, but no platform
+        inside = cv2.erode(covered.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        core &= inside
 
     px_per_deg = width / 360.0
     k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
@@ -192,7 +199,7 @@ def estimate_platform_mask(panoramas: Iterable[np.ndarray], *, grow_deg: float =
     m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, kc)
     # untextured parts of the platform (a smooth bonnet, a plain patch of a dashboard): pixels
     # whose colour does not change at all, reached from the textured core
-    still = (dcol < STILL_COLOUR).astype(np.uint8)
+    still = ((dcol < STILL_COLOUR) & inside).astype(np.uint8)
     for _ in range(int(round(STILL_REACH_DEG * px_per_deg))):
         grown = cv2.dilate(m, k3) & (still | m)
         if np.array_equal(grown, m):
@@ -203,4 +210,6 @@ def estimate_platform_mask(panoramas: Iterable[np.ndarray], *, grow_deg: float =
     if r > 0:
         kg = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         mask = cv2.dilate(mask.astype(np.uint8), kg).astype(bool)
+    if covered is not None:
+        mask &= covered
     return PlatformMask(mask, sphere_fraction(mask), n, len(moving))

@@ -1,14 +1,16 @@
 """The export stage: splat files for every common viewer, a textured mesh, georeferencing.
 
 Reads ``train/splat.ply`` (a standard INRIA 3DGS PLY, centres in local ENU metres about the
-project origin: x east, y north, z up) and ``ingest/manifest.json`` (the origin), and writes
+project origin: x east, y north, z up) -- or, with ``ExportConfig.source``, an edited version
+of it saved from the viewer (``edits/<name>.ply``, :mod:`splatstudio.pipeline.versions`) -- and ``ingest/manifest.json`` (the origin), and writes
 into ``exports/`` (or ``ExportConfig.output_dir``):
 
 * ``<name>.ply`` (INRIA PLY), ``<name>.splat`` (antimatter15), ``<name>.spz`` (Niantic SPZ,
-  v4 by default, stored in the spec's RUB axes: x east, y up, z south),
-  ``<name>.compressed.ply`` (SuperSplat/PlayCanvas) and ``<name>.sog`` (PlayCanvas SOG v2
-  bundle, needs Pillow); all but SPZ keep the ENU axes (as splat-transform keeps a PLY's
-  axes when it writes SOG or compressed PLY). Every
+  v4 by default), ``<name>.compressed.ply`` (SuperSplat/PlayCanvas) and ``<name>.sog``
+  (PlayCanvas SOG v2 bundle, needs Pillow). With ``axes = viewer`` (default) all five hold
+  x east, y down, z north, the y-down convention that SuperSplat and PlayCanvas show upright
+  (:data:`EXPORT_AXES`); with ``axes = enu`` the first four keep ENU and the SPZ is stored in
+  its specification's RUB axes (x east, y up, z south). Every
   file is read back and compared with what was written, within that format's quantisation
   (:func:`verify_splat_file`); a mismatch fails the stage.
 * ``<name>.splat.glb`` (``glb_splat``): binary glTF with Khronos ``KHR_gaussian_splatting``
@@ -50,7 +52,7 @@ from ..config import parse_formats as config_formats
 from ..errors import ConfigError, InputError, ProjectError, StageError
 from ..events import Emitter
 from ..geo.enu import GeoOrigin
-from ..geo.sidecar import write_sidecar
+from ..geo.sidecar import axes_to_enu, write_sidecar
 from ..project import Project, now_iso, write_json_atomic
 from ..splats.formats import REGISTRY as SPLAT_REGISTRY
 from .artifacts import EXPORT_MANIFEST_NAME, export_dir, georef_model, read_manifest, trained_splat
@@ -65,7 +67,21 @@ _SUFFIX = {**{f.name: f.suffix for f in SPLAT_REGISTRY.values()},
 #: a 3D Tiles tileset's coordinates are ENU under its root transform (ENU -> ECEF).
 FILE_AXES = {**{f.name: f.axes for f in SPLAT_REGISTRY.values()},
              "3dtiles": "ENU", "glb": "RUB", "obj": "RUB"}  # fmt: skip
+#: ``ExportConfig.axes`` choices. ``viewer``: the PLY-family files and SPZ hold x east, y down,
+#: z north (``EDN``): the y-down convention of 3DGS/COLMAP PLY files, which SuperSplat and the
+#: PlayCanvas viewer turn 180 degrees about z to show upright (their ``Transform.PLY``), and
+#: which splat-transform also assumes for SPZ (it reads SPZ arrays unconverted, as Open3D and
+#: nianticlabs/spz's ``UNSPECIFIED`` do), so the SPZ stores those arrays as they are.
+#: ``enu``: :data:`FILE_AXES` (ENU; SPZ in its specification's RUB).
+EXPORT_AXES = ("viewer", "enu")
+VIEWER_FORMATS = ("ply", "splat", "compressed_ply", "sog", "spz")
 CONVERTER_TIMEOUT_S = 3600.0
+
+
+def file_axes(fmt: str, axes: str = "enu") -> str:
+    """Axis convention (a key of :data:`splatstudio.geo.sidecar.AXES`) of format `fmt`'s
+    coordinates under ``ExportConfig.axes`` = `axes` (see :data:`EXPORT_AXES`)."""
+    return "EDN" if axes == "viewer" and fmt in VIEWER_FORMATS else FILE_AXES[fmt]
 
 
 # ---------------------------------------------------------------------------- options
@@ -123,9 +139,11 @@ def read_origin(project: Project) -> GeoOrigin | None:
 
 
 # ---------------------------------------------------------------------------- verification
-def verify_splat_file(path: Path, fmt: str, written: Any, *, spz_coordinates: str = "ENU") -> dict:
+def verify_splat_file(path: Path, fmt: str, written: Any, *,
+                      spz_coordinates: str | None = "ENU") -> dict:
     """Read `path` back and compare it with the splats that were written, within the
-    format's tolerance (:func:`splatstudio.splats.formats.verify_readback`).
+    format's tolerance (:func:`splatstudio.splats.formats.verify_readback`; `spz_coordinates`:
+    the ``coordinate_system`` an SPZ or glb_splat was written with, None: stored unconverted).
 
     Raises:
         StageError: the count differs or an attribute exceeds its tolerance (message names
@@ -346,7 +364,8 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     """Export the trained splat (see the module docstring for what is written where).
 
     Args:
-        project: the project; reads ``train/splat.ply`` (ENU metres) and
+        project: the project; reads ``train/splat.ply`` (ENU metres; or the edited version
+            ``config.source`` names) and
             ``ingest/manifest.json``.
         config: export options (formats, filters, mesh and converter settings).
         events: progress, logs, metrics (``gaussians``, ``faces``, ``<format>_bytes``) and one
@@ -356,7 +375,8 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
         The manifest written to ``manifest.json`` (``files``: one entry per exported file).
 
     Raises:
-        InputError: ``train/splat.ply`` is missing or unreadable ("run the train stage first"), or the
+        InputError: ``train/splat.ply`` is missing or unreadable ("run the train stage first"),
+            the edited version ``config.source`` does not exist, or the
             ingest manifest is missing.
         ConfigError: invalid options (unknown format, malformed crop box, converter
             template naming a format that is not exported).
@@ -369,7 +389,7 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     from ..splats import apply_filters, load_splats, save_splats
 
     formats = parse_formats(config.formats)
-    fopts = filter_options(config)  # checks every option's range too
+    fopts = filter_options(config)  # checks every option's range and choices too
     if any(f in MESH_FORMATS for f in formats):
         from ..mesh.pipeline import METHODS
 
@@ -382,7 +402,13 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     if os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
         raise ConfigError(f"ExportConfig.name must be a plain file name, got {name!r}")
 
-    src = trained_splat(project.root)
+    if config.source.strip():  # an edited version saved from the viewer
+        from .versions import resolve_source
+
+        src = resolve_source(project.root, config.source)
+        events.log(f"exporting the edited version {_rel(src, project)}")
+    else:
+        src = trained_splat(project.root)
     origin = read_origin(project)
     named = [str(f) for f in config.formats]
     if origin is None and "3dtiles" in formats and "3dtiles" not in named:  # from "all"
@@ -421,7 +447,7 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     def record(fmt: str, path: Path, seconds: float, **info: Any) -> None:
         side = None
         if origin is not None:
-            side = write_sidecar(path, origin, axes=FILE_AXES[fmt], format=fmt)
+            side = write_sidecar(path, origin, axes=file_axes(fmt, config.axes), format=fmt)
         nbytes = info.pop("total_bytes", None)
         entry = {
             "format": fmt,
@@ -429,7 +455,7 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
             **info,
             "bytes": path.stat().st_size if nbytes is None else nbytes,
             "seconds": round(seconds, 4),
-            "axes": FILE_AXES[fmt],
+            "axes": file_axes(fmt, config.axes),
             "sidecar": None if side is None else side.relative_to(out_dir).as_posix(),
         }
         entries.append(entry)
@@ -438,22 +464,28 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
         if side is not None:
             events.artifact(_rel(side, project))
 
+    viewer = None  # the scene in the viewer axes, made on first use
     for i, fmt in enumerate(f for f in formats if f in SPLAT_FORMATS):
         events.check_cancelled()
         events.progress(i / n_steps, f"writing {fmt}")
         path = out_dir / f"{name}{_SUFFIX[fmt]}"
         opts: dict[str, Any] = {}
         extra: dict[str, Any] = {}
+        content, coords = filtered, "ENU"
+        if file_axes(fmt, config.axes) == "EDN":
+            if viewer is None:
+                viewer = filtered.transformed(axes_to_enu("EDN").T)  # ENU -> EDN, SH rotated
+            content, coords = viewer, None  # stored as they are (SPZ too, see EXPORT_AXES)
         if fmt == "spz":
-            opts = {"version": config.spz_version, "coordinate_system": "ENU"}
+            opts = {"version": config.spz_version, "coordinate_system": coords}
             extra = {"spz_version": config.spz_version}
         elif fmt == "glb_splat":
             opts = {"coordinate_system": "ENU", "spz": config.glb_splat_spz}
             extra = {"compression": "spz" if config.glb_splat_spz else None}
         t = time.perf_counter()
-        save_splats(filtered, path, format=fmt, **opts)
+        save_splats(content, path, format=fmt, **opts)
         seconds = time.perf_counter() - t
-        check = verify_splat_file(path, fmt, filtered, spz_coordinates="ENU")
+        check = verify_splat_file(path, fmt, content, spz_coordinates=coords)
         record(fmt, path, seconds, gaussians=filtered.n, verified=check, **extra)
         events.log(f"{path.name}: {entries[-1]['bytes']} bytes, verified ({check['max_error']})")
 

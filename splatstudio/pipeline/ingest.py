@@ -11,7 +11,9 @@ Output ``ingest/manifest.json``::
      "images": [{"id", "file", "width", "height", "kind": "equirect"|"perspective",
                  "gps": {"lat_deg", "lon_deg", "h_m"} | null, "enu_m": [e, n, u] | null,
                  "time": ISO 8601 | null, "gps_time": ISO 8601 UTC | null,
-                 "focal_px": float | null, "make", "model", "bytes", "gpano": {...}}],
+                 "focal_px": float | null, "make", "model", "bytes", "gpano": {...},
+                 "crop": {"full_width", "full_height", "left", "top", "width", "height"}
+                         (partial panoramas only, see splatstudio.pano.partial)}],
      "skipped": [{"file", "reason"}]}
 
 ``file`` is relative to the input folder; ``id`` is a unique, file-system-safe name used for
@@ -35,6 +37,7 @@ from ..errors import InputError
 from ..events import Emitter
 from ..geo.enu import GeoOrigin, geodetic_to_enu
 from ..geo.exif import HeaderError, focal_px_from_exif, parse_exif, parse_gpano, read_image_header
+from ..pano.partial import crop_from_gpano
 from ..project import Project, write_json_atomic
 from .artifacts import MANIFEST
 
@@ -89,7 +92,8 @@ cropped to a band (GoPro MAX frames cropped to 4096 x 1344 are 3.05:1) than a ca
 
 
 def classify(width: int, height: int, gpano: dict[str, Any], config: IngestConfig) -> str | None:
-    """"equirect", "perspective", or None when the image cannot be used (a cropped panorama)."""
+    """"equirect", "perspective", or None for a panorama that is not 2:1 (a partial one, placed
+    by its GPano cropped area if it has one: :func:`splatstudio.pano.partial.crop_from_gpano`)."""
     two_to_one = abs(width / height / 2.0 - 1.0) <= config.equirect_tolerance
     if config.kind == ImageKind.EQUIRECT:
         return "equirect" if two_to_one else None
@@ -118,6 +122,7 @@ def scan_images(
     images: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     wide: list[str] = []  # "photos" wider than any camera makes (cropped panoramas?)
+    partial: list[str] = []  # partial panoramas with their GPano cropped area
 
     def skip(rel: str, reason: str) -> None:
         skipped.append({"file": rel, "reason": reason})
@@ -143,11 +148,15 @@ def scan_images(
         gpano = parse_gpano(header.xmp)
         width, height = header.display_size
         kind = classify(width, height, gpano, config)
-        if kind is None:
-            skip(rel, f"{width}x{height} is not a full 2:1 equirectangular panorama (a partial "
-                 "panorama: its GPano cropped area is not the whole sphere; partial panoramas "
-                 "are not supported yet)")
-            continue
+        crop = None
+        if kind is None:  # not 2:1 but a panorama: a partial one, placed by its GPano fields
+            try:
+                crop = crop_from_gpano(width, height, gpano, config.equirect_tolerance)
+                kind = "equirect"
+            except ValueError as e:
+                skip(rel, f"{width}x{height} is a panorama that is not 2:1 (a partial "
+                     f"equirectangular panorama) and cannot be placed on the sphere: {e}")
+                continue
         if (kind == "perspective" and config.kind == ImageKind.AUTO
                 and width / height > WIDE_PHOTO_RATIO):
             wide.append(f"{rel} ({width}x{height}, {width / height:.2f}:1)")
@@ -172,9 +181,18 @@ def scan_images(
         }
         if gpano:
             entry["gpano"] = gpano
+        if crop is not None:
+            entry["crop"] = crop.to_dict()
+            top, bottom = crop.vertical_fov_deg
+            partial.append(f"{rel} ({top:+.0f}° to {bottom:+.0f}°)")
         images.append(entry)
         events.progress((i + 1) / len(files), f"read {i + 1}/{len(files)} headers")
 
+    if partial:
+        events.log(f"{len(partial)} partial panoramas, placed on the sphere by their GPano "
+                   f"cropped area (latitudes {partial[0].split(' (')[1]}; the rest of the "
+                   "sphere is masked): " + ", ".join(p.split(" (")[0] for p in partial[:5])
+                   + (f" and {len(partial) - 5} more" if len(partial) > 5 else ""))
     if wide:
         events.warning(
             f"{len(wide)} images are wider than a camera photo ({', '.join(wide[:5])}"
@@ -182,7 +200,9 @@ def scan_images(
             "ordinary pinhole photos, because they have no GPano metadata saying they are "
             "panoramas. If they are 360° panoramas cropped to a band, their vertical field of "
             "view is unknown and SfM will treat them wrongly: use the uncropped 2:1 panoramas, "
-            "or set ingest.kind=perspective to confirm they are photos"
+            "or add the GPano cropped-area fields that place them on the sphere (partial "
+            "panoramas are supported then), or set ingest.kind=perspective to confirm they "
+            "are photos"
         )
 
     # Duplicates: only files of equal size can be equal, so only those are hashed.

@@ -37,6 +37,7 @@ from ..config import ReprojectConfig, config_hash
 from ..errors import InputError
 from ..events import Emitter
 from ..lifeline import tie_to_parent
+from ..pano.partial import PanoCrop, pad_to_full, valid_mask
 from ..pano.rig import Rig, View, auto_view_size, make_rig, nadir_mask, ownership_mask, render_view
 from ..project import Project, read_json, write_json_atomic
 from .artifacts import MASKS, read_manifest
@@ -107,11 +108,14 @@ def _init_worker() -> None:
 
 
 def render_panorama(
-    src: str, out_dir: str, views: list[View], quality: int, exif: bytes, expect: tuple[int, int]
+    src: str, out_dir: str, views: list[View], quality: int, exif: bytes, expect: tuple[int, int],
+    crop: dict[str, int] | None = None,
 ) -> list[str]:
     """Decode one panorama, render and write every view of the rig as JPEG.
 
-    Writes into ``out_dir + ".tmp"`` and renames to `out_dir` when all views are written.
+    A partial panorama (`crop`, :class:`splatstudio.pano.partial.PanoCrop` as a dict) is
+    padded to its full sphere first. Writes into ``out_dir + ".tmp"`` and renames to `out_dir`
+    when all views are written.
 
     Returns:
         the written file names.
@@ -128,6 +132,8 @@ def render_panorama(
         raise InputError(
             src, f"decoded size {img.shape[1]}x{img.shape[0]} differs from header {expect}"
         )
+    if crop is not None:
+        img = pad_to_full(img, PanoCrop.from_dict(crop))
     tmp = Path(out_dir + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -145,10 +151,10 @@ def render_panorama(
 
 def _pano_fingerprint(entry: dict[str, Any], src: Path, rig: Rig, config: ReprojectConfig) -> str:
     st = src.stat()
-    blob = json.dumps(
-        [rig.to_dict(), config.jpeg_quality, entry["file"], st.st_size, st.st_mtime_ns],
-        sort_keys=True,
-    )
+    parts = [rig.to_dict(), config.jpeg_quality, entry["file"], st.st_size, st.st_mtime_ns]
+    if entry.get("crop"):  # partial panoramas only: full ones keep their fingerprints
+        parts.append(entry["crop"])
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -188,9 +194,12 @@ def platform_keep_mask(project: Project, panos: list[dict[str, Any]], input_dir:
         img = cv2.imread(str(src), cv2.IMREAD_REDUCED_COLOR_4)
         if img is None:
             raise InputError(src, "cannot decode the panorama")
+        if e.get("crop"):  # a partial panorama on its full sphere
+            img = pad_to_full(img, PanoCrop.from_dict(e["crop"]).scaled(img.shape[1], img.shape[0]))
         return img
 
-    found = estimate_platform_mask(small(e) for e in panos)
+    found = estimate_platform_mask((small(e) for e in panos),
+                                   covered=covered_mask(panos, None) > 0)
     if found.reason:
         events.log(f"platform mask: none ({found.reason})")
     else:
@@ -202,6 +211,22 @@ def platform_keep_mask(project: Project, panos: list[dict[str, Any]], input_dir:
                        "check it (reproject/platform_mask.png), or set your own with "
                        "reproject.platform_mask_file")
     return np.where(found.mask, 0, 255).astype(np.uint8)
+
+
+def covered_mask(panos: list[dict[str, Any]], events: Emitter | None) -> np.ndarray:
+    """uint8 [256, 512] equirect: 255 where every panorama has pixels, 0 where a partial
+    panorama (GPano cropped area) does not reach; all 255 for full panoramas."""
+    from ..pano.platform import WORK_WIDTH
+
+    size = (WORK_WIDTH // 2, WORK_WIDTH)
+    keep = np.ones(size, bool)
+    crops = [PanoCrop.from_dict(e["crop"]) for e in panos if e.get("crop")]
+    for c in crops:
+        keep &= valid_mask(c, size[1], size[0])
+    if crops and events is not None:
+        events.log(f"{len(crops)} partial panoramas cover {100 * keep.mean():.0f} % of the "
+                   "sphere together; the rest is masked in SfM and training")
+    return np.where(keep, 255, 0).astype(np.uint8)
 
 
 def view_keep_mask(root: Path | None, view: str) -> str:
@@ -251,11 +276,13 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
     rig = None
     if panos:
         size = config.size or min(
-            auto_view_size(e["width"], config.fov_deg, config.max_size) for e in panos
+            auto_view_size(e.get("crop", {}).get("full_width", e["width"]), config.fov_deg,
+                           config.max_size) for e in panos
         )
         rig = make_rig(config.rig, config.fov_deg, size, config.views)
         rig_dict = rig.to_dict()
-        platform = platform_keep_mask(project, panos, input_dir, config, events)
+        platform = np.minimum(platform_keep_mask(project, panos, input_dir, config, events),
+                              covered_mask(panos, events))
         _write_png(out / "platform_mask.png", platform)
         events.artifact("reproject/platform_mask.png")
         mask_dir = out / "masks"
@@ -325,6 +352,7 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
                     config.jpeg_quality,
                     _exif_for_views(e, focal_35),
                     (e["width"], e["height"]),
+                    e.get("crop"),
                 ): (e, folder, fp)
                 for e, src, folder, fp in todo
             }

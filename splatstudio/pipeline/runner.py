@@ -50,7 +50,7 @@ from ..errors import (
     is_disk_full,
 )
 from ..events import Emitter, Event, Log, StageChanged
-from ..lifeline import tie_to_parent
+from ..lifeline import kill_process_tree, tie_to_parent
 from ..project import WORKER_LOCK, Project, now_iso, read_lock_owner, try_lock
 from ..status import StageState, StageStatus
 from . import STAGE_FUNCTIONS
@@ -181,26 +181,6 @@ def _worker_main(
     events.join_thread()
     if worker_lock is not None:
         worker_lock.close()
-
-
-def kill_process_tree(pid: int) -> None:
-    """SIGKILL process `pid`, its process group (if it leads one) and all its descendants."""
-    import psutil
-
-    procs: list[psutil.Process] = []
-    with contextlib.suppress(psutil.NoSuchProcess):
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    if hasattr(os, "killpg"):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, signal.SIGKILL)
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    # Wait for the descendants only: the root is the caller's child, and reaping it here would
-    # hide its exit status from multiprocessing (which would then think it is still alive).
-    psutil.wait_procs(procs[1:], timeout=5)
 
 
 def _describe_exit(code: int | None) -> str:

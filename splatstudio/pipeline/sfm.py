@@ -575,14 +575,11 @@ def extract(
     ext.num_threads = config.num_threads if config.num_threads > 0 else (os.cpu_count() or 1)
     ext.use_gpu = False
 
-    def run(names: list[str], c: dict[str, Any], mode: Any, mask_path: Path | None) -> None:
+    for names, c, mode, mask_path, upright in _camera_groups(frames, rig, masks):
         # One extract_features call for images sharing camera `c` (model, params, size).
+        events.check_cancelled()
         ext.sift.first_octave = sift_first_octave(int(c["width"]), int(c["height"]), config)
-        reader = pycolmap.ImageReaderOptions()
-        reader.camera_model = c["model"]
-        reader.camera_params = ",".join(repr(float(p)) for p in c["params"])
-        if mask_path is not None:
-            reader.mask_path = str(mask_path)
+        ext.sift.upright = config.upright and upright
         _run_cancellable(
             events,
             pycolmap.extract_features,
@@ -590,16 +587,38 @@ def extract(
             images,
             image_names=names,
             camera_mode=mode,
-            reader_options=reader,
+            reader_options=_reader_options(c, mask_path),
             extraction_options=ext,
             device=pycolmap.Device.cpu,
             cancellation_token=pycolmap.CancellationToken(),
         )
 
+
+def _reader_options(camera: dict[str, Any], mask_path: Path | None) -> Any:
+    """COLMAP image reader options for images of `camera` (model, params), with masks."""
+    import pycolmap
+
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = camera["model"]
+    reader.camera_params = ",".join(repr(float(p)) for p in camera["params"])
+    if mask_path is not None:
+        reader.mask_path = str(mask_path)
+    return reader
+
+
+def _camera_groups(frames: list[dict[str, Any]], rig: dict[str, Any] | None, masks: Path | None
+                   ) -> list[tuple[list[str], dict[str, Any], Any, Path | None, bool]]:
+    """The images of `frames` grouped as COLMAP creates their cameras: the rig's views one
+    camera per view folder (``PER_FOLDER``, masks, upright SIFT allowed), photos one camera per
+    distinct intrinsics (``SINGLE``). Returns ``(names, camera, mode, mask root, upright)``."""
+    import pycolmap
+
+    out: list[tuple[list[str], dict[str, Any], Any, Path | None, bool]] = []
     pano_names = [n for f in frames if f["kind"] == "equirect" for n in image_names(f, rig)]
     if pano_names:
-        ext.sift.upright = config.upright
-        run(pano_names, rig["views"][0]["camera"], pycolmap.CameraMode.PER_FOLDER, masks)
+        assert rig is not None
+        out.append((pano_names, rig["views"][0]["camera"], pycolmap.CameraMode.PER_FOLDER, masks,
+                    True))
     groups: dict[str, list[str]] = {}
     cams: dict[str, dict[str, Any]] = {}
     for f in frames:
@@ -607,10 +626,158 @@ def extract(
             key = _hash(f["camera"])
             groups.setdefault(key, []).extend(image_names(f, rig))
             cams[key] = f["camera"]
-    ext.sift.upright = False
-    for key, names in groups.items():
-        events.check_cancelled()
-        run(names, cams[key], pycolmap.CameraMode.SINGLE, None)
+    out.extend((names, cams[k], pycolmap.CameraMode.SINGLE, None, False)
+               for k, names in groups.items())
+    return out
+
+
+def sift_item(spec: dict[str, Any], in_dir: Path, out_dir: Path, events: Emitter) -> None:
+    """Farm item (:mod:`splatstudio.farm`): SIFT of a chunk of frames, exactly as
+    :func:`extract` computes it locally, into a database of the chunk's own.
+
+    Args:
+        spec: ``{"frames": [...], "rig": rig or None, "config": SfmConfig as a dict,
+            "masks": bool}``.
+        in_dir: the chunk's ``sfm/images/...`` (and ``sfm/masks/...``) at their project paths.
+        out_dir: gets ``kp/<image name>.npy`` (float32 ``[N, 6]`` COLMAP keypoints) and
+            ``desc/<image name>.npy`` (uint8 ``[N, 128]`` SIFT descriptors) per image.
+    """
+    import pycolmap
+
+    from ..config import update_config
+
+    config = update_config(SfmConfig(), spec["config"])
+    masks = in_dir / "sfm" / "masks" if spec["masks"] else None
+    db_path = out_dir.parent / "chunk.db"
+    extract(db_path, in_dir / "sfm" / "images", masks, spec["frames"], spec["rig"], config, events)
+    with pycolmap.Database.open(db_path) as db:
+        for image in db.read_all_images():
+            for kind, arr in (("kp", db.read_keypoints(image.image_id)),
+                              ("desc", db.read_descriptors(image.image_id).data)):
+                dst = out_dir / kind / f"{image.name}.npy"
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                np.save(dst, np.ascontiguousarray(arr))
+
+
+def farm_features(project: Project, db_path: Path, images: Path, masks: Path | None,
+                  frames: list[dict[str, Any]], rig: dict[str, Any] | None, config: SfmConfig,
+                  events: Emitter) -> None:
+    """With a farm (``splatstudio run --farm``, :func:`splatstudio.farm.host.farm_from_env`):
+    :func:`farm_extract`; without one nothing."""
+    _on_farm(project, events, "SIFT", (0.02, 0.08), lambda d: farm_extract(
+        db_path, images, masks, frames, rig, config, d, project.root, config.farm_chunk_images))
+
+
+def farm_matches(project: Project, db_path: Path, pairs: list[tuple[str, str]],
+                 config: SfmConfig, rig_verification: bool, events: Emitter) -> None:
+    """With a farm: :func:`farm_match`; without one nothing."""
+    _on_farm(project, events, "matching", (0.1, 0.5), lambda d: farm_match(
+        db_path, pairs, config, rig_verification, d, project.root, config.farm_chunk_pairs))
+
+
+def _on_farm(project: Project, events: Emitter, what: str, span: tuple[float, float],
+             work: Callable[[Any], dict[str, int]]) -> None:
+    from ..farm.host import farm_from_env
+
+    farm = farm_from_env()
+    if farm is None:
+        return
+    from ..farm.dispatch import Dispatcher
+    from ..farm.host import check_versions, connect
+
+    t0 = time.monotonic()
+    client = connect(*farm)
+    try:
+        check_versions(client)
+        kind = what.split()[0].lower()
+        got = work(Dispatcher(client, project.root, events, progress_span=span,
+                              record=project.stage_dir("sfm") / "farm" / f"{kind}.items.json"))
+        workers = len(client.scheduler_info()["workers"])
+    finally:
+        client.close()
+    events.metric(f"farm_{kind}_items", got["items"])
+    events.log(f"farm: {what} in {got['items']} items on {workers} workers "
+               f"({time.monotonic() - t0:.1f} s)")
+
+
+def _item_config(config: SfmConfig) -> dict[str, Any]:
+    """`config` for a farm item: the peer uses all its cores unless a thread count was set."""
+    import dataclasses
+
+    from ..config import config_to_dict
+
+    return config_to_dict(dataclasses.replace(config, num_threads=max(0, config.num_threads)))
+
+
+def farm_extract(db_path: Path, images: Path, masks: Path | None, frames: list[dict[str, Any]],
+                 rig: dict[str, Any] | None, config: SfmConfig, dispatcher: Any,
+                 project_root: Path, chunk_images: int) -> dict[str, int]:
+    """SIFT of the images that have no features yet, on the farm (FARM.md section 3.1).
+
+    Every image is first registered in the database in one ``import_images`` call per camera
+    group (so the cameras are exactly those :func:`extract` would create; never
+    ``Database.merge``, which renumbers cameras); the chunks (whole frames, about
+    `chunk_images` images each) run :func:`sift_item` on the workers, and their keypoints and
+    descriptors are written under each image's id as they arrive. :func:`extract` afterwards
+    fills any gap (it skips images that have features).
+
+    Returns:
+        ``{"items", "images"}``: chunks run and images whose features came from the farm.
+
+    Raises:
+        as :meth:`splatstudio.farm.dispatch.Dispatcher.run`.
+    """
+    import pycolmap
+
+    from ..farm.items import WorkItem, sha256_file
+
+    with pycolmap.Database.open(db_path):  # creates it
+        pass
+    for names, c, mode, mask_path, _ in _camera_groups(frames, rig, masks):
+        pycolmap.import_images(db_path, images, camera_mode=mode, image_names=names,
+                               options=_reader_options(c, mask_path))
+    with pycolmap.Database.open(db_path) as db:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        todo = [f for f in frames if any(not db.exists_keypoints(ids[n])
+                                         for n in image_names(f, rig))]
+    chunks: list[list[dict[str, Any]]] = []
+    for f in todo:
+        if not chunks or sum(len(g["images"]) for g in chunks[-1]) >= chunk_images:
+            chunks.append([])
+        chunks[-1].append(f)
+    spec_cfg = _item_config(config)
+    items = []
+    for i, group in enumerate(chunks):
+        inputs: dict[str, str] = {}
+        for f in group:
+            for n in image_names(f, rig):
+                paths = [images / n] + ([masks / f"{n}.png"] if f["kind"] == "equirect" and masks
+                                        else [])
+                for p in paths:
+                    inputs[p.relative_to(project_root).as_posix()] = sha256_file(p)
+        items.append(WorkItem(kind="sift", item_id=f"sift-{i:03d}",
+                              spec={"frames": group, "rig": rig, "config": spec_cfg,
+                                    "masks": masks is not None},
+                              inputs=inputs, resources={"MACHINE": 1},
+                              cost=float(sum(len(g["images"]) for g in group))))  # fmt: skip
+    written = 0
+
+    def store(item: WorkItem, files: dict[str, bytes]) -> None:
+        import io
+
+        nonlocal written
+        with pycolmap.Database.open(db_path) as db:
+            for f in item.spec["frames"]:
+                for n in image_names(f, rig):
+                    kp = np.load(io.BytesIO(files[f"kp/{n}.npy"]))
+                    desc = np.load(io.BytesIO(files[f"desc/{n}.npy"]))
+                    db.write_keypoints(ids[n], kp)
+                    db.write_descriptors(ids[n], pycolmap.FeatureDescriptors(
+                        pycolmap.FeatureExtractorType.SIFT, desc))
+                    written += 1
+
+    dispatcher.run(items, store)
+    return {"items": len(items), "images": written}
 
 
 def setup_database(
@@ -675,6 +842,143 @@ def match(db_path: Path, pairs_path: Path, config: SfmConfig, rig_verification: 
         device=pycolmap.Device.cpu,
         cancellation_token=pycolmap.CancellationToken(),
     )
+
+
+MATCH_TABLES = ("matches", "two_view_geometries")
+
+
+def match_item(spec: dict[str, Any], in_dir: Path, out_dir: Path, events: Emitter) -> None:
+    """Farm item: :func:`match` on a chunk's database (the chunk's images with their keypoints
+    and descriptors, every camera and rig, the frames of those images, ids as in the project's
+    database) and its pairs file; returns ``matches.db``, the same database holding only the
+    matches and two-view geometries.
+
+    Args:
+        spec: ``{"db": project path of the chunk database, "pairs": of its pairs file,
+            "config": SfmConfig as a dict, "rig_verification": bool}``.
+    """
+    import sqlite3
+
+    from ..config import update_config
+
+    config = update_config(SfmConfig(), spec["config"])
+    db_path = out_dir / "matches.db"
+    shutil.copyfile(in_dir / spec["db"], db_path)
+    match(db_path, in_dir / spec["pairs"], config, bool(spec["rig_verification"]), events)
+    con = sqlite3.connect(db_path)
+    try:
+        for table in ("keypoints", "descriptors", "images", "frames", "frame_data"):
+            con.execute(f"DELETE FROM {table}")
+        con.commit()
+        con.execute("VACUUM")
+    finally:
+        con.close()
+
+
+def _chunk_database(src: Path, dst: Path, names: set[str]) -> None:
+    """A database at `dst` with `src`'s cameras and rigs, and of its images only `names` (ids,
+    keypoints, descriptors kept) with their frames."""
+    import pycolmap
+
+    dst.unlink(missing_ok=True)
+    with pycolmap.Database.open(src) as s, pycolmap.Database.open(dst) as d:
+        for cam in s.read_all_cameras():
+            d.write_camera(cam, use_camera_id=True)
+        for rig in s.read_all_rigs():
+            d.write_rig(rig, use_rig_id=True)
+        chunk = [im for im in s.read_all_images() if im.name in names]
+        ids = {im.image_id for im in chunk}
+        for fr in s.read_all_frames():
+            if {int(d.id) for d in fr.image_ids} <= ids:
+                d.write_frame(fr, use_frame_id=True)
+        for im in chunk:
+            d.write_image(im, use_image_id=True)
+            d.write_keypoints(im.image_id, s.read_keypoints(im.image_id))
+            d.write_descriptors(im.image_id, s.read_descriptors(im.image_id))
+
+
+def _merge_matches(db_path: Path, part: Path) -> int:
+    """Copy the matches and two-view geometries of `part` (same image ids) into `db_path`;
+    returns the pairs copied.
+
+    Raises:
+        StageError: the two databases' tables differ (another COLMAP version on the peer).
+    """
+    import sqlite3
+
+    con = sqlite3.connect(db_path)
+    try:
+        con.execute("ATTACH DATABASE ? AS part", (str(part),))
+        for t in MATCH_TABLES:
+            mine = con.execute(f"PRAGMA main.table_info({t})").fetchall()
+            theirs = con.execute(f"PRAGMA part.table_info({t})").fetchall()
+            if mine != theirs:
+                raise StageError(f"sfm: a farm peer's {t} table differs from this machine's "
+                                 "(another COLMAP version?); run without --farm")
+        n = con.execute("SELECT COUNT(*) FROM part.two_view_geometries").fetchone()[0]
+        for t in MATCH_TABLES:
+            con.execute(f"INSERT OR REPLACE INTO main.{t} SELECT * FROM part.{t}")
+        con.commit()
+        con.execute("DETACH DATABASE part")
+    finally:
+        con.close()
+    return int(n)
+
+
+def farm_match(db_path: Path, pairs: list[tuple[str, str]], config: SfmConfig,
+               rig_verification: bool, dispatcher: Any, project_root: Path,
+               chunk_pairs: int) -> dict[str, int]:
+    """Matching and geometric verification of `pairs` on the farm (FARM.md section 3.2).
+
+    The pairs are cut into chunks of about `chunk_pairs`, never splitting the pairs of one
+    frame pair and in capture order (so an image is in few chunks); each chunk gets a database
+    with its images' features and the project's ids (:func:`_chunk_database`, written under
+    ``sfm/farm/``), the workers run :func:`match_item`, and the returned matches and two-view
+    geometries are copied into the project's database under the same pair ids. :func:`match`
+    afterwards matches any pair left (COLMAP skips pairs already matched).
+
+    Returns:
+        ``{"items", "pairs"}``: chunks run and verified-or-not pairs written.
+    """
+    from ..farm.items import WorkItem, sha256_file
+
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for a, b in pairs:
+        groups.setdefault((frame_of_image(a), frame_of_image(b)), []).append((a, b))
+    chunks: list[list[tuple[str, str]]] = []
+    for group in groups.values():
+        if not chunks or len(chunks[-1]) >= chunk_pairs:
+            chunks.append([])
+        chunks[-1].extend(group)
+    work = project_root / "sfm" / "farm"
+    work.mkdir(parents=True, exist_ok=True)
+    spec_cfg = _item_config(config)
+    items = []
+    for i, chunk in enumerate(chunks):
+        db = work / f"match-{i:03d}.db"
+        txt = work / f"match-{i:03d}.txt"
+        _chunk_database(db_path, db, {n for p in chunk for n in p})
+        txt.write_text("".join(f"{a} {b}\n" for a, b in chunk))
+        rel = {k: p.relative_to(project_root).as_posix() for k, p in (("db", db), ("pairs", txt))}
+        items.append(WorkItem(kind="match", item_id=f"match-{i:03d}",
+                              spec={**rel, "config": spec_cfg, "rig_verification": rig_verification},
+                              inputs={r: sha256_file(project_root / r) for r in rel.values()},
+                              resources={"MACHINE": 1}, cost=float(len(chunk))))  # fmt: skip
+    written = 0
+
+    def store(item: WorkItem, files: dict[str, bytes]) -> None:
+        nonlocal written
+        part = work / f"{item.item_id}.result.db"
+        part.write_bytes(files["matches.db"])
+        try:
+            written += _merge_matches(db_path, part)
+        finally:
+            part.unlink(missing_ok=True)
+            for k in ("db", "pairs"):
+                (project_root / item.spec[k]).unlink(missing_ok=True)
+
+    dispatcher.run(items, store)
+    return {"items": len(items), "pairs": written}
 
 
 def mapper_for(mapper: Mapper, has_panos: bool) -> Mapper:
@@ -1009,7 +1313,8 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
     expected = {n for f in frames for n in image_names(f, rig)}
     heal_database(db_path, expected, events)
     events.progress(0.02, "extracting SIFT features")
-    extract(db_path, images, masks, frames, rig, config, events)
+    farm_features(project, db_path, images, masks, frames, rig, config, events)
+    extract(db_path, images, masks, frames, rig, config, events)  # here: all, or the farm's gaps
     healed = heal_database(db_path, expected, events)
     if healed["images_removed"]:  # a broken write during this very extraction: redo those
         extract(db_path, images, masks, frames, rig, config, events)
@@ -1054,7 +1359,8 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
             db.clear_two_view_geometries()
     write_json_atomic(state_path, {"features": feat_key, "matching": match_key})
     events.progress(0.1, f"matching {len(ipairs)} image pairs of {len(fpairs)} frame pairs")
-    match(db_path, pairs_path, config, has_panos, events)
+    farm_matches(project, db_path, ipairs, config, has_panos, events)
+    match(db_path, pairs_path, config, has_panos, events)  # here: all, or the farm's gaps
     with pycolmap.Database.open(db_path) as db:
         _, inliers = db.read_two_view_geometry_num_inliers()
         verified = int(np.count_nonzero(np.asarray(inliers) >= config.min_num_inliers))

@@ -255,7 +255,7 @@ def file_dialog_filter() -> str:
 
 # -- the read-back check -----------------------------------------------------------------------
 def verify_readback(path: Path, fmt: str, written: Splats, *,
-                    coordinate_system: str = "ENU") -> dict[str, Any]:
+                    coordinate_system: str | None = "ENU") -> dict[str, Any]:
     """Read `path` back and compare it with the splats that were written, within the
     format's tolerance (:attr:`SplatFormat.tolerance`; see the module docstring).
 
@@ -264,8 +264,8 @@ def verify_readback(path: Path, fmt: str, written: Splats, *,
         fmt: its format (a name of :data:`REGISTRY`).
         written: the :class:`~splatstudio.splats.Splats` given to the writer.
         coordinate_system: the ``coordinate_system`` SPZ or glb_splat was written with
-            (compared in their stored RUB / glTF axes; glb_splat: float32 attributes exactly,
-            or the SPZ payload's quantisation).
+            (compared in their stored RUB / glTF axes; None: stored unconverted; glb_splat:
+            float32 attributes exactly, or the SPZ payload's quantisation).
 
     Returns:
         ``{"ok": True, "gaussians": N, "max_error": {attribute: value}}``; angles in degrees,

@@ -54,6 +54,8 @@ def test_dialog_builds_the_config_overrides(window, trained, tmp_path, qtbot):
     dlg.tiles_sh.setValue(1)
     assert dlg.glb_spz.isEnabled() and dlg.tiles_sh.isEnabled()
     dlg.spz_version.setCurrentIndex(dlg.spz_version.findData(3))
+    assert dlg.axes.currentData() == "viewer"  # the default: upright in splat viewers
+    dlg.axes.setCurrentIndex(dlg.axes.findData("enu"))
     dlg.crop.setChecked(True)
     for box, v in zip(dlg.crop_min + dlg.crop_max, (-5, -6, -1, 5, 6.5, 3), strict=True):
         box.setValue(v)
@@ -72,6 +74,8 @@ def test_dialog_builds_the_config_overrides(window, trained, tmp_path, qtbot):
         "formats": ("ply", "spz", "glb_splat", "3dtiles", "glb"),
         "output_dir": str(tmp_path / "elsewhere"),
         "name": "street",
+        "axes": "enu",
+        "source": "",
         "spz_version": 3,
         "glb_splat_spz": True,
         "tiles_sh_degree": 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,3 +90,30 @@ def test_pack_and_sort_gaussians():
     np.testing.assert_allclose(t[2, :2], [0, 9])  # cov yz, zz
     vm = np.eye(4)  # camera at the origin looking along +z
     assert back_to_front(packed.means, vm).tolist() == [1, 2, 0]
+
+
+def test_viewer_opens_an_export_upright_from_its_sidecar(qtbot, tmp_path):
+    """An exported file's sidecar states its axes: the viewer takes the file's ENU up as its up
+    and reads a viewer-axes SPZ as stored (not as the specification's RUB)."""
+    from splatstudio.geo.enu import GeoOrigin
+    from splatstudio.geo.sidecar import write_sidecar
+    from splatstudio.gui.viewer.page import ViewerPage
+    from splatstudio.splats import load_splats, save_splats
+
+    src = load_splats(Path(__file__).resolve().parents[3] / "shared" / "data" / "splats"
+                      / "donut_fused.ply")
+    origin = GeoOrigin(55.7, 13.2, 70.0)
+    page = ViewerPage()
+    qtbot.addWidget(page)
+    shown = []
+    page.gl.set_splats = lambda s, **kw: shown.append(s)
+    for name, axes, opts, up in (("a.spz", "EDN", {"coordinate_system": None}, "-Y"),
+                                 ("b.ply", "ENU", {}, "+Z"),
+                                 ("c.spz", "RUB", {"coordinate_system": "RUB"}, "+Y")):
+        save_splats(src, tmp_path / name, **opts)
+        write_sidecar(tmp_path / name, origin, axes=axes)
+        assert page.load(tmp_path / name)
+        assert page.up_combo.currentData() == up, name
+        assert np.abs(shown[-1].means - src.means).max() < 2.0**-12, name  # as stored
+    save_splats(src, tmp_path / "plain.spz")  # no sidecar: the up axis is left as it was
+    assert page.load(tmp_path / "plain.spz") and page.up_combo.currentData() == "+Y"

@@ -36,10 +36,11 @@ def _cfg(**kw) -> ExportConfig:
     return update_config(ExportConfig(), kw)
 
 
-def test_every_splat_format_sidecar_and_manifest(project):
+@pytest.mark.parametrize("axes", ["viewer", "enu"])
+def test_every_splat_format_sidecar_and_manifest(project, axes):
     events = []
     em = Emitter("export", events.append, min_interval_s=0)
-    manifest = run_export(project, _cfg(formats="ply,splat,spz,compressed_ply,sog"), em)
+    manifest = run_export(project, _cfg(formats="ply,splat,spz,compressed_ply,sog", axes=axes), em)
     out = project.root / "exports"
     src = load_splats(SPLAT)
     on_disk = json.loads((out / "manifest.json").read_text())
@@ -48,6 +49,7 @@ def test_every_splat_format_sidecar_and_manifest(project):
                                                          "sog"]  # fmt: skip
     names = {e["format"]: e["path"] for e in manifest["files"]}
     assert names["compressed_ply"] == "scene.compressed.ply"  # relative to the manifest
+    want_axes = {"viewer": {}, "enu": {"spz": "RUB"}}[axes]
     for e in manifest["files"]:
         path = out / e["path"]
         assert path.is_file() and path.stat().st_size == e["bytes"] > 0
@@ -55,18 +57,40 @@ def test_every_splat_format_sidecar_and_manifest(project):
         side = json.loads((out / e["sidecar"]).read_text())
         assert e["sidecar"] == e["path"] + ".geo.json"
         assert side["origin"] == ORIGIN.to_dict() and side["crs"] == "EPSG:4979"
-        assert side["axes"] == ("RUB" if e["format"] == "spz" else "ENU")
+        default = "EDN" if axes == "viewer" else "ENU"
+        assert side["axes"] == e["axes"] == want_axes.get(e["format"], default)
         assert np.asarray(side["enu_to_ecef"]).shape == (4, 4)
-    # the files hold the splat: the PLY exactly, the SPZ upright (ENU read back as written)
-    assert np.array_equal(load_splats(out / "scene.ply").means, src.means)
-    spz = load_splats(out / "scene.spz", coordinate_system="ENU")
-    assert np.abs(spz.means - src.means).max() < 2.0**-12
-    spz_raw = load_splats(out / "scene.spz", coordinate_system=None)  # stored RUB: y = up
-    assert np.allclose(spz_raw.means[:, 1], src.means[:, 2], atol=1e-3)
+    ply = load_splats(out / "scene.ply")
+    spz_raw = load_splats(out / "scene.spz", coordinate_system=None)  # the stored arrays
+    if axes == "viewer":  # x east, y down, z north: every file, the SPZ stored as it is
+        edn = src.means[:, [0, 2, 1]] * np.float32([1, -1, 1])
+        assert np.array_equal(ply.means, edn)
+        assert np.abs(spz_raw.means - edn).max() < 2.0**-12
+        # the sidecar's file_to_enu takes the file back to the scene
+        side = json.loads((out / "scene.ply.geo.json").read_text())
+        back = ply.means @ np.asarray(side["file_to_enu"])[:3, :3].T
+        assert np.array_equal(back.astype(np.float32), src.means)
+        # rotating the frame rotates the SH with it: the colour seen along a direction keeps
+        import torch
+
+        from splatstudio.render.sh import eval_sh
+
+        def colour(s, d):
+            coeffs = torch.from_numpy(np.concatenate([s.sh0, s.shN], 1)[:500])
+            return eval_sh(s.sh_degree, torch.from_numpy(d).expand(500, 3), coeffs).numpy()
+
+        d_enu = np.float32([[0.3, -0.5, 0.81]])
+        d_edn = d_enu[:, [0, 2, 1]] * np.float32([1, -1, 1])
+        assert src.sh_degree == 3 and np.abs(colour(src, d_enu) - colour(ply, d_edn)).max() < 1e-4
+    else:  # ENU, the SPZ in its specification's RUB (y = up)
+        assert np.array_equal(ply.means, src.means)
+        spz = load_splats(out / "scene.spz", coordinate_system="ENU")
+        assert np.abs(spz.means - src.means).max() < 2.0**-12
+        assert np.allclose(spz_raw.means[:, 1], src.means[:, 2], atol=1e-3)
     assert load_splats(out / "scene.splat").n == src.n
-    sog = load_splats(out / "scene.sog")  # Morton order, ENU like the PLY
+    sog = load_splats(out / "scene.sog")  # Morton order, the PLY's axes
     assert sog.n == src.n and sog.sh_degree == src.sh_degree
-    assert np.abs(np.sort(sog.means, axis=0) - np.sort(src.means, axis=0)).max() < 1e-3
+    assert np.abs(np.sort(sog.means, axis=0) - np.sort(ply.means, axis=0)).max() < 1e-3
     sog_check = next(e for e in manifest["files"] if e["format"] == "sog")["verified"]
     assert sog_check["max_error"]["rotation_deg"] < 1.2
     kinds = {type(ev).__name__ for ev in events}
@@ -93,7 +117,8 @@ def test_filters_apply_to_every_file(project, tmp_path):
     out = tmp_path / "elsewhere"
     ply = load_splats(out / "cropped.ply")
     assert 0 < ply.n < src.n and ply.sh_degree == 1
-    assert np.all(ply.means >= lo.astype(np.float32)) and np.all(ply.means <= hi.astype(np.float32))
+    enu = ply.means[:, [0, 2, 1]] * np.float32([1, 1, -1])  # the viewer axes (x e, y d, z n)
+    assert np.all(enu >= lo.astype(np.float32)) and np.all(enu <= hi.astype(np.float32))
     assert np.all(ply.alphas() >= 0.2)
     assert manifest["filter_report"]["output"] == ply.n
     spz = manifest["files"][1]

@@ -145,6 +145,17 @@ def test_train_gains_psnr_and_resumes_after_cancel(georef_project, tmp_path):
                  "--width", str(got.shape[1] // 2)]) == 0
     assert cv2.imread(str(png)).shape[:2] == (got.shape[0] // 2, got.shape[1] // 2)
 
+    # 5) `splatstudio render -p P --path capture -o fly.mp4`: a few frames of the walk's
+    # fly-through along its smoothed capture path, read back
+    import imageio.v2 as imageio
+
+    mp4 = tmp_path / "fly.mp4"
+    assert main(["render", "-p", str(project.root), "--path", "capture", "--frames", "4",
+                 "--width", "128", "--height", "72", "--device", "cpu", "-o", str(mp4)]) == 0
+    frames = [f for f in imageio.get_reader(str(mp4))]  # the reader has no finite len()
+    assert len(frames) == 4 and frames[0].shape == (72, 128, 3)
+    assert all(f.std() > 5 for f in frames)  # the street, not an empty frame
+
 
 def test_kill_then_resume_from_periodic_checkpoint(georef_project, tmp_path):
     import cv2
@@ -229,3 +240,30 @@ def test_split_and_preview_camera_fallback(tmp_path):
     (tmp_path / "preview_camera.json").write_text(json.dumps(
         {"viewmat": np.eye(4).tolist(), "K": np.eye(3).tolist(), "width": 64, "height": 32}))
     assert preview_camera(tmp_path, view)[2:] == (64, 32)
+
+
+def test_capture_positions_of_the_real_walk(georef_project):
+    """The viewer's capture positions (pipeline.capture_path) on the georeferenced walk: the 5
+    panoramas in capture order, about their GPS steps apart (1.05, 3.11, 3.19, 2.11 m; georef
+    RMS under 1 m), each looking level towards the next; the georef state is metric with the
+    ingest origin; a smoothed fly-through path starts at the first and ends at the last."""
+    from splatstudio.pipeline.capture_path import capture_poses, georef_state
+    from splatstudio.render.video import capture_path_viewmats
+
+    poses = capture_poses(georef_project.root)
+    frames = json.loads((georef_project.root / "reproject" / "frames.json").read_text())
+    assert [p.frame_id for p in poses] == [f["id"] for f in frames["frames"]]
+    c = np.array([p.centre for p in poses])
+    steps = np.linalg.norm(np.diff(c, axis=0), axis=1)
+    np.testing.assert_allclose(steps, [1.05, 3.11, 3.19, 2.11], atol=1.5)
+    for i, p in enumerate(poses):
+        assert abs(np.linalg.norm(p.forward) - 1) < 1e-9 and abs(p.forward[2]) < 1e-9
+        j = min(i + 1, len(poses) - 1)
+        if j != i:
+            assert p.forward @ (c[j] - c[i]) > 0.9 * np.linalg.norm((c[j] - c[i])[:2])
+    st = georef_state(georef_project.root)
+    manifest = json.loads((georef_project.root / "ingest" / "manifest.json").read_text())
+    assert st.georeferenced and st.origin.to_dict() == manifest["origin"]
+    vms = capture_path_viewmats(c, 10)
+    eyes = np.array([-v[:3, :3].T @ v[:3, 3] for v in vms])
+    np.testing.assert_allclose(eyes[[0, -1]], c[[0, -1]], atol=1e-6)

@@ -161,3 +161,69 @@ def test_splat_transform_glb_equals_ours(source, splat_transform, tmp_path):
     back = load_splats(theirs_path)  # our reader on their writer: the source PLY again
     assert np.abs(back.means - source.means).max() <= 1e-6
     assert np.abs(back.shN - source.shN).max() <= 1e-6
+
+
+# --------------------------------------------------------------------------- upright in viewers
+def _marker_scene():
+    """Four clusters of 64 gaussians in ENU metres: white at the origin, red 6 m east, green
+    6 m north, blue 6 m up (SH degree 1, so the files carry rotated SH too)."""
+    from splatstudio.splats.model import Splats
+
+    rng = np.random.default_rng(3)
+    centres = {"origin": (0, 0, 0), "east": (6, 0, 0), "north": (0, 6, 0), "up": (0, 0, 6)}
+    rgb = {"origin": (1, 1, 1), "east": (1, 0, 0), "north": (0, 1, 0), "up": (0, 0, 1)}
+    means, cols = [], []
+    for name, c in centres.items():
+        means.append(np.float32(c) + rng.normal(0, 0.2, (64, 3)).astype(np.float32))
+        cols.append(np.repeat(np.float32([rgb[name]]), 64, 0))
+    n = 4 * 64
+    return Splats(
+        means=np.concatenate(means), quats=np.tile(np.float32([1, 0, 0, 0]), (n, 1)),
+        scales=np.full((n, 3), np.log(0.05), np.float32), opacities=np.full(n, 3.0, np.float32),
+        sh0=((np.concatenate(cols) - 0.5) / SH_C0)[:, None, :].astype(np.float32),
+        shN=rng.normal(0, 0.05, (n, 3, 3)).astype(np.float32),
+    )  # fmt: skip
+
+
+def _playcanvas_world(theirs) -> dict[str, np.ndarray]:
+    """Cluster centres as SuperSplat / the PlayCanvas viewer place them: a PLY-convention file
+    (splat-transform's output) under their ``Transform.PLY``, 180 degrees about z (world y up)."""
+    world = theirs.means.astype(np.float64) * [-1.0, -1.0, 1.0]
+    col = np.clip(_colour(theirs), 0, 1)
+    pick = {"origin": col.min(1) > 0.7, "east": (col[:, 0] > 0.7) & (col[:, 1] < 0.3),
+            "north": (col[:, 1] > 0.7) & (col[:, 0] < 0.3), "up": (col[:, 2] > 0.7) & (col[:, 0] < 0.3)}
+    assert all(m.sum() == 64 for m in pick.values()), {k: int(m.sum()) for k, m in pick.items()}
+    return {k: world[m].mean(0) for k, m in pick.items()}
+
+
+@pytest.mark.parametrize("axes", ["viewer", "enu"])
+def test_exports_open_upright_in_supersplat(axes, splat_transform, tmp_path):
+    """The export stage's files as splat-transform reads them and SuperSplat/PlayCanvas shows
+    them: with ``axes = viewer`` ENU up is the viewer's up (+y) and the map is a rotation (no
+    mirror image); with ``enu`` the scene lies on its side (up along the viewer's z) and the
+    spec-conforming RUB SPZ is upside down (what the default avoids)."""
+    from helpers import tiny_project
+
+    from splatstudio.config import ExportConfig, update_config
+    from splatstudio.events import null_emitter
+    from splatstudio.pipeline.export import run_export
+
+    scene = tmp_path / "scene.ply"
+    save_splats(_marker_scene(), scene)
+    project = tiny_project.splat_project(tmp_path / "proj", scene)
+    fmts = ["ply", "splat", "spz", "compressed_ply", "sog"]
+    cfg = update_config(ExportConfig(), {"formats": ",".join(fmts), "axes": axes})
+    manifest = run_export(project, cfg, null_emitter("export"))
+    for entry in manifest["files"]:
+        out = tmp_path / f"{entry['format']}.ply"
+        splat_transform(project.root / "exports" / entry["path"], out)
+        c = _playcanvas_world(load_splats(out, format="ply"))
+        axes_seen = np.stack([c[k] - c["origin"] for k in ("east", "north", "up")], 1) / 6.0
+        if axes == "viewer":  # shown as (west, up, north): upright
+            want = [[-1, 0, 0], [0, 0, 1], [0, 1, 0]]
+        elif entry["format"] == "spz":  # the spec's RUB read as PLY axes: upside down
+            want = [[-1, 0, 0], [0, 0, -1], [0, -1, 0]]
+        else:  # ENU read as PLY axes: on its side, up along the viewer's z
+            want = [[-1, 0, 0], [0, -1, 0], [0, 0, 1]]
+        assert np.abs(axes_seen - want).max() < 0.05, (entry["format"], axes_seen.round(2))
+        assert np.linalg.det(axes_seen) > 0.9  # a rotation, not a mirror image

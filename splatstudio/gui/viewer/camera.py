@@ -99,6 +99,26 @@ class OrbitCamera:
         self.distance = 1.1 * r / math.sin(math.radians(self.fov_deg) / 2)
         self.near = max(1e-4 * self.distance, 1e-6)
 
+    def look_from(self, eye: np.ndarray, forward: np.ndarray, distance: float) -> None:
+        """Stand at `eye` ``[3]`` (world units) looking along `forward` ``[3]`` (any length,
+        not parallel to `up`): the orbit target goes `distance` ahead, so orbiting turns
+        about a point in front of the viewer. Pitch is clamped to +-89 degrees."""
+        f = np.asarray(forward, dtype=np.float64)
+        f = f / np.linalg.norm(f)
+        d = -f  # eye = target + distance * d
+        h1, h2 = horizontal_basis(self.up)
+        self.pitch_deg = float(np.clip(math.degrees(math.asin(np.clip(d @ self.up, -1, 1))),
+                                       -89.0, 89.0))
+        self.yaw_deg = math.degrees(math.atan2(float(d @ h2), float(d @ h1))) % 360.0
+        self.distance = max(float(distance), 1e-4)
+        self.target = np.asarray(eye, dtype=np.float64) - self.distance * self._dir()
+        self.near = max(0.01 * self.distance, 1e-6)
+
+    def _dir(self) -> np.ndarray:
+        h1, h2 = horizontal_basis(self.up)
+        y, p = math.radians(self.yaw_deg), math.radians(self.pitch_deg)
+        return math.cos(p) * (math.cos(y) * h1 + math.sin(y) * h2) + math.sin(p) * self.up
+
     def set_up(self, up: tuple[float, float, float] | np.ndarray) -> None:
         """Change the world up axis (keeps target and distance)."""
         u = np.asarray(up, dtype=np.float64)

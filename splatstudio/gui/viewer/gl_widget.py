@@ -101,6 +101,8 @@ class SplatGLWidget(QOpenGLWidget):
         self.setMinimumSize(320, 240)
         self.camera = OrbitCamera()
         self.packed: PackedGaussians | None = None
+        #: the scene shown (as loaded; the workbench's edits never modify it)
+        self.splats: Splats | None = None
         self.gl_info: dict[str, str] = {}
         self.error: str | None = None
         self.sort_count = 0
@@ -124,11 +126,22 @@ class SplatGLWidget(QOpenGLWidget):
         self._sorted_fwd: np.ndarray | None = None
         self._mouse: QPointF | None = None
         self._home: tuple[np.ndarray, float] | None = None
+        #: [N] bool, the gaussians drawn (None: all); see set_edit_state
+        self.alive: np.ndarray | None = None
+        self._draw_n = 0
+        self._base_dirty = False
+        #: the active tool of the viewer's workbench (gui.viewer.tools), or None: it gets the
+        #: left-button presses, moves and releases (``press(pos) -> bool``, ``move(pos)``,
+        #: ``release(pos)``, positions in widget pixels) before orbiting does
+        self.mouse_tool = None
+        self._tool_drag = False
 
     # -- data ---------------------------------------------------------------------------
     def set_splats(self, splats: Splats, *, frame: bool = True) -> None:
         """Show `splats` (replacing what was shown); frame the camera on them."""
         self.packed = pack_gaussians(splats)
+        self.splats = splats
+        self.alive = None
         self._sh_unavailable = False
         self._upload_pending = True
         self._order = None
@@ -138,6 +151,30 @@ class SplatGLWidget(QOpenGLWidget):
             self.reset_view()
         self.loaded.emit(self.packed.n)
         self.update()
+
+    def set_edit_state(self, alive: np.ndarray | None, selected: np.ndarray | None) -> None:
+        """Draw only the `alive` gaussians (``[N] bool``, None = all) and tint the `selected`
+        ones (``[N] bool`` or None) orange: the selected flag goes into the spare channel of
+        the base texture (texel 3, w), re-uploaded before the next frame; the alive mask
+        filters the back-to-front index buffer (re-sorted before the next frame)."""
+        if self.packed is None:
+            return
+        n = self.packed.n
+        flags = self.packed.texture.reshape(-1, 4, 4)[:n, 3, 3]
+        flags[:] = 0.0 if selected is None else np.asarray(selected, dtype=np.float32)
+        self.alive = None if alive is None else np.asarray(alive, dtype=bool)
+        self._base_dirty = True
+        self._sorted_eye = None
+        self.update()
+
+    def view_camera(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """``(viewmat [4, 4] world-to-camera OpenCV, K [3, 3], width, height)`` of the view
+        in widget (logical) pixels, the frame of mouse positions; principal point at the
+        centre, as the shader projects."""
+        w, h = max(1, self.width()), max(1, self.height())
+        f = self.camera.focal(h)
+        K = np.array([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]])
+        return self.camera.viewmat(), K, w, h
 
     def load(self, path: str | Path) -> int:
         """Load a .ply / .compressed.ply / .splat / .spz / .sog / splat .glb file and show it
@@ -291,6 +328,9 @@ class SplatGLWidget(QOpenGLWidget):
             if not turned and not moved:
                 return
         order = back_to_front(self.packed.means, viewmat)
+        if self.alive is not None and len(self.alive) == len(order):
+            order = np.ascontiguousarray(order[self.alive[order]])
+        self._draw_n = len(order)
         GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._index_vbo)
         GL.glBufferSubData(GL.GL_ARRAY_BUFFER, 0, order.nbytes, order)
         self._order = order
@@ -305,6 +345,12 @@ class SplatGLWidget(QOpenGLWidget):
             return
         if self._upload_pending:
             self._upload()
+        elif self._base_dirty:
+            tex = self.packed.texture
+            GL.glBindTexture(GL.GL_TEXTURE_2D, self._tex)
+            GL.glTexSubImage2D(GL.GL_TEXTURE_2D, 0, 0, 0, tex.shape[1], tex.shape[0],
+                               GL.GL_RGBA, GL.GL_FLOAT, np.ascontiguousarray(tex))
+        self._base_dirty = False
         dpr = self.devicePixelRatioF()
         w, h = max(1, round(self.width() * dpr)), max(1, round(self.height() * dpr))
         viewmat = self.camera.viewmat()
@@ -336,7 +382,8 @@ class SplatGLWidget(QOpenGLWidget):
         eye = -viewmat[:3, :3].T @ viewmat[:3, 3]
         GL.glUniform3f(u["u_cam_pos"], *(float(v) for v in eye))
         GL.glBindVertexArray(self._vao)
-        GL.glDrawArraysInstanced(GL.GL_TRIANGLE_STRIP, 0, 4, self.packed.n)
+        if self._draw_n:
+            GL.glDrawArraysInstanced(GL.GL_TRIANGLE_STRIP, 0, 4, self._draw_n)
         GL.glBindVertexArray(0)
         GL.glUseProgram(0)
         GL.glActiveTexture(GL.GL_TEXTURE0)
@@ -348,13 +395,25 @@ class SplatGLWidget(QOpenGLWidget):
 
     # -- interaction --------------------------------------------------------------------
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
-        self._mouse = event.position()
         self.setFocus()
+        tool = self.mouse_tool
+        if (tool is not None and event.button() == Qt.MouseButton.LeftButton
+                and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier
+                and tool.press(event.position())):
+            self._tool_drag = True
+            return
+        self._mouse = event.position()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        if self._tool_drag and self.mouse_tool is not None:
+            self.mouse_tool.release(event.position())
+        self._tool_drag = False
         self._mouse = None
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        if self._tool_drag and self.mouse_tool is not None:
+            self.mouse_tool.move(event.position())
+            return
         if self._mouse is None:
             return
         self._mouse, dx, dy, pan, orbit = drag_step(event, self._mouse)

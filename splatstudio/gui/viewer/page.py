@@ -31,7 +31,9 @@ def is_splat_file(path: Path) -> bool:
 
 
 class ViewerPage(QWidget):
-    """Open a splat file (button, menu or drag and drop) and orbit it.
+    """Open a splat file (button, menu or drag and drop) and orbit it; the workbench panel
+    (:class:`~.tools.WorkbenchPanel`) beside the view jumps between a project's capture
+    positions, selects, deletes, undoes, measures and renders fly-through videos.
 
     The tool bar's ``sh_combo`` caps the spherical-harmonic degree drawn ("SH ≤ 3" .. "SH ≤ 0",
     0 = base colour only; the H key cycles it); the status line shows the file's own degree.
@@ -69,7 +71,8 @@ class ViewerPage(QWidget):
         self.fps_label.setObjectName("muted")
         help_label = QLabel(
             "left drag: orbit · right drag / shift+left: pan · wheel: zoom · "
-            "W A S D Q E: fly · F: frame · R: reset · H: SH degree"
+            "W A S D Q E: fly · F: frame · R: reset · H: SH degree · "
+            "Del: delete selection · Ctrl+Z / Ctrl+Shift+Z: undo / redo"
         )
         help_label.setObjectName("muted")
         bar = QHBoxLayout()
@@ -79,9 +82,15 @@ class ViewerPage(QWidget):
         bar.addWidget(self.sh_combo)
         bar.addWidget(self.info, 1)
         bar.addWidget(self.fps_label)
+        from .tools import WorkbenchPanel
+
+        self.workbench = WorkbenchPanel(self)
+        body = QHBoxLayout()
+        body.addWidget(self.gl, 1)
+        body.addWidget(self.workbench)
         lay = QVBoxLayout(self)
         lay.addLayout(bar)
-        lay.addWidget(self.gl, 1)
+        lay.addLayout(body, 1)
         lay.addWidget(help_label)
 
         self.open_button.clicked.connect(self.open_dialog)
@@ -117,9 +126,22 @@ class ViewerPage(QWidget):
 
     def load(self, path: Path) -> bool:
         """Load and show `path`; a bad file shows its message instead (returns False)."""
+        from ...geo.sidecar import file_up, read_axes
+        from ...splats.io import detect_format, load_splats
+
         path = Path(path)
         try:
-            n = self.gl.load(path)
+            # a SplatStudio export states its axes in its sidecar: its SPZ is then read as
+            # stored (the sidecar's axes) and the view's up is the file's ENU up
+            axes = read_axes(path)
+            raw = axes is not None and detect_format(path) == "spz"
+            splats = load_splats(path, **({"coordinate_system": None} if raw else {}))
+            self.gl.set_splats(splats)
+            n = splats.n
+            if axes is not None:
+                name = next((k for k, v in UP_AXES.items() if v == file_up(axes)), None)
+                if name is not None:
+                    self.up_combo.setCurrentIndex(self.up_combo.findData(name))
         except (OSError, ValueError) as e:
             self.info.setText(f"Cannot open {path.name}: {e}")
             self.loadFailed.emit(str(e))
@@ -127,6 +149,7 @@ class ViewerPage(QWidget):
         self.path = path
         deg = self.gl.packed.sh_degree if self.gl.packed is not None else 0
         self.info.setText(f"{path.name}: {n:,} gaussians · SH degree {deg}")
+        self.workbench.on_loaded(path)
         self.fileLoaded.emit(str(path))
         return True
 

@@ -7,7 +7,7 @@
 // Camera frame: OpenCV (x right, y down, z forward), u_view is world-to-camera.
 // Per-gaussian data lives in an RGBA32F texture, 4 texels per gaussian, 1024 gaussians per
 // row: t0 = (mean xyz, opacity), t1 = (cov xx, xy, xz, yy), t2 = (cov yz, zz, -, -),
-// t3 = (DC colour 0.5 + SH_C0 * sh0, -). The instanced attribute a_index gives the gaussian
+// t3 = (DC colour 0.5 + SH_C0 * sh0, selected flag: 1 tints it orange). The instanced attribute a_index gives the gaussian
 // drawn by this instance, so a back-to-front sort only re-uploads the index buffer.
 //
 // View-dependent colour: spherical harmonics of bands 1..u_sh_degree are evaluated along the
@@ -152,5 +152,6 @@ void main() {
         float len = length(dir);
         rgb += sh_bands(i, len > 0.0 ? dir / len : vec3(0.0), u_sh_degree);
     }
+    if (t3.w > 0.5) rgb = mix(max(rgb, vec3(0.0)), vec3(1.0, 0.35, 0.05), 0.7);  // selected
     v_color = vec4(max(rgb, vec3(0.0)), opacity);
 }
