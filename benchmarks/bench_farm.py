@@ -41,6 +41,7 @@ def main() -> int:
     from splatstudio.farm.dispatch import Dispatcher
     from splatstudio.farm.host import FarmHost
     from splatstudio.pipeline import sfm
+    from splatstudio.pipeline.artifacts import read_frames
     from splatstudio.pipeline.runner import PipelineRunner
     from splatstudio.project import Project
 
@@ -51,7 +52,8 @@ def main() -> int:
         cfg.sfm = update_config(cfg.sfm, {"num_threads": 1})
         project = Project.create(tmp / "proj", DATA / "panos" / "geovisio-gopromax-2048", cfg)
         assert PipelineRunner(project).run(until="reproject").ok
-        frames, rig = sfm.load_inputs(project)
+        inputs = read_frames(project.root)
+        frames, rig = inputs.frames, inputs.rig
         config = project.config.sfm
         images, masks = sfm.prepare_images(project, frames, rig, config.ownership_mask)
         pairs = sfm.image_pairs(frames, rig, sfm.frame_pairs(frames))

@@ -14,7 +14,8 @@ alpha-weighted mean depth).
 
 Coordinates: world units of the splat; metric -- metres, ENU about the project origin -- only
 for a georeferenced project (:func:`splatstudio.pipeline.capture_path.georef_state`), which
-the caller decides; :func:`wgs84_of` converts ENU to WGS84 with :mod:`splatstudio.geo.enu`.
+the caller decides, and converts ENU to WGS84 with :func:`splatstudio.geo.enu.enu_to_geodetic`
+(this module stays below :mod:`splatstudio.geo` in the layers).
 
 No Qt, no torch.
 """
@@ -25,10 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geo.enu import GeoOrigin, enu_to_geodetic
 from .model import Splats, quat_to_rotation, sigmoid
 
-__all__ = ["Measurement", "measure", "pick_ray", "pixel_ray", "wgs84_of"]
+__all__ = ["Measurement", "measure", "pick_ray", "pixel_ray"]
 
 #: Contributions below this opacity are skipped, as in the rasterizers.
 MIN_ALPHA = 1.0 / 255.0
@@ -123,12 +123,6 @@ def pick_ray(
     acc = 1.0 - np.cumprod(1.0 - alpha)
     k = int(np.searchsorted(acc, threshold))
     return float(t_star[k]) if k < len(acc) else None
-
-
-def wgs84_of(enu_m: np.ndarray, origin: GeoOrigin) -> np.ndarray:
-    """``[3]`` (latitude deg, longitude deg, ellipsoidal height m, EPSG:4979) of an ENU point
-    ``[3]`` (metres about `origin`)."""
-    return np.asarray(enu_to_geodetic(np.asarray(enu_m, dtype=np.float64), origin), np.float64)
 
 
 @dataclass(frozen=True)

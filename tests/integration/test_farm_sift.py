@@ -27,6 +27,7 @@ from splatstudio.farm.dispatch import Dispatcher  # noqa: E402
 from splatstudio.farm.host import FarmHost  # noqa: E402
 from splatstudio.lifeline import kill_process_tree  # noqa: E402
 from splatstudio.pipeline import sfm  # noqa: E402
+from splatstudio.pipeline.artifacts import read_frames  # noqa: E402
 from splatstudio.pipeline.runner import PipelineRunner  # noqa: E402
 from splatstudio.project import Project  # noqa: E402
 
@@ -59,7 +60,8 @@ def walk(tmp_path_factory, panos_2048):
         shutil.copy(p, src / p.name)
     project = Project.create(tmp / "proj", src, ProjectConfig.from_preset("test"))
     assert PipelineRunner(project).run(until="reproject").ok
-    frames, rig = sfm.load_inputs(project)
+    inputs = read_frames(project.root)
+    frames, rig = inputs.frames, inputs.rig
     config = project.config.sfm
     images, masks = sfm.prepare_images(project, frames, rig, config.ownership_mask)
     local = tmp / "local.db"

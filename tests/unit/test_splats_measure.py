@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from helpers.room import room
 
-from splatstudio.geo.enu import GeoOrigin, geodetic_to_enu
+from splatstudio.geo.enu import GeoOrigin, enu_to_geodetic, geodetic_to_enu
 from splatstudio.render.camera import intrinsics_from_fov, look_at
 from splatstudio.splats.edit import project_points
-from splatstudio.splats.measure import measure, pick_ray, pixel_ray, wgs84_of
+from splatstudio.splats.measure import measure, pick_ray, pixel_ray
 from splatstudio.splats.model import Splats, logit
 
 
@@ -65,10 +65,10 @@ def test_pick_sees_through_a_faint_floater_and_misses_the_sky():
     assert pick_ray(s, o, np.array([0.0, 0.0, 1.0])) is None  # straight up: nothing
 
 
-def test_wgs84_of_round_trips_through_enu():
+def test_wgs84_of_a_measured_point_round_trips_through_enu():
     origin = GeoOrigin(49.00689, 1.91919, 92.86)
     p = np.array([12.5, -3.0, 1.75])
-    lat, lon, h = wgs84_of(p, origin)
+    lat, lon, h = enu_to_geodetic(p, origin)  # what the measure panel shows
     np.testing.assert_allclose(geodetic_to_enu(lat, lon, h, origin), p, atol=1e-6)
     assert abs(lat - origin.lat_deg) < 1e-3 and abs(h - origin.h_m - 1.75) < 0.01
     with pytest.raises(ValueError, match="up"):

@@ -45,8 +45,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...geo.enu import enu_to_geodetic
 from ...splats import edit
-from ...splats.measure import measure, pick_ray, pixel_ray, wgs84_of
+from ...splats.measure import measure, pick_ray, pixel_ray
 
 #: Names of the mouse tools, in the order of their buttons.
 TOOLS = ("orbit", "rect", "brush", "sphere", "measure")
@@ -557,7 +558,7 @@ class WorkbenchPanel(QWidget):
         lines = []
         for name, pt in zip("AB", self.measure_points, strict=False):
             if self.metric:
-                lat, lon, h = wgs84_of(pt, self.georef.origin)
+                lat, lon, h = enu_to_geodetic(np.asarray(pt, np.float64), self.georef.origin)
                 lines.append(f"{name}: ENU ({pt[0]:.2f}, {pt[1]:.2f}, {pt[2]:.2f}) m\n"
                              f"    WGS84 {lat:.7f}°, {lon:.7f}°, h {h:.2f} m")
             else:
