@@ -30,7 +30,8 @@ class Output:
 
     Attributes:
         stage: the stage that writes it (``train/pause`` and ``train/preview_camera.json`` are
-            written by the user or the GUI for the train stage to read: stage ``train``).
+            written by the user or the GUI for the train stage to read: stage ``train``;
+            ``viewer``: saved by the viewer's workbench, read by the export stage).
         rel: its path relative to the project folder (POSIX; ``<id>``-style parts name a
             pattern, see :attr:`pattern`).
         what: one line on its content, as the README says it.
@@ -73,6 +74,8 @@ SFM_STATE = Output("sfm", "sfm/state.json", "what the features and matches were 
 SFM_PAIRS = Output("sfm", "sfm/pairs.txt", "the image pairs matched")
 SFM_REPORT = Output("sfm", "sfm/sfm.json", "mapper, registered images, points, timings")
 SFM_MODEL = Output("sfm", "sfm/sparse", "COLMAP binary model in the SfM frame")
+SFM_FARM = Output("sfm", "sfm/farm", "with a farm: sift.items.json, matching.items.json (per "
+                  "item: state, peer, seconds, bytes, SHA-256 of each output)")
 # -- georef ------------------------------------------------------------------------------------
 GEOREF_MODEL = Output("georef", "georef/sparse", "COLMAP binary model in ENU metres")
 GEOREF_TEXT = Output("georef", "georef/sparse_text", "the same model as COLMAP text")
@@ -93,6 +96,10 @@ TRAIN_PAUSE = Output("train", "train/pause", "created by the user or the GUI: pa
 EXPORT_DIR = Output("export", "exports", "the export stage's default folder")
 EXPORT_MANIFEST = Output("export", "exports/manifest.json",
                          "the files written, their sizes, formats and checks")
+# written by the viewer's workbench (pipeline/versions.py) for the export stage (export.source)
+EDITS = Output("viewer", "edits/vNNN.ply", "edited versions saved from the viewer")
+EDITS_INDEX = Output("viewer", "edits/versions.json",
+                     "the edited versions: name, file, source, gaussians")
 
 OUTPUTS: tuple[Output, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, Output))
 """Every declared output, in stage order."""

@@ -21,16 +21,17 @@ from typing import Any
 
 from ..errors import ConfigError, InputError
 from ..project import now_iso, read_json, write_json_atomic
+from .artifacts import EDITS_INDEX, TRAIN_SPLAT
 
 __all__ = ["EDITS_DIR", "TRAINED", "list_versions", "resolve_source", "save_version"]
 
-EDITS_DIR = "edits"
-TRAINED = "train/splat.ply"
+EDITS_DIR = Path(EDITS_INDEX.rel).parent.as_posix()  # declared in pipeline/artifacts.py
+TRAINED = TRAIN_SPLAT.rel
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _index(root: Path) -> Path:
-    return root / EDITS_DIR / "versions.json"
+    return EDITS_INDEX.path(root)
 
 
 def list_versions(project_root: str | Path) -> list[dict[str, Any]]:
