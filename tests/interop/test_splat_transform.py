@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splatstudio.pipeline.export import _chunk_range
+from splatstudio.splats.formats import _chunk_range
 from splatstudio.splats import load_splats, save_splats
 from splatstudio.splats.compressed_ply import morton_order
 from splatstudio.splats.gltf import _read_accessor, parse_glb
