@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 from _common import DATA
 
 JITTER = 0.01

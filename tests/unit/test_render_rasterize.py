@@ -377,8 +377,12 @@ def test_viewmat_gradient_matches_reference():
     assert rel(v1.grad, v2.grad) < F32_GRAD
 
 
-def test_tiling_parameters_do_not_change_result():
-    (means, quats, scales, opac, colors, vm, K), _ = make_scene(13, n=300, dense=True)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, F32_IMG), (torch.float64, F64_IMG)])
+def test_tiling_parameters_do_not_change_result(dtype, tol):
+    # sigma is evaluated as a polynomial in tile-centred pixel coordinates, so the tile size
+    # changes the float rounding (float32: ~1e-5 on tiles of 32 px), never more
+    (means, quats, scales, opac, colors, vm, K), _ = make_scene(13, n=300, dense=True,
+                                                                dtype=dtype)
     W, H = 70, 45
     args = (means, quats, scales, opac, colors, vm[None], K[None], W, H)
     base, base_a, info0 = rasterize(*args)
@@ -389,8 +393,8 @@ def test_tiling_parameters_do_not_change_result():
         dict(tile_size=16, chunk_size=3, max_pairs=16 * 16 * 3, max_isects=300),
     ):
         img, alp, info = rasterize(*args, **kw)
-        assert float((img - base).abs().max()) < 1e-6, kw
-        assert float((alp - base_a).abs().max()) < 1e-6, kw
+        assert float((img - base).abs().max()) < tol, kw
+        assert float((alp - base_a).abs().max()) < tol, kw
         st = info["cpu_stats"]
         assert st["max_block_pairs"] <= max(kw.get("max_pairs", 1 << 18),
                                             kw.get("tile_size", 16) ** 2)  # fmt: skip
