@@ -10,7 +10,10 @@ default spin makes both crawl) and all cores, **interleaved**: for each count Sp
 same machine load. Time per step = (wall(long) - wall(short)) / (long - short), which cancels
 start-up; start-up = wall(short) - short x time per step (process start, imports, image
 loading, initialisation; each trainer also writes its PLY at the end, inside the wall time).
-The 1-minute load average before and after every run is recorded.
+The same is computed from the CPU seconds (user + system) of each process (``*_cpu_*``; our
+untimed evaluation excluded): on a shared, loaded machine wall time swings with the other
+jobs while CPU time measures the work, so both are reported. The 1-minute load average
+before and after every run is recorded.
 
 Also recorded:
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -73,8 +77,10 @@ t1 = time.time()
 t.train(A["steps"])
 save_splats(to_splats(t.splats), A["out"])
 t2 = time.time()
+c2 = time.process_time()
 ev = t.evaluate()
 print(json.dumps({"t_start": t0, "t_ready": t1, "t_end": t2, "psnr": ev["psnr"],
+                  "eval_cpu_s": time.process_time() - c2,
                   "ssim": ev["ssim"], "gaussians": len(t.splats["means"])}))
 """
 
@@ -83,12 +89,19 @@ def load1() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def children_cpu_s() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_ours(src: Path, project: Path, points: Path, steps: int, out: Path) -> dict:
     """Wall seconds of a fresh SplatStudio training process of `steps` steps (from `src`)."""
     args = {"src": str(src), "bench": str(Path(__file__).resolve().parent),
             "project": str(project), "points": str(points), "steps": steps, "out": str(out)}
     env = {**os.environ, **ENV, "PYTHONPATH": str(src)}
     l0 = load1()
+    c0 = children_cpu_s()
     t0 = time.time()
     r = subprocess.run([sys.executable, "-c", WORKER, json.dumps(args)], env=env,
                        capture_output=True, text=True)
@@ -96,6 +109,7 @@ def run_ours(src: Path, project: Path, points: Path, steps: int, out: Path) -> d
         raise SystemExit(f"our trainer failed:\n{r.stderr[-3000:]}")
     res = json.loads(r.stdout.strip().splitlines()[-1])
     return {"steps": steps, "wall_s": round(res["t_end"] - t0, 3),
+            "cpu_s": round(children_cpu_s() - c0 - res["eval_cpu_s"], 3),
             "ready_s": round(res["t_ready"] - t0, 3), "psnr": round(res["psnr"], 4),
             "ssim": round(res["ssim"], 5), "load_before": l0, "load_after": load1()}
 
@@ -104,28 +118,31 @@ def run_opensplat(binary: Path, data: Path, steps: int, out: Path) -> dict:
     """Wall seconds of an OpenSplat CPU training process of `steps` steps."""
     env = {**os.environ, **ENV}
     l0 = load1()
+    c0 = children_cpu_s()
     t0 = time.time()
     r = subprocess.run([str(binary), str(data), "--cpu", "-n", str(steps), "-o", str(out)],
                        env=env, capture_output=True, text=True, cwd=out.parent)
     wall = time.time() - t0
     if r.returncode:
         raise SystemExit(f"OpenSplat failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-    return {"steps": steps, "wall_s": round(wall, 3), "load_before": l0, "load_after": load1()}
+    return {"steps": steps, "wall_s": round(wall, 3), "cpu_s": round(children_cpu_s() - c0, 3),
+            "load_before": l0, "load_after": load1()}
 
 
-def per_step(short: dict, long: dict) -> tuple[float, float]:
-    """(seconds per step, start-up seconds) from a short and a long run."""
-    s = (long["wall_s"] - short["wall_s"]) / (long["steps"] - short["steps"])
-    return round(s, 4), round(short["wall_s"] - short["steps"] * s, 3)
+def per_step(short: dict, long: dict, key: str = "wall_s") -> tuple[float, float]:
+    """(seconds per step, start-up seconds) of `key` (wall_s or cpu_s) from a short and a
+    long run."""
+    s = (long[key] - short[key]) / (long["steps"] - short["steps"])
+    return round(s, 4), round(short[key] - short["steps"] * s, 3)
 
 
 def profile(project: Path, n: int, steps: int) -> dict:
     """In-process phase profile of our step at `n` Gaussians (seconds per step)."""
     import numpy as np
     import torch
-
     from _cpu_workload import initial_points, load_views
     from _step_profile import profile_steps, ssim_cost
+
     from splatstudio.train.trainer import Trainer, TrainerConfig
 
     torch.manual_seed(0)
@@ -202,15 +219,20 @@ def main() -> None:
             r = row["runs"][who]
             if len(r) == 2:
                 row[f"{who}_s_per_step"], row[f"{who}_startup_s"] = per_step(*r)
+                row[f"{who}_cpu_s_per_step"], row[f"{who}_startup_cpu_s"] = per_step(*r, "cpu_s")
         if have_os:
             row["ratio_ours_to_opensplat"] = round(
                 row["ours_s_per_step"] / row["opensplat_s_per_step"], 3)
+            row["ratio_ours_to_opensplat_cpu"] = round(
+                row["ours_cpu_s_per_step"] / row["opensplat_cpu_s_per_step"], 3)
             row["startup_diff_s"] = round(row["ours_startup_s"] - row["opensplat_startup_s"], 3)
         row["psnr_ours"] = row["runs"]["ours"][-1]["psnr"]
         if args.baseline_src:
             row["psnr_baseline"] = row["runs"]["baseline"][-1]["psnr"]
             row["speedup_vs_baseline"] = round(
                 row["baseline_s_per_step"] / row["ours_s_per_step"], 3)
+            row["speedup_vs_baseline_cpu"] = round(
+                row["baseline_cpu_s_per_step"] / row["ours_cpu_s_per_step"], 3)
         if not args.skip_profile:
             row["profile"] = profile(project, n, args.profile_steps)
         print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
