@@ -20,6 +20,10 @@ model of 3D Gaussian Splatting (Kerbl et al. 2023) with EWA splatting (Zwicker e
    "StopThePop", Sec. B.2, as used by gsplat), ``radius_clip`` and the image-bounds test.
    Pixels outside that box always have ``alpha < 1/255`` so tile binning does not change
    the result, which is why a brute-force per-pixel evaluation reproduces it exactly.
+   Gaussians that a conservative bound puts outside the image are dropped before any
+   differentiable work (:func:`_project_camera`), and the tiles of a box that the
+   ``alpha >= 1/255`` ellipse misses are dropped before compositing (:func:`_tile_hits`,
+   gsplat's exact ellipse-tile test): neither changes the result.
 3. **Rasterisation**: gsplat's tile binning (``tile_size`` px tiles, per-tile lists sorted
    front to back by camera-space z, ties by Gaussian index) and per-pixel front-to-back
    compositing at pixel centres ``(col + 0.5, row + 0.5)``:
@@ -173,7 +177,8 @@ class _Projected:
 
 def _project_camera(
     means: Tensor,
-    rs: Tensor,
+    quats: Tensor,
+    scales: Tensor,
     opacities: Tensor,
     viewmat: Tensor,
     K: Tensor,
@@ -185,18 +190,20 @@ def _project_camera(
     radius_clip: float,
     antialiased: bool,
 ) -> _Projected:
-    """EWA projection + gsplat culling for one camera (``rs`` = R * s, ``[N, 3, 3]``)."""
+    """EWA projection + gsplat culling for one camera.
+
+    Before any differentiable work, Gaussians whose bounding box cannot touch the image
+    are dropped with a conservative bound (no autograd): with ``J`` the projection
+    Jacobian (its ``x/z, y/z`` clamped as below) and ``s`` the largest scale,
+    ``cov2d <= |J|_F^2 s^2 + eps2d``, so no radius exceeds
+    ``3.33 sqrt(|J|_F^2 s^2 + eps2d) + 1`` px; a mean projected farther than that outside
+    the image is culled by gsplat's image-bounds test anyway. Only the rest get their
+    rotation, covariance and conic (on a training view of a large scene most Gaussians
+    are outside the view frustum)."""
     Rw = viewmat[:3, :3]
     tw = viewmat[:3, 3]
     means_c = torch.addmm(tw, means, Rw.T)  # [N, 3]
     depths_all = means_c[:, 2]
-    with torch.no_grad():
-        zd = depths_all.detach()
-        idx = torch.nonzero((zd >= near_plane) & (zd <= far_plane)).squeeze(1)
-    mc = means_c[idx]
-    x, y, z = mc.unbind(-1)
-    # camera-space rotation-scale: W @ R @ S
-    wm = torch.einsum("ij,njk->nik", Rw, rs[idx])  # [V, 3, 3]
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     tan_fovx = 0.5 * width / fx
     tan_fovy = 0.5 * height / fy
@@ -204,6 +211,28 @@ def _project_camera(
     lim_x_neg = cx / fx + 0.3 * tan_fovx
     lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
     lim_y_neg = cy / fy + 0.3 * tan_fovy
+    with torch.no_grad():
+        mcd = means_c.detach()
+        zd = mcd[:, 2]
+        front = (zd >= near_plane) & (zd <= far_plane)
+        zs = torch.where(front, zd, 1.0)
+        u = mcd[:, 0] / zs
+        v = mcd[:, 1] / zs
+        ku, kv = float(fx), float(fy)
+        lx = torch.clamp(u, min=-float(lim_x_neg), max=float(lim_x_pos))
+        ly = torch.clamp(v, min=-float(lim_y_neg), max=float(lim_y_pos))
+        jf2 = ((ku * ku) * (1.0 + lx * lx) + (kv * kv) * (1.0 + ly * ly)) / (zs * zs)
+        smax = scales.detach().amax(-1)
+        rb = RADIUS_EXTEND * torch.sqrt(jf2 * smax * smax + eps2d) + 1.0
+        mu = ku * u + float(cx)
+        mv = kv * v + float(cy)
+        near_img = (mu + rb > 0) & (mu - rb < width) & (mv + rb > 0) & (mv - rb < height)
+        idx = torch.nonzero(front & near_img).squeeze(1)
+    mc = means_c[idx]
+    x, y, z = mc.unbind(-1)
+    # camera-space rotation-scale: W @ R @ S
+    rs = quat_to_rotmat(quats[idx]) * scales[idx][:, None, :]
+    wm = torch.einsum("ij,njk->nik", Rw, rs)  # [V, 3, 3]
     rz = 1.0 / z
     rz2 = rz * rz
     tx = z * torch.clamp(x * rz, min=-lim_x_neg, max=lim_x_pos)
@@ -300,9 +329,8 @@ def project_gaussians(
     Source: gsplat ``fully_fused_projection`` (``ProjectionEWA3DGSFused.cu``); EWA
     splatting (Zwicker et al. 2001); 3DGS (Kerbl et al. 2023).
     """
-    rs = quat_to_rotmat(quats) * scales[:, None, :]
     p = _project_camera(
-        means, rs, opacities, viewmat, K, width, height, near_plane, far_plane,
+        means, quats, scales, opacities, viewmat, K, width, height, near_plane, far_plane,
         eps2d, radius_clip, rasterize_mode == "antialiased",
     )  # fmt: skip
     return {
@@ -899,10 +927,9 @@ def rasterize_torch(
     C = viewmats.shape[0]
     dtype, dev = means.dtype, means.device
     antialiased = rasterize_mode == "antialiased"
-    rs = quat_to_rotmat(quats) * scales[:, None, :]  # [N, 3, 3] = R S
     projs = [
         _project_camera(
-            means, rs, opacities, viewmats[c], Ks[c], width, height, near_plane,
+            means, quats, scales, opacities, viewmats[c], Ks[c], width, height, near_plane,
             far_plane, eps2d, radius_clip, antialiased,
         )  # fmt: skip
         for c in range(C)
