@@ -38,7 +38,8 @@ _GSPLAT_ONLY_KW = {
 # accepted and ignored on the torch path (it always returns the unpacked layout)
 _TORCH_IGNORED_KW = ("packed", "channel_chunk")
 # torch-path knobs (RasterConfig fields)
-_TORCH_KW = ("tile_size", "chunk_size", "max_pairs", "max_isects", "save_checkpoints")
+_TORCH_KW = ("tile_size", "chunk_size", "max_pairs", "max_isects", "save_checkpoints",
+             "max_saved_pairs")
 
 
 def _check_inputs(
@@ -173,8 +174,9 @@ def rasterize(
             defaults to **False** here (gsplat's default is True) so that ``info`` has the
             same unpacked ``[C, N, ...]`` layout on both paths; pass ``packed=True`` to get
             gsplat's packed layout on CUDA. ``backend``: "auto" (default), "gsplat" or
-            "torch". Torch-path knobs: ``tile_size`` (16), ``chunk_size`` (128),
-            ``max_pairs`` (2**18), ``max_isects`` (2**20), ``save_checkpoints`` (True), see
+            "torch". Torch-path knobs: ``tile_size`` (8), ``chunk_size`` (128),
+            ``max_pairs`` (2**18), ``max_isects`` (2**20), ``save_checkpoints`` (True),
+            ``max_saved_pairs`` (2**24), see
             :class:`~splatstudio.render.torch_impl.RasterConfig`. gsplat-only features
             (``absgrad``, ``sparse_grad``, ``covars``, non-pinhole cameras, distortion,
             UT, distributed) raise ``NotImplementedError`` on the torch path; ``packed``

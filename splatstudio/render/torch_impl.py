@@ -53,7 +53,9 @@ Memory bound (``tile_size`` = t, ``P = t * t`` pixels per tile; measured, float3
   gradients; with gradients the autograd graph and input gradients take ~1 KB per
   Gaussian at SH degree 3: 1.05-1.2 GB above the inputs at N = 1M, measured by
   ``benchmarks/bench_rasterize_cpu.py``), O(C H W D) for the images, and, when gradients
-  are needed and ``save_checkpoints`` is on, ~5 bytes per pixel per processed chunk.
+  are needed and ``save_checkpoints`` is on, ~5 bytes per pixel per processed chunk and
+  the forward's alphas and transmittances, 8 bytes per evaluated (pixel, Gaussian) pair up
+  to ``max_saved_pairs`` (128 MiB by default; the backward recomputes blocks beyond it).
 
 Nothing ever allocates N x H x W.
 """
@@ -112,6 +114,10 @@ class RasterConfig:
         save_checkpoints: when gradients are needed, keep the per-pixel transmittance
             before every processed chunk (~5 bytes per pixel per chunk) so the backward
             pass does not recompute the forward; False trades that memory for time.
+        max_saved_pairs: with ``save_checkpoints``, also keep the alphas and
+            transmittances of the forward's blocks (8 bytes per (pixel, Gaussian) pair
+            in float32) for up to this many pairs per call (default 2**24: 128 MiB), so
+            the backward pass recomputes only the blocks beyond it.
         stats: counters filled by the last call (``n_isects``, ``n_bands``,
             ``max_band_isects``, ``n_blocks``, ``max_block_pairs``).
     """
@@ -121,10 +127,11 @@ class RasterConfig:
     max_pairs: int = 1 << 18
     max_isects: int = 1 << 20
     save_checkpoints: bool = True
+    max_saved_pairs: int = 1 << 24
     stats: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("tile_size", "chunk_size", "max_pairs", "max_isects"):
+        for name in ("tile_size", "chunk_size", "max_pairs", "max_isects", "max_saved_pairs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -673,15 +680,22 @@ def _forward_batch(
         ids = batch.ids[aidx, k0 : k0 + kc]
         T0 = T[aidx]
         d0 = done[aidx]
-        if record is not None:
-            record.append((k0, kc, aidx, T0, d0))
         coef, _, _ = _block_coeffs(params[:, ids], ox[aidx], oy[aidx])
         a = _block_alpha(coef, feats, a_cut)
         stats["max_block_pairs"] = max(stats.get("max_block_pairs", 0), a.numel())
         stats["n_blocks"] = stats.get("n_blocks", 0) + 1
         texc, _, T1, d1 = _block_transmittance(a, T0, d0)
+        keep_block = record is not None and stats.get("saved_pairs", 0) + a.numel() <= (
+            cfg.max_saved_pairs
+        )
+        if record is not None:
+            if keep_block:
+                stats["saved_pairs"] = stats.get("saved_pairs", 0) + a.numel()
+                record.append((k0, kc, aidx, T0, d0, a, texc))
+            else:
+                record.append((k0, kc, aidx, T0, d0, None, None))
         if out is not None:
-            w = a.mul_(texc)
+            w = a * texc if keep_block else a.mul_(texc)
             # [b, D, k] @ [b, k, P]: much faster than [b, P, k] @ [b, k, D] for small D
             contrib = torch.bmm(colors[ids].transpose(1, 2).contiguous(), w.transpose(1, 2))
             if k0 == 0:
@@ -719,19 +733,26 @@ def _backward_batch(
     ox, oy, _, feats = grid
     if saved is None:
         record: list = []
-        _, T_final = _forward_batch(params, None, batch, grid, cfg, a_cut, record, {})
+        no_saving = {"saved_pairs": cfg.max_saved_pairs + 1}  # keep the memory bound
+        _, T_final = _forward_batch(params, None, batch, grid, cfg, a_cut, record, no_saving)
     else:
         record, T_final = saved
     featsT = feats.transpose(0, 1).contiguous()  # [6, P]
     R = -T_final * gA  # [B, P]
-    for k0, kc, aidx, T0, d0 in reversed(record):
+    for k0, kc, aidx, T0, d0, a_saved, texc_saved in reversed(record):
         ids = batch.ids[aidx, k0 : k0 + kc]
         g = params[:, ids]  # [6, b, k]
         cgt = colors[ids].transpose(1, 2).contiguous()  # [b, D, k]
         coef, mx, my = _block_coeffs(g, ox[aidx], oy[aidx])
-        a = _block_alpha(coef, feats, a_cut)
+        if a_saved is None:
+            a = _block_alpha(coef, feats, a_cut)
+            texc, om, _, _ = _block_transmittance(a, T0, d0)
+        else:
+            # the forward's alphas and transmittances; 1 - a differs from the unmasked
+            # 1 - alpha only where the pixel had terminated, where a = 0 zeroes the term
+            a, texc = a_saved, texc_saved
+            om = torch.rsub(a, 1.0)
         del coef
-        texc, om, _, _ = _block_transmittance(a, T0, d0)
         gCa = gC[aidx]
         dot = torch.bmm(gCa, cgt)  # [b, P, k] = c_i . gC
         w = a * texc

@@ -480,15 +480,19 @@ def test_gradcheck_float64():
 
 def test_recompute_backward_equals_checkpointed():
     (means, quats, scales, opac, colors, vm, K), (W, H) = make_scene(14, n=120, dense=True)
-    grads = []
-    for save in (True, False):
+    grads, saved = [], []
+    # the forward's alphas kept for every block, for the first blocks only, for none
+    for kw in (dict(save_checkpoints=True), dict(max_saved_pairs=1500),
+               dict(save_checkpoints=False)):  # fmt: skip
         ps = [t.clone().requires_grad_() for t in (means, quats, scales, opac, colors)]
-        img, alp, _ = rasterize(*ps, vm[None], K[None], W, H, chunk_size=4,
-                                save_checkpoints=save)  # fmt: skip
+        img, alp, info = rasterize(*ps, vm[None], K[None], W, H, chunk_size=4, **kw)
         (img.sum() + 2 * alp.sum()).backward()
         grads.append([p.grad for p in ps])
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        saved.append(info["cpu_stats"].get("saved_pairs", 0))
+    assert saved[0] > saved[1] > 0 == saved[2]
+    for g in grads[1:]:
+        for a, b in zip(grads[0], g, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_info_means2d_retain_grad_and_layout():
