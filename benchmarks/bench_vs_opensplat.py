@@ -161,6 +161,31 @@ def profile(project: Path, n: int, steps: int) -> dict:
     return out
 
 
+def _payload(args, have_os: bool, rows: list) -> dict:
+    """The JSON payload (written after every count, so a cut run keeps what it measured)."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    os_commit = ""
+    cf = args.opensplat.parent.parent / "COMMIT"
+    if cf.exists():
+        os_commit = cf.read_text().strip()
+    payload = {
+        "what": "CPU training seconds per step and start-up, SplatStudio vs OpenSplat (CPU "
+                "backend), same workload, interleaved runs; plus our per-phase step profile",
+        "device": "cpu",
+        "workload": "geovisio-gopromax-2048, test preset through georef: 90 views 512x512, "
+                    "unmasked, full size; initial points = the SfM points resampled and "
+                    "jittered (benchmarks/_cpu_workload.py); SH degree 0 (of 3), no "
+                    "densification; GOMP_SPINCOUNT=1000 for both",
+        "splatstudio_commit": commit,
+        "opensplat": {"binary": str(args.opensplat), "present": have_os, "commit": os_commit},
+        "baseline_src": str(args.baseline_src) if args.baseline_src else None,
+        "load_avg_1min_at_end": load1(),
+        "results": rows,
+    }
+    return payload
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--counts", default="10000:20:70,100000:20:70,300000:10:30",
@@ -237,27 +262,7 @@ def main() -> None:
             row["profile"] = profile(project, n, args.profile_steps)
         print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
         rows.append(row)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    os_commit = ""
-    cf = args.opensplat.parent.parent / "COMMIT"
-    if cf.exists():
-        os_commit = cf.read_text().strip()
-    payload = {
-        "what": "CPU training seconds per step and start-up, SplatStudio vs OpenSplat (CPU "
-                "backend), same workload, interleaved runs; plus our per-phase step profile",
-        "device": "cpu",
-        "workload": "geovisio-gopromax-2048, test preset through georef: 90 views 512x512, "
-                    "unmasked, full size; initial points = the SfM points resampled and "
-                    "jittered (benchmarks/_cpu_workload.py); SH degree 0 (of 3), no "
-                    "densification; GOMP_SPINCOUNT=1000 for both",
-        "splatstudio_commit": commit,
-        "opensplat": {"binary": str(args.opensplat), "present": have_os, "commit": os_commit},
-        "baseline_src": str(args.baseline_src) if args.baseline_src else None,
-        "load_avg_1min_at_end": load1(),
-        "results": rows,
-    }
-    print(write_result("vs_opensplat", payload))
+        print(write_result("vs_opensplat", _payload(args, have_os, rows)), flush=True)
     if tmp is not None:
         tmp.cleanup()
 

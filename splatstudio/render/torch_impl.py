@@ -362,6 +362,12 @@ def _alpha_cut(dtype: torch.dtype) -> float:
     return float(torch.nextafter(t, torch.tensor(-1.0, dtype=dtype)).item())
 
 
+def _neg_zero_cut(dtype: torch.dtype) -> float:
+    """Largest value strictly below zero: ``F.threshold(s, cut, inf)`` keeps ``s >= 0``."""
+    t = torch.tensor(0.0, dtype=dtype)
+    return float(torch.nextafter(t, torch.tensor(-1.0, dtype=dtype)).item())
+
+
 @dataclass
 class _Batch:
     tile_ids: Tensor  # [B] global tile index (row-major over tiles)
@@ -549,62 +555,51 @@ def _tile_batches(
 
 
 def _pixel_grid(batch: _Batch, width: int, height: int, ts: int, tw: int, dtype, dev):
-    """Pixel centres ``ox, oy [B]`` of each tile of the batch, the in-image mask
-    ``[B, P]`` and the pixel features ``[P, 6]`` of :func:`_pixel_features`."""
+    """Pixel-centre coordinates ``[B, P, 1]`` of each tile and the in-image mask."""
     P = ts * ts
     ar = torch.arange(P, device=dev)
-    # pixel centres relative to the tile centre (small terms: float32 precision)
-    lx = (ar % ts).to(dtype) + (0.5 - 0.5 * ts)
-    ly = torch.div(ar, ts, rounding_mode="floor").to(dtype) + (0.5 - 0.5 * ts)
-    ox = (batch.tile_ids % tw).to(dtype) * ts + 0.5 * ts
-    oy = torch.div(batch.tile_ids, tw, rounding_mode="floor").to(dtype) * ts + 0.5 * ts
-    inside = ((ox[:, None] + lx[None, :]) < width) & ((oy[:, None] + ly[None, :]) < height)
-    feats = torch.stack([torch.ones_like(lx), lx, ly, lx * lx, lx * ly, ly * ly], dim=-1)
-    return ox, oy, inside, feats
+    ox = (ar % ts).to(dtype) + 0.5
+    oy = torch.div(ar, ts, rounding_mode="floor").to(dtype) + 0.5
+    tx = (batch.tile_ids % tw).to(dtype) * ts
+    ty = torch.div(batch.tile_ids, tw, rounding_mode="floor").to(dtype) * ts
+    px = tx[:, None] + ox[None, :]
+    py = ty[:, None] + oy[None, :]
+    inside = (px < width) & (py < height)
+    return px[:, :, None], py[:, :, None], inside
 
 
 # ---------------------------------------------------------------------------------------
 # Per-block compositing kernels (no autograd)
 # ---------------------------------------------------------------------------------------
-#
-# sigma = A dx^2 + B dx dy + C dy^2 (A, B, C = a/2, b, c/2 of the conic, d = mean - pixel)
-# is a quadratic polynomial of the pixel's coordinates (lx, ly) relative to the tile's
-# centre, so the whole
-# [b, P, k] block of log-alphas is one batched matrix product of the pixel features
-# f = (1, lx, ly, lx^2, lx ly, ly^2) [P, 6] with per-(tile, Gaussian) coefficients
-# [b, 6, k]; the backward pass's five pixel sums of d loss / d sigma times dx, dy, dx^2,
-# dx dy, dy^2 are likewise one product with f^T. Coordinates are tile-centred so the
-# expansion keeps float32 precision (terms of the size of sigma near the tile).
 
 
-def _block_coeffs(g: Tensor, ox: Tensor, oy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Coefficients of ``log(opacity) - sigma`` in the pixel features (see above).
+def _block_alpha(g: Tensor, px: Tensor, py: Tensor, sig_cut: float, a_cut: float):
+    """Evaluate a block of (pixel, Gaussian) pairs.
 
     Args:
-        g: ``[6, b, k]`` packed Gaussians (mx, my, A, B, C, opacity).
-        ox, oy: ``[b]`` pixel coordinates of the tile centres.
+        g: ``[6, b, k]`` packed Gaussians (mx, my, a/2, b, c/2, opacity).
+        px, py: ``[b, P, 1]`` pixel centres.
+        sig_cut, a_cut: see :func:`_neg_zero_cut`, :func:`_alpha_cut`.
 
     Returns:
-        ``coef [b, 6, k]`` and the tile-local means ``mx, my [b, k]``.
+        ``a [b, P, k]``, the applied alpha ``min(0.999, o exp(-sigma))`` or 0 where gsplat
+        skips the pair, and the offsets ``dx, dy [b, P, k]`` (mean - pixel centre).
     """
-    mx = g[0] - ox[:, None]
-    my = g[1] - oy[:, None]
-    A, B, C = g[2], g[3], g[4]
-    Amx = A * mx
-    Cmy = C * my
-    c0 = torch.log(g[5]) - (Amx * mx + B * mx * my + Cmy * my)
-    coef = torch.stack([c0, 2.0 * Amx + B * my, 2.0 * Cmy + B * mx, -A, -B, -C], dim=1)
-    return coef, mx, my
-
-
-def _block_alpha(coef: Tensor, feats: Tensor, a_cut: float) -> Tensor:
-    """Applied alphas ``a [b, P, k]``: ``min(0.999, o exp(-sigma))``, 0 where gsplat skips
-    the pair (``alpha < 1/255``). ``coef [b, 6, k]`` from :func:`_block_coeffs`, ``feats
-    [P, 6]`` from :func:`_pixel_grid`, ``a_cut`` from :func:`_alpha_cut`. (gsplat also
-    skips ``sigma < 0``, which a positive definite conic -- all that culling keeps -- only
-    reaches through rounding: here such a pair gets ``alpha <= o (1 + 1e-6)``.)"""
-    a = torch.matmul(feats, coef).exp_().clamp_max_(MAX_ALPHA)
-    return F.threshold_(a, a_cut, 0.0)
+    g = g[:, :, None, :]  # [6, b, 1, k]
+    dx = g[0] - px
+    dy = g[1] - py
+    s = dx * dx
+    s.mul_(g[2])
+    t = dy * dy
+    t.mul_(g[4])
+    s.add_(t)
+    torch.mul(dx, dy, out=t)
+    t.mul_(g[3])
+    s.add_(t)
+    del t
+    F.threshold_(s, sig_cut, math.inf)  # gsplat skips sigma < 0: exp(-inf) = 0
+    a = s.neg_().exp_().mul_(g[5]).clamp_max_(MAX_ALPHA)
+    return F.threshold_(a, a_cut, 0.0), dx, dy
 
 
 def _block_transmittance(a: Tensor, T0: Tensor, done0: Tensor):
@@ -647,19 +642,19 @@ def _forward_batch(
     params: Tensor,
     colors: Tensor | None,
     batch: _Batch,
-    grid: tuple[Tensor, Tensor, Tensor, Tensor],
+    grid: tuple[Tensor, Tensor, Tensor],
     cfg: RasterConfig,
-    a_cut: float,
+    cuts: tuple[float, float],
     record: list | None,
     stats: dict,
 ):
     """Composite one batch of tiles front to back, ``chunk_size`` Gaussians at a time.
 
-    ``grid`` is :func:`_pixel_grid`'s ``(ox, oy, inside, feats)``. Returns ``out [B, D, P]``
+    ``grid`` is :func:`_pixel_grid`'s ``(px, py, inside)``. Returns ``out [B, D, P]``
     (None when ``colors`` is None) and the final transmittance ``T [B, P]``. When
     ``record`` is a list, the state before every chunk ``(k0, kc, active_tiles, T0,
     done0)`` is appended for the backward pass."""
-    ox, oy, inside, feats = grid
+    px, py, inside = grid
     B, P = inside.shape
     T = torch.ones((B, P), dtype=params.dtype, device=params.device)
     done = ~inside
@@ -680,8 +675,7 @@ def _forward_batch(
         ids = batch.ids[aidx, k0 : k0 + kc]
         T0 = T[aidx]
         d0 = done[aidx]
-        coef, _, _ = _block_coeffs(params[:, ids], ox[aidx], oy[aidx])
-        a = _block_alpha(coef, feats, a_cut)
+        a, _, _ = _block_alpha(params[:, ids], px[aidx], py[aidx], *cuts)
         stats["max_block_pairs"] = max(stats.get("max_block_pairs", 0), a.numel())
         stats["n_blocks"] = stats.get("n_blocks", 0) + 1
         texc, _, T1, d1 = _block_transmittance(a, T0, d0)
@@ -712,9 +706,9 @@ def _backward_batch(
     params: Tensor,
     colors: Tensor,
     batch: _Batch,
-    grid: tuple[Tensor, Tensor, Tensor, Tensor],
+    grid: tuple[Tensor, Tensor, Tensor],
     cfg: RasterConfig,
-    a_cut: float,
+    cuts: tuple[float, float],
     saved: tuple[list, Tensor] | None,
     gC: Tensor,
     gA: Tensor,
@@ -730,29 +724,29 @@ def _backward_batch(
     chained through ``alpha = min(0.999, o exp(-sigma))`` and the quadratic form sigma.
     Gradients are accumulated into ``grad_params [V + 1, 6]`` (mx, my, a, b, c, o) and
     ``grad_colors [V + 1, D]``."""
-    ox, oy, _, feats = grid
+    px, py, _ = grid
     if saved is None:
         record: list = []
         no_saving = {"saved_pairs": cfg.max_saved_pairs + 1}  # keep the memory bound
-        _, T_final = _forward_batch(params, None, batch, grid, cfg, a_cut, record, no_saving)
+        _, T_final = _forward_batch(params, None, batch, grid, cfg, cuts, record, no_saving)
     else:
         record, T_final = saved
-    featsT = feats.transpose(0, 1).contiguous()  # [6, P]
     R = -T_final * gA  # [B, P]
     for k0, kc, aidx, T0, d0, a_saved, texc_saved in reversed(record):
         ids = batch.ids[aidx, k0 : k0 + kc]
         g = params[:, ids]  # [6, b, k]
         cgt = colors[ids].transpose(1, 2).contiguous()  # [b, D, k]
-        coef, mx, my = _block_coeffs(g, ox[aidx], oy[aidx])
         if a_saved is None:
-            a = _block_alpha(coef, feats, a_cut)
+            a, dx, dy = _block_alpha(g, px[aidx], py[aidx], *cuts)
             texc, om, _, _ = _block_transmittance(a, T0, d0)
         else:
             # the forward's alphas and transmittances; 1 - a differs from the unmasked
             # 1 - alpha only where the pixel had terminated, where a = 0 zeroes the term
             a, texc = a_saved, texc_saved
             om = torch.rsub(a, 1.0)
-        del coef
+            gb = g[:, :, None, :]
+            dx = gb[0] - px[aidx]
+            dy = gb[1] - py[aidx]
         gCa = gC[aidx]
         dot = torch.bmm(gCa, cgt)  # [b, P, k] = c_i . gC
         w = a * texc
@@ -769,21 +763,20 @@ def _backward_batch(
         a_eff = F.threshold_(a.neg_(), -MAX_ALPHA, 0.0).neg_()  # a where a < 0.999 else 0
         ga = dal.mul_(a_eff)  # d loss / d alpha * alpha = -d loss / d sigma
         del a_eff, a
-        # pixel moments of ga: sum_p ga f_p = (S0, Sx, Sy, Sxx, Sxy, Syy), [b, 6, k]
-        m = torch.matmul(featsT, ga)
-        del ga
-        S0, Sx, Sy, Sxx, Sxy, Syy = m.unbind(1)
-        # sums of ga times dx, dy, dx^2, dx dy, dy^2 with dx = mx - lx, dy = my - ly
-        su = mx * S0 - Sx
-        st = my * S0 - Sy
-        suxx = mx * mx * S0 - 2.0 * mx * Sx + Sxx
-        suy = mx * my * S0 - mx * Sy - my * Sx + Sxy
-        sty = my * my * S0 - 2.0 * my * Sy + Syy
-        gop = S0 / g[5].clamp(min=1e-30)
+        gop = ga.sum(1) / g[5].clamp(min=1e-30)
+        u = ga * dx
+        t = ga.mul_(dy)
+        su = u.sum(1)
+        st = t.sum(1)
+        suxx = (u * dx).sum(1)
+        suy = u.mul_(dy).sum(1)
+        sty = t.mul_(dy).sum(1)
+        del u, t, ga, dx, dy
         ca = 2.0 * g[2]
         cb = g[3]
         cc = 2.0 * g[4]
-        # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy; the sums carry -d loss / d sigma
+        # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy with dx = mx - px, dy = my - py;
+        # the sums above carry d loss / d sigma with the opposite sign
         gp = torch.stack(
             [-(ca * su + cb * st), -(cb * su + cc * st), -0.5 * suxx, -suy, -0.5 * sty, gop],
             dim=-1,
@@ -810,14 +803,14 @@ class _RasterizeToPixels(torch.autograd.Function):
         P = ts * ts
         out_t = torch.zeros((th * tw, D, P), dtype=dtype, device=dev)
         T_t = torch.ones((th * tw, P), dtype=dtype, device=dev)
-        a_cut = _alpha_cut(dtype)
+        cuts = (_neg_zero_cut(dtype), _alpha_cut(dtype))
         need_grad = any(ctx.needs_input_grad[:4]) and cfg.save_checkpoints
         records = [] if need_grad else None
         stats = cfg.stats
         for batch in _tile_batches(means2d, radii, width, height, cfg, stats, params):
             grid = _pixel_grid(batch, width, height, ts, tw, dtype, dev)
             rec = [] if need_grad else None
-            out, T = _forward_batch(params, colors_p, batch, grid, cfg, a_cut, rec, stats)
+            out, T = _forward_batch(params, colors_p, batch, grid, cfg, cuts, rec, stats)
             if records is not None:
                 records.append((rec, T, batch))
             out_t[batch.tile_ids] = out
@@ -844,7 +837,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         gA_t = _tile(g_alpha, th, tw, ts)[:, :, 0]  # [nt, P]
         grad_params = torch.zeros((V + 1, 6), dtype=dtype, device=dev)
         grad_colors = torch.zeros((V + 1, D), dtype=dtype, device=dev)
-        a_cut = _alpha_cut(dtype)
+        cuts = (_neg_zero_cut(dtype), _alpha_cut(dtype))
         records = ctx.records
         if records is not None:  # the forward's tile lists, transmittances and batches
             batches = [(r[2], (r[0], r[1])) for r in records]
@@ -854,7 +847,7 @@ class _RasterizeToPixels(torch.autograd.Function):
         for batch, rec in batches:
             grid = _pixel_grid(batch, width, height, ts, tw, dtype, dev)
             _backward_batch(
-                params, colors_p, batch, grid, cfg, a_cut, rec,
+                params, colors_p, batch, grid, cfg, cuts, rec,
                 gC_t[batch.tile_ids], gA_t[batch.tile_ids], grad_params, grad_colors,
             )  # fmt: skip
         ctx.records = None
