@@ -660,3 +660,4 @@ def test_ellipse_tile_test_keeps_every_contributing_tile_and_culls_the_rest():
     assert int(needed.sum()) > 1000
     assert not bool((needed & ~keep).any())  # never drops a contributing tile
     assert float(keep.float().mean()) < 0.9  # and culls a real share of the box cover
+
