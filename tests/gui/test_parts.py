@@ -89,3 +89,16 @@ def test_pack_and_sort_gaussians():
     np.testing.assert_allclose(t[2, :2], [0, 9])  # cov yz, zz
     vm = np.eye(4)  # camera at the origin looking along +z
     assert back_to_front(packed.means, vm).tolist() == [1, 2, 0]
+
+
+def test_settings_dialog_offers_every_device(qtbot, settings, tmp_path):
+    from splatstudio.gui.dialogs import SettingsDialog
+
+    settings.device = "mps"
+    dlg = SettingsDialog(settings)
+    qtbot.addWidget(dlg)
+    items = [dlg.device.itemData(i) for i in range(dlg.device.count())]
+    assert items == ["auto", "cpu", "cuda", "mps"]
+    assert dlg.device.currentData() == "mps"
+    assert "MPS" in dlg.device.currentText()
+    dlg.grab().save(str(tmp_path / "settings.png"))
