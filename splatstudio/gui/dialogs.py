@@ -45,7 +45,7 @@ class SettingsDialog(QDialog):
         self.device = QComboBox()
         for d in Device:
             self.device.addItem({"auto": "Automatic (CUDA if available)", "cpu": "CPU",
-                                 "cuda": "CUDA GPU"}[d.value], d.value)
+                                 "cuda": "CUDA GPU", "mps": "Apple GPU (MPS)"}[d.value], d.value)
         self.device.setCurrentIndex(self.device.findData(settings.device))
         self.preset = QComboBox()
         for name in PRESETS:

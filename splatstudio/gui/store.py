@@ -69,7 +69,7 @@ class AppSettings(QObject):
 
     @property
     def device(self) -> str:
-        """Compute device for new runs: "auto", "cpu" or "cuda"."""
+        """Compute device for new runs: "auto", "cpu", "cuda" or "mps"."""
         v = self._get("device", Device.AUTO.value)
         return v if v in {d.value for d in Device} else Device.AUTO.value
 

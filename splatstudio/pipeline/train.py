@@ -27,7 +27,8 @@ rasterizer's pinhole model is exact. Images are shrunk by the explicit ``downsca
 (``cv2.INTER_AREA``), never silently. Every ``holdout_every``-th image by sorted name is held
 out for evaluation. Gaussians start at the model's 3D points with their colours.
 
-Device: ``SPLATSTUDIO_DEVICE`` (auto | cpu | cuda; set by the runner). CUDA is used only when
+Device: ``SPLATSTUDIO_DEVICE`` (auto | cpu | cuda | mps; set by the runner; MPS and ROCm GPUs
+train with the torch rasterizer, :mod:`splatstudio.render.device`). CUDA is used only when
 gsplat's CUDA rasterizer can run (:mod:`splatstudio.render.gsplat_ext`): when its kernels are not
 compiled yet and ``nvcc`` is there, the stage compiles them first in a child process, shown as
 the stage message "compiling gsplat CUDA kernels (first use, several minutes)" with ninja's
@@ -278,10 +279,11 @@ def load_points(rec: Any, max_points: int = 0, seed: int = 0) -> tuple[np.ndarra
 # Device, estimate, presets
 # ---------------------------------------------------------------------------------------------
 def resolve_device(events: Emitter | None = None) -> Any:
-    """torch device from ``SPLATSTUDIO_DEVICE`` (auto | cpu | cuda, default auto).
+    """torch device from ``SPLATSTUDIO_DEVICE`` (auto | cpu | cuda | mps, default auto).
 
-    auto: the CPU on a machine without a CUDA GPU; else CUDA when gsplat's CUDA rasterizer can
-    run. When gsplat's kernels are not compiled yet and can be, they are compiled here first
+    auto: CUDA when gsplat's CUDA rasterizer can run on an NVIDIA GPU; an AMD GPU under a ROCm
+    torch or Apple's MPS with the torch rasterizer; else the CPU
+    (:func:`splatstudio.render.device.choose_device`). When gsplat's kernels are not compiled yet and can be, they are compiled here first
     (:func:`splatstudio.render.gsplat_ext.build`: a child process, progress "compiling gsplat
     CUDA kernels (first use, several minutes)" with ninja's ``k/n`` lines, cancel polled).
     When they cannot run, auto falls back to the CPU with a warning that names what is
@@ -290,19 +292,32 @@ def resolve_device(events: Emitter | None = None) -> Any:
     Raises:
         StageError: cuda asked for but gsplat's CUDA rasterizer cannot run (the message names
             what is missing: a GPU, a CUDA build of torch, gsplat, nvcc and the CUDA version
-            torch was built for, a failed build), or an unknown value.
+            torch was built for, a failed build), mps asked for without MPS, or an unknown
+            value.
         Cancelled: cancelled during the compile.
     """
     import torch
 
     from ..render import gsplat_ext
+    from ..render.device import DEVICE_CHOICES, choose_device, torch_backends
 
     events = events or null_emitter("train")
     want = os.environ.get("SPLATSTUDIO_DEVICE", "auto").lower() or "auto"
-    if want not in ("auto", "cpu", "cuda"):
-        raise StageError(f"train: unknown device {want!r} (auto, cpu or cuda)")
-    if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
+    if want not in DEVICE_CHOICES:
+        raise StageError(f"train: unknown device {want!r} ({', '.join(DEVICE_CHOICES)})")
+    backends = torch_backends()
+    if want in ("cpu", "mps") or (backends.cuda and backends.hip) or (
+        want == "auto" and not backends.cuda
+    ):
+        # no NVIDIA GPU involved: the torch rasterizer on the CPU, MPS or a ROCm GPU
+        try:
+            choice = choose_device(want, backends)
+        except ValueError as e:
+            raise StageError(f"train: {e}") from None
+        if choice.device != "cpu":
+            events.log(f"train: the torch rasterizer on {choice.device} (untested here: "
+                       "MPS / ROCm)")
+        return torch.device(choice.device)
     st = gsplat_ext.probe()
     if not st.usable and st.can_build:
         msg = gsplat_ext.COMPILE_MESSAGE

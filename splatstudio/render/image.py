@@ -21,7 +21,11 @@ from .rasterize import rasterize
 def resolve_device(
     device: str = "auto", *, warn: Callable[[str], None] | None = None, load: bool = True
 ) -> torch.device:
-    """The torch device to render on: "cpu", "cuda" or "auto".
+    """The torch device to render on: "auto", "cpu", "cuda" or "mps".
+
+    "mps" (Apple) and an AMD GPU under a ROCm torch ("cuda" or "auto") render with the torch
+    rasterizer (:func:`splatstudio.render.device.choose_device`); "auto" without a GPU takes
+    MPS when there is one, else the CPU.
 
     "auto" picks CUDA only when gsplat's CUDA rasterizer can run
     (:func:`splatstudio.render.gsplat_ext.probe`), not from ``torch.cuda.is_available()``
@@ -31,7 +35,7 @@ def resolve_device(
     CPU silently.
 
     Args:
-        device: "auto", "cpu" or "cuda".
+        device: "auto", "cpu", "cuda" or "mps".
         warn: called with the fallback warning (default: ``warnings.warn`` RuntimeWarning).
         load: True (default): load gsplat's CUDA extension now -- compiling it in this process
             when it is not cached and nvcc is there (minutes, gsplat prints its own message)
@@ -41,12 +45,20 @@ def resolve_device(
     Raises:
         RuntimeError: "cuda" when gsplat's CUDA rasterizer cannot run (the message says what
             is missing: a GPU, a CUDA build of torch, gsplat, nvcc and the CUDA version torch
-            was built for, a failed build), or an unknown device name.
+            was built for, a failed build), "mps" without MPS, or an unknown device name.
     """
-    if device not in ("auto", "cpu", "cuda"):
-        raise RuntimeError(f"unknown device {device!r} (auto, cpu or cuda)")
-    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
+    from .device import DEVICE_CHOICES, choose_device, torch_backends
+
+    if device not in DEVICE_CHOICES:
+        raise RuntimeError(f"unknown device {device!r} ({', '.join(DEVICE_CHOICES)})")
+    backends = torch_backends()
+    if device in ("cpu", "mps") or (backends.cuda and backends.hip) or (
+        device == "auto" and not backends.cuda
+    ):  # the torch rasterizer: CPU, Apple MPS or an AMD GPU under ROCm
+        try:
+            return torch.device(choose_device(device, backends).device)
+        except ValueError as e:
+            raise RuntimeError(str(e)) from None
     from . import gsplat_ext
 
     st = gsplat_ext.probe()

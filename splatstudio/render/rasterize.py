@@ -1,8 +1,9 @@
 """``rasterize``: one entry point with gsplat 1.5.3 ``rasterization()`` semantics.
 
-CUDA tensors go to ``gsplat.rasterization`` (imported lazily, only on that path); CPU
-tensors (or ``backend="torch"``) go to SplatStudio's differentiable PyTorch
-implementation of the same model, :mod:`splatstudio.render.torch_impl`.
+NVIDIA CUDA tensors go to ``gsplat.rasterization`` (imported lazily, only on that path);
+CPU, Apple MPS and AMD ROCm tensors (or ``backend="torch"``) go to SplatStudio's
+differentiable PyTorch implementation of the same model,
+:mod:`splatstudio.render.torch_impl` (see :mod:`splatstudio.render.device`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .device import torch_path_dtype_error, uses_gsplat
 from .sh import num_sh_bases
 from .torch_impl import _RASTERIZE_MODES, _RENDER_MODES, RasterConfig, rasterize_torch
 
@@ -36,7 +38,8 @@ _GSPLAT_ONLY_KW = {
 # accepted and ignored on the torch path (it always returns the unpacked layout)
 _TORCH_IGNORED_KW = ("packed", "channel_chunk")
 # torch-path knobs (RasterConfig fields)
-_TORCH_KW = ("tile_size", "chunk_size", "max_pairs", "max_isects", "save_checkpoints")
+_TORCH_KW = ("tile_size", "chunk_size", "max_pairs", "max_isects", "save_checkpoints",
+             "max_saved_pairs")
 
 
 def _check_inputs(
@@ -132,8 +135,9 @@ def rasterize(
     ``alpha < 1/255`` skipped and a pixel stopping when its transmittance would reach
     ``1e-4``. See :mod:`splatstudio.render.torch_impl` for details and the memory bound.
 
-    Dispatch: on CUDA tensors (or ``device="cuda"``) this calls
-    ``gsplat.rasterization`` (gsplat imported lazily). Otherwise -- or with
+    Dispatch: on NVIDIA CUDA tensors (or ``device="cuda"``) this calls
+    ``gsplat.rasterization`` (gsplat imported lazily). Otherwise (CPU, MPS, a ROCm GPU) -- or
+    with
     ``backend="torch"`` -- it runs SplatStudio's differentiable PyTorch implementation of
     the same model, checked against an independent brute-force renderer and gsplat's
     reference projection/SH code in ``tests/unit/test_render_*.py``;
@@ -170,8 +174,9 @@ def rasterize(
             defaults to **False** here (gsplat's default is True) so that ``info`` has the
             same unpacked ``[C, N, ...]`` layout on both paths; pass ``packed=True`` to get
             gsplat's packed layout on CUDA. ``backend``: "auto" (default), "gsplat" or
-            "torch". Torch-path knobs: ``tile_size`` (16), ``chunk_size`` (128),
-            ``max_pairs`` (2**18), ``max_isects`` (2**20), ``save_checkpoints`` (True), see
+            "torch". Torch-path knobs: ``tile_size`` (8), ``chunk_size`` (128),
+            ``max_pairs`` (2**18), ``max_isects`` (2**20), ``save_checkpoints`` (True),
+            ``max_saved_pairs`` (2**24), see
             :class:`~splatstudio.render.torch_impl.RasterConfig`. gsplat-only features
             (``absgrad``, ``sparse_grad``, ``covars``, non-pinhole cameras, distortion,
             UT, distributed) raise ``NotImplementedError`` on the torch path; ``packed``
@@ -190,9 +195,10 @@ def rasterize(
     Raises:
         TypeError: non-tensor inputs or unknown keyword arguments (torch path).
         ValueError: inconsistent shapes, bad modes, non-positive size, bad SH degree,
-            ``near_plane <= 0`` or ``far_plane <= near_plane``, mixed dtypes (torch path).
+            ``near_plane <= 0`` or ``far_plane <= near_plane``, mixed or half-precision
+            dtypes, float64 on MPS (torch path).
         NotImplementedError: gsplat-only options on the torch path, or ``backend="gsplat"``
-            on a non-CUDA device.
+            on a device other than NVIDIA CUDA.
         ImportError: gsplat missing when the CUDA path is taken.
     """
     backend = kw.pop("backend", "auto")
@@ -213,10 +219,10 @@ def rasterize(
     backgrounds = mv(backgrounds)
     width, height = int(width), int(height)
 
-    use_gsplat = backend == "gsplat" or (backend == "auto" and dev.type == "cuda")
+    use_gsplat = backend == "gsplat" or (backend == "auto" and uses_gsplat(dev))
     if use_gsplat:
-        if dev.type != "cuda":
-            raise NotImplementedError("rasterize: the gsplat backend needs CUDA tensors")
+        if not uses_gsplat(dev):
+            raise NotImplementedError("rasterize: the gsplat backend needs NVIDIA CUDA tensors")
         import gsplat  # lazy: only the CUDA path needs it
 
         kw.setdefault("packed", False)
@@ -248,11 +254,9 @@ def rasterize(
         else:
             raise TypeError(f"rasterize: unexpected keyword argument {k!r}")
     dtypes = {t.dtype for t in (means, quats, scales, opacities, colors, viewmats, Ks)}
-    if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float64}:
-        raise ValueError(
-            f"rasterize: the torch path needs all inputs in float32 or all in float64, "
-            f"got {dtypes}"
-        )
+    bad_dtype = torch_path_dtype_error(dev.type, dtypes)
+    if bad_dtype:
+        raise ValueError(f"rasterize: {bad_dtype}")
     if backgrounds is not None and backgrounds.dtype != means.dtype:
         raise ValueError("rasterize: backgrounds dtype must match means")
     return rasterize_torch(

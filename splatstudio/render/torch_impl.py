@@ -20,6 +20,10 @@ model of 3D Gaussian Splatting (Kerbl et al. 2023) with EWA splatting (Zwicker e
    "StopThePop", Sec. B.2, as used by gsplat), ``radius_clip`` and the image-bounds test.
    Pixels outside that box always have ``alpha < 1/255`` so tile binning does not change
    the result, which is why a brute-force per-pixel evaluation reproduces it exactly.
+   Gaussians that a conservative bound puts outside the image are dropped before any
+   differentiable work (:func:`_project_camera`), and the tiles of a box that the
+   ``alpha >= 1/255`` ellipse misses are dropped before compositing (:func:`_tile_hits`,
+   gsplat's exact ellipse-tile test): neither changes the result.
 3. **Rasterisation**: gsplat's tile binning (``tile_size`` px tiles, per-tile lists sorted
    front to back by camera-space z, ties by Gaussian index) and per-pixel front-to-back
    compositing at pixel centres ``(col + 0.5, row + 0.5)``:
@@ -49,7 +53,9 @@ Memory bound (``tile_size`` = t, ``P = t * t`` pixels per tile; measured, float3
   gradients; with gradients the autograd graph and input gradients take ~1 KB per
   Gaussian at SH degree 3: 1.05-1.2 GB above the inputs at N = 1M, measured by
   ``benchmarks/bench_rasterize_cpu.py``), O(C H W D) for the images, and, when gradients
-  are needed and ``save_checkpoints`` is on, ~5 bytes per pixel per processed chunk.
+  are needed and ``save_checkpoints`` is on, ~5 bytes per pixel per processed chunk and
+  the forward's alphas and transmittances, 8 bytes per evaluated (pixel, Gaussian) pair up
+  to ``max_saved_pairs`` (128 MiB by default; the backward recomputes blocks beyond it).
 
 Nothing ever allocates N x H x W.
 """
@@ -95,7 +101,9 @@ class RasterConfig:
     """Tuning knobs of the CPU rasterizer (they do not change the rendered values).
 
     Attributes:
-        tile_size: tile edge in pixels (gsplat default 16).
+        tile_size: tile edge in pixels (gsplat's default is 16; 8 here: with the
+            ellipse-tile test it evaluates ~1.7x fewer (pixel, Gaussian) pairs on real
+            scenes, measured by ``benchmarks/bench_vs_opensplat.py``).
         chunk_size: Gaussians per tile consumed per step; smaller = finer early
             termination, larger = less Python overhead.
         max_pairs: maximum (pixel, Gaussian) elements of one dense block (at least one
@@ -106,19 +114,24 @@ class RasterConfig:
         save_checkpoints: when gradients are needed, keep the per-pixel transmittance
             before every processed chunk (~5 bytes per pixel per chunk) so the backward
             pass does not recompute the forward; False trades that memory for time.
+        max_saved_pairs: with ``save_checkpoints``, also keep the alphas and
+            transmittances of the forward's blocks (8 bytes per (pixel, Gaussian) pair
+            in float32) for up to this many pairs per call (default 2**24: 128 MiB), so
+            the backward pass recomputes only the blocks beyond it.
         stats: counters filled by the last call (``n_isects``, ``n_bands``,
             ``max_band_isects``, ``n_blocks``, ``max_block_pairs``).
     """
 
-    tile_size: int = 16
+    tile_size: int = 8
     chunk_size: int = 128
     max_pairs: int = 1 << 18
     max_isects: int = 1 << 20
     save_checkpoints: bool = True
+    max_saved_pairs: int = 1 << 24
     stats: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("tile_size", "chunk_size", "max_pairs", "max_isects"):
+        for name in ("tile_size", "chunk_size", "max_pairs", "max_isects", "max_saved_pairs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -171,7 +184,8 @@ class _Projected:
 
 def _project_camera(
     means: Tensor,
-    rs: Tensor,
+    quats: Tensor,
+    scales: Tensor,
     opacities: Tensor,
     viewmat: Tensor,
     K: Tensor,
@@ -183,18 +197,20 @@ def _project_camera(
     radius_clip: float,
     antialiased: bool,
 ) -> _Projected:
-    """EWA projection + gsplat culling for one camera (``rs`` = R * s, ``[N, 3, 3]``)."""
+    """EWA projection + gsplat culling for one camera.
+
+    Before any differentiable work, Gaussians whose bounding box cannot touch the image
+    are dropped with a conservative bound (no autograd): with ``J`` the projection
+    Jacobian (its ``x/z, y/z`` clamped as below) and ``s`` the largest scale,
+    ``cov2d <= |J|_F^2 s^2 + eps2d``, so no radius exceeds
+    ``3.33 sqrt(|J|_F^2 s^2 + eps2d) + 1`` px; a mean projected farther than that outside
+    the image is culled by gsplat's image-bounds test anyway. Only the rest get their
+    rotation, covariance and conic (on a training view of a large scene most Gaussians
+    are outside the view frustum)."""
     Rw = viewmat[:3, :3]
     tw = viewmat[:3, 3]
     means_c = torch.addmm(tw, means, Rw.T)  # [N, 3]
     depths_all = means_c[:, 2]
-    with torch.no_grad():
-        zd = depths_all.detach()
-        idx = torch.nonzero((zd >= near_plane) & (zd <= far_plane)).squeeze(1)
-    mc = means_c[idx]
-    x, y, z = mc.unbind(-1)
-    # camera-space rotation-scale: W @ R @ S
-    wm = torch.einsum("ij,njk->nik", Rw, rs[idx])  # [V, 3, 3]
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     tan_fovx = 0.5 * width / fx
     tan_fovy = 0.5 * height / fy
@@ -202,6 +218,28 @@ def _project_camera(
     lim_x_neg = cx / fx + 0.3 * tan_fovx
     lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
     lim_y_neg = cy / fy + 0.3 * tan_fovy
+    with torch.no_grad():
+        mcd = means_c.detach()
+        zd = mcd[:, 2]
+        front = (zd >= near_plane) & (zd <= far_plane)
+        zs = torch.where(front, zd, 1.0)
+        u = mcd[:, 0] / zs
+        v = mcd[:, 1] / zs
+        ku, kv = float(fx), float(fy)
+        lx = torch.clamp(u, min=-float(lim_x_neg), max=float(lim_x_pos))
+        ly = torch.clamp(v, min=-float(lim_y_neg), max=float(lim_y_pos))
+        jf2 = ((ku * ku) * (1.0 + lx * lx) + (kv * kv) * (1.0 + ly * ly)) / (zs * zs)
+        smax = scales.detach().amax(-1)
+        rb = RADIUS_EXTEND * torch.sqrt(jf2 * smax * smax + eps2d) + 1.0
+        mu = ku * u + float(cx)
+        mv = kv * v + float(cy)
+        near_img = (mu + rb > 0) & (mu - rb < width) & (mv + rb > 0) & (mv - rb < height)
+        idx = torch.nonzero(front & near_img).squeeze(1)
+    mc = means_c[idx]
+    x, y, z = mc.unbind(-1)
+    # camera-space rotation-scale: W @ R @ S
+    rs = quat_to_rotmat(quats[idx]) * scales[idx][:, None, :]
+    wm = torch.einsum("ij,njk->nik", Rw, rs)  # [V, 3, 3]
     rz = 1.0 / z
     rz2 = rz * rz
     tx = z * torch.clamp(x * rz, min=-lim_x_neg, max=lim_x_pos)
@@ -298,9 +336,8 @@ def project_gaussians(
     Source: gsplat ``fully_fused_projection`` (``ProjectionEWA3DGSFused.cu``); EWA
     splatting (Zwicker et al. 2001); 3DGS (Kerbl et al. 2023).
     """
-    rs = quat_to_rotmat(quats) * scales[:, None, :]
     p = _project_camera(
-        means, rs, opacities, viewmat, K, width, height, near_plane, far_plane,
+        means, quats, scales, opacities, viewmat, K, width, height, near_plane, far_plane,
         eps2d, radius_clip, rasterize_mode == "antialiased",
     )  # fmt: skip
     return {
@@ -340,15 +377,73 @@ class _Batch:
     chunk: int  # Gaussians per tile per step (chunk_size, capped by max_pairs / P)
 
 
+def _tile_hits(
+    params: Tensor, gid: Tensor, tile: Tensor, tw: int, ts: int, width: int, height: int
+) -> Tensor:
+    """Which (Gaussian, tile) pairs of the bounding-box cover can hold a contributing pixel.
+
+    A pixel centre ``p`` gets ``alpha >= 1/255`` from Gaussian ``i`` only where
+    ``sigma(p) = A dx^2 + B dx dy + C dy^2 <= tau = ln(255 o)`` (``A, B, C`` = a/2, b, c/2
+    of the conic, ``d = mean - p``): an ellipse. ``sigma`` is a convex quadratic, so its
+    minimum over the rectangle spanned by the tile's pixel centres is 0 when the mean lies
+    inside, else it is on one of the four edges, where it is a 1-D quadratic minimised at
+    its vertex clamped to the edge. Pairs whose minimum exceeds ``tau`` (plus a margin of
+    float rounding, so a kept pixel is never dropped) are culled: gsplat's exact
+    ellipse-tile intersection (gsplat 1.5 ``IntersectTile.cu``; the "AccuTile" test of
+    Hanson et al. 2025, "Speedy-Splat"), which leaves the rendered values unchanged.
+
+    Args:
+        params: ``[6, V + 1]`` packed Gaussians (:func:`_pack_params`).
+        gid: ``[M]`` Gaussian index of each pair; tile: ``[M]`` tile index (row-major over
+            the image's ``tw`` tile columns).
+        tw, ts, width, height: tile columns, tile size and image size in pixels.
+
+    Returns:
+        ``[M]`` bool, True for the pairs to keep.
+    """
+    g = params[:, gid]  # [6, M]
+    mx, my, A, B, Cq, o = g.unbind(0)
+    tx = tile % tw
+    ty = torch.div(tile, tw, rounding_mode="floor")
+    dt = params.dtype
+    x0 = (tx * ts).to(dt) + 0.5
+    y0 = (ty * ts).to(dt) + 0.5
+    x1 = torch.clamp((tx * ts + ts).to(dt), max=float(width)) - 0.5
+    y1 = torch.clamp((ty * ts + ts).to(dt), max=float(height)) - 0.5
+    # offsets d = mean - pixel over the rectangle: dx in [mx - x1, mx - x0]
+    dxl, dxh = mx - x1, mx - x0
+    dyl, dyh = my - y1, my - y0
+    inside = (dxl <= 0) & (dxh >= 0) & (dyl <= 0) & (dyh >= 0)
+    A_ = A.clamp(min=1e-30)
+    C_ = Cq.clamp(min=1e-30)
+    best = torch.full_like(mx, math.inf)
+    for dy in (dyl, dyh):  # horizontal edges: minimise over dx at fixed dy
+        dx = torch.minimum(torch.maximum(-B * dy / (2.0 * A_), dxl), dxh)
+        best = torch.minimum(best, A * dx * dx + B * dx * dy + Cq * dy * dy)
+    for dx in (dxl, dxh):  # vertical edges: minimise over dy at fixed dx
+        dy = torch.minimum(torch.maximum(-B * dx / (2.0 * C_), dyl), dyh)
+        best = torch.minimum(best, A * dx * dx + B * dx * dy + Cq * dy * dy)
+    tau = torch.log(o.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD)
+    return inside | (best <= tau * (1.0 + 1e-3) + 1e-3)
+
+
 def _tile_batches(
-    means2d: Tensor, radii: Tensor, width: int, height: int, cfg: RasterConfig, stats: dict
+    means2d: Tensor,
+    radii: Tensor,
+    width: int,
+    height: int,
+    cfg: RasterConfig,
+    stats: dict,
+    params: Tensor | None = None,
 ):
     """Yield batches of tiles with their front-to-back Gaussian lists (no autograd).
 
     ``means2d`` / ``radii`` are the visible Gaussians already sorted front to back
     (stable, so ties keep the index order), hence sorting the unique keys
     ``tile * (V + 1) + rank`` yields gsplat's order: by tile, then depth, then index (its
-    stable radix sort of (tile, depth) keys)."""
+    stable radix sort of (tile, depth) keys). With ``params`` (:func:`_pack_params`) the
+    tiles of each Gaussian's bounding box that its ellipse misses are culled
+    (:func:`_tile_hits`)."""
     ts = cfg.tile_size
     tw = (width + ts - 1) // ts
     th = (height + ts - 1) // ts
@@ -410,11 +505,23 @@ def _tile_batches(
         start2 = torch.cumsum(w1, 0) - w1
         tile = base1[rep2] + torch.arange(total, device=dev) - start2[rep2]
         del start2, base1, w1
+        gpair = g1[rep2]
+        del rep2, g1
+        if params is not None:
+            hit = _tile_hits(params, gpair, tile + r0 * tw, tw, ts, width, height)
+            stats["n_isects_bbox"] = stats.get("n_isects_bbox", 0) + total
+            keep = torch.nonzero(hit).squeeze(1)
+            tile, gpair = tile[keep], gpair[keep]
+            total = int(keep.numel())
+            stats["n_isects"] = stats.get("n_isects", 0) - (int(hit.numel()) - total)
+            del hit, keep
+            if total == 0:
+                continue
         n_tiles_band = (r1 - r0) * tw
         cnt = torch.bincount(tile, minlength=n_tiles_band)
         # unique keys (tile, depth rank) -> one sort yields per-tile front-to-back lists
-        key = tile.mul_(V + 1).add_(g1[rep2])
-        del rep2, g1
+        key = tile.mul_(V + 1).add_(gpair)
+        del gpair
         key = torch.sort(key).values
         tile_of = torch.repeat_interleave(torch.arange(n_tiles_band, device=dev), cnt)
         ids_sorted = key.sub_(tile_of.mul_(V + 1))
@@ -535,9 +642,7 @@ def _forward_batch(
     params: Tensor,
     colors: Tensor | None,
     batch: _Batch,
-    px: Tensor,
-    py: Tensor,
-    inside: Tensor,
+    grid: tuple[Tensor, Tensor, Tensor],
     cfg: RasterConfig,
     cuts: tuple[float, float],
     record: list | None,
@@ -545,9 +650,11 @@ def _forward_batch(
 ):
     """Composite one batch of tiles front to back, ``chunk_size`` Gaussians at a time.
 
-    Returns ``out [B, D, P]`` (None when ``colors`` is None) and the final
-    transmittance ``T [B, P]``. When ``record`` is a list, the state before every chunk
-    ``(k0, kc, active_tiles, T0, done0)`` is appended for the backward pass."""
+    ``grid`` is :func:`_pixel_grid`'s ``(px, py, inside)``. Returns ``out [B, D, P]``
+    (None when ``colors`` is None) and the final transmittance ``T [B, P]``. When
+    ``record`` is a list, the state before every chunk ``(k0, kc, active_tiles, T0,
+    done0)`` is appended for the backward pass."""
+    px, py, inside = grid
     B, P = inside.shape
     T = torch.ones((B, P), dtype=params.dtype, device=params.device)
     done = ~inside
@@ -568,14 +675,21 @@ def _forward_batch(
         ids = batch.ids[aidx, k0 : k0 + kc]
         T0 = T[aidx]
         d0 = done[aidx]
-        if record is not None:
-            record.append((k0, kc, aidx, T0, d0))
         a, _, _ = _block_alpha(params[:, ids], px[aidx], py[aidx], *cuts)
         stats["max_block_pairs"] = max(stats.get("max_block_pairs", 0), a.numel())
         stats["n_blocks"] = stats.get("n_blocks", 0) + 1
         texc, _, T1, d1 = _block_transmittance(a, T0, d0)
+        keep_block = record is not None and stats.get("saved_pairs", 0) + a.numel() <= (
+            cfg.max_saved_pairs
+        )
+        if record is not None:
+            if keep_block:
+                stats["saved_pairs"] = stats.get("saved_pairs", 0) + a.numel()
+                record.append((k0, kc, aidx, T0, d0, a, texc))
+            else:
+                record.append((k0, kc, aidx, T0, d0, None, None))
         if out is not None:
-            w = a.mul_(texc)
+            w = a * texc if keep_block else a.mul_(texc)
             # [b, D, k] @ [b, k, P]: much faster than [b, P, k] @ [b, k, D] for small D
             contrib = torch.bmm(colors[ids].transpose(1, 2).contiguous(), w.transpose(1, 2))
             if k0 == 0:
@@ -592,9 +706,7 @@ def _backward_batch(
     params: Tensor,
     colors: Tensor,
     batch: _Batch,
-    px: Tensor,
-    py: Tensor,
-    inside: Tensor,
+    grid: tuple[Tensor, Tensor, Tensor],
     cfg: RasterConfig,
     cuts: tuple[float, float],
     saved: tuple[list, Tensor] | None,
@@ -612,18 +724,29 @@ def _backward_batch(
     chained through ``alpha = min(0.999, o exp(-sigma))`` and the quadratic form sigma.
     Gradients are accumulated into ``grad_params [V + 1, 6]`` (mx, my, a, b, c, o) and
     ``grad_colors [V + 1, D]``."""
+    px, py, _ = grid
     if saved is None:
         record: list = []
-        _, T_final = _forward_batch(params, None, batch, px, py, inside, cfg, cuts, record, {})
+        no_saving = {"saved_pairs": cfg.max_saved_pairs + 1}  # keep the memory bound
+        _, T_final = _forward_batch(params, None, batch, grid, cfg, cuts, record, no_saving)
     else:
         record, T_final = saved
     R = -T_final * gA  # [B, P]
-    for k0, kc, aidx, T0, d0 in reversed(record):
+    for k0, kc, aidx, T0, d0, a_saved, texc_saved in reversed(record):
         ids = batch.ids[aidx, k0 : k0 + kc]
         g = params[:, ids]  # [6, b, k]
         cgt = colors[ids].transpose(1, 2).contiguous()  # [b, D, k]
-        a, dx, dy = _block_alpha(g, px[aidx], py[aidx], *cuts)
-        texc, om, _, _ = _block_transmittance(a, T0, d0)
+        if a_saved is None:
+            a, dx, dy = _block_alpha(g, px[aidx], py[aidx], *cuts)
+            texc, om, _, _ = _block_transmittance(a, T0, d0)
+        else:
+            # the forward's alphas and transmittances; 1 - a differs from the unmasked
+            # 1 - alpha only where the pixel had terminated, where a = 0 zeroes the term
+            a, texc = a_saved, texc_saved
+            om = torch.rsub(a, 1.0)
+            gb = g[:, :, None, :]
+            dx = gb[0] - px[aidx]
+            dy = gb[1] - py[aidx]
         gCa = gC[aidx]
         dot = torch.bmm(gCa, cgt)  # [b, P, k] = c_i . gC
         w = a * texc
@@ -648,6 +771,7 @@ def _backward_batch(
         suxx = (u * dx).sum(1)
         suy = u.mul_(dy).sum(1)
         sty = t.mul_(dy).sum(1)
+        del u, t, ga, dx, dy
         ca = 2.0 * g[2]
         cb = g[3]
         cc = 2.0 * g[4]
@@ -683,14 +807,12 @@ class _RasterizeToPixels(torch.autograd.Function):
         need_grad = any(ctx.needs_input_grad[:4]) and cfg.save_checkpoints
         records = [] if need_grad else None
         stats = cfg.stats
-        for batch in _tile_batches(means2d, radii, width, height, cfg, stats):
-            px, py, inside = _pixel_grid(batch, width, height, ts, tw, dtype, dev)
+        for batch in _tile_batches(means2d, radii, width, height, cfg, stats, params):
+            grid = _pixel_grid(batch, width, height, ts, tw, dtype, dev)
             rec = [] if need_grad else None
-            out, T = _forward_batch(
-                params, colors_p, batch, px, py, inside, cfg, cuts, rec, stats
-            )
+            out, T = _forward_batch(params, colors_p, batch, grid, cfg, cuts, rec, stats)
             if records is not None:
-                records.append((rec, T))
+                records.append((rec, T, batch))
             out_t[batch.tile_ids] = out
             T_t[batch.tile_ids] = T
         img = _untile(out_t.transpose(1, 2), th, tw, ts, height, width)
@@ -717,11 +839,15 @@ class _RasterizeToPixels(torch.autograd.Function):
         grad_colors = torch.zeros((V + 1, D), dtype=dtype, device=dev)
         cuts = (_neg_zero_cut(dtype), _alpha_cut(dtype))
         records = ctx.records
-        for bi, batch in enumerate(_tile_batches(means2d, radii, width, height, cfg, {})):
-            px, py, inside = _pixel_grid(batch, width, height, ts, tw, dtype, dev)
-            rec = records[bi] if records is not None else None
+        if records is not None:  # the forward's tile lists, transmittances and batches
+            batches = [(r[2], (r[0], r[1])) for r in records]
+        else:
+            batches = ((b, None) for b in _tile_batches(means2d, radii, width, height, cfg, {},
+                                                         params))
+        for batch, rec in batches:
+            grid = _pixel_grid(batch, width, height, ts, tw, dtype, dev)
             _backward_batch(
-                params, colors_p, batch, px, py, inside, cfg, cuts, rec,
+                params, colors_p, batch, grid, cfg, cuts, rec,
                 gC_t[batch.tile_ids], gA_t[batch.tile_ids], grad_params, grad_colors,
             )  # fmt: skip
         ctx.records = None
@@ -815,10 +941,9 @@ def rasterize_torch(
     C = viewmats.shape[0]
     dtype, dev = means.dtype, means.device
     antialiased = rasterize_mode == "antialiased"
-    rs = quat_to_rotmat(quats) * scales[:, None, :]  # [N, 3, 3] = R S
     projs = [
         _project_camera(
-            means, rs, opacities, viewmats[c], Ks[c], width, height, near_plane,
+            means, quats, scales, opacities, viewmats[c], Ks[c], width, height, near_plane,
             far_plane, eps2d, radius_clip, antialiased,
         )  # fmt: skip
         for c in range(C)

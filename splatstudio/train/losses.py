@@ -21,11 +21,64 @@ import torch.nn.functional as F
 
 
 @lru_cache(maxsize=8)
-def _window(size: int, sigma: float, device: str, dtype: torch.dtype) -> torch.Tensor:
+def _window1d(size: int, sigma: float, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """Normalised 1-D Gaussian window [size] (the 2-D SSIM window is its outer product)."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = (g / g.sum()).to(dtype)
-    return (g[:, None] @ g[None, :]).to(device)[None, None].expand(3, 1, size, size).contiguous()
+    return (g / g.sum()).to(dtype).to(device)
+
+
+def _blur(t: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of every channel of t [B, K, H, W] with window g [size], zero
+    padded to the same size: equal to the 11x11 2-D convolution (the window is separable)
+    with 2 x 11 instead of 121 taps. Symmetric, so it is its own adjoint."""
+    k, size = t.shape[1], g.numel()
+    pad = size // 2
+    wv = g.view(1, 1, size, 1).expand(k, 1, size, 1)
+    wh = g.view(1, 1, 1, size).expand(k, 1, 1, size)
+    return F.conv2d(F.conv2d(t, wv, padding=(pad, 0), groups=k), wh, padding=(0, pad), groups=k)
+
+
+_C1, _C2 = 0.01**2, 0.03**2
+
+
+class _FusedSSIM(torch.autograd.Function):
+    """SSIM map with a hand-written backward (the "fused SSIM" of Mallick et al. 2024,
+    "Taming 3DGS", in plain torch): the forward blurs the five moment images in one
+    separable convolution; the backward needs the three partial derivatives of SSIM w.r.t.
+    the blurred moments of x (mu_x, E[x^2], E[xy]), blurs them once (the blur is
+    self-adjoint) and combines them per pixel, instead of autograd's graph of ~30 ops.
+    Only ``x`` gets a gradient (the reference image is data)."""
+
+    @staticmethod
+    def forward(ctx, x, y, g):
+        C = x.shape[1]
+        mu_x, mu_y, exx, eyy, exy = _blur(torch.cat([x, y, x * x, y * y, x * y], 1), g).split(C, 1)
+        mxy = mu_x * mu_y
+        mx2 = mu_x * mu_x
+        my2 = mu_y * mu_y
+        a1 = 2.0 * mxy + _C1
+        a2 = 2.0 * (exy - mxy) + _C2
+        b1 = mx2 + my2 + _C1
+        b2 = (exx - mx2) + (eyy - my2) + _C2
+        s = (a1 * a2) / (b1 * b2)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(x, y, g, mu_x, mu_y, a1, a2, b1, b2, s)
+        return s.mean(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, g, mu_x, mu_y, a1, a2, b1, b2, s = ctx.saved_tensors
+        C = x.shape[1]
+        G = grad[:, None] / C  # d loss / d s, [B, 1, H, W]
+        inv = G / (b1 * b2)
+        gs = G * s
+        # s = a1 a2 / (b1 b2) as a function of mu_x, E[x^2] (in b2) and E[xy] (in a2)
+        g_mu = 2.0 * mu_y * (a2 - a1) * inv - 2.0 * mu_x * gs * (1.0 / b1 - 1.0 / b2)
+        g_xx = -gs / b2
+        g_xy = 2.0 * a1 * inv
+        b_mu, b_xx, b_xy = _blur(torch.cat([g_mu, g_xx, g_xy], 1), g).split(C, 1)
+        return b_mu + 2.0 * x * b_xx + y * b_xy, None, None
 
 
 @contextmanager
@@ -45,23 +98,12 @@ def no_tf32() -> Iterator[None]:
 def ssim_map(img: torch.Tensor, ref: torch.Tensor, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Per-pixel SSIM [B, H, W] of images [B, H, W, 3] (values in [0, 1]), mean over channels.
 
-    Borders use zero padding of the local statistics window ("same" size output).
+    Borders use zero padding of the local statistics window ("same" size output). The
+    gradient flows to `img` only (through :class:`_FusedSSIM`); `ref` is treated as data.
     """
-    x = img.permute(0, 3, 1, 2)
-    y = ref.permute(0, 3, 1, 2)
-    w = _window(size, sigma, str(x.device), x.dtype)
-    pad = size // 2
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, w, padding=pad, groups=3)
-
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = blur(x * x) - mu_x**2
-    syy = blur(y * y) - mu_y**2
-    sxy = blur(x * y) - mu_x * mu_y
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    return s.mean(1)
+    x = img.permute(0, 3, 1, 2).contiguous()
+    y = ref.detach().permute(0, 3, 1, 2).contiguous()
+    return _FusedSSIM.apply(x, y, _window1d(size, sigma, str(x.device), x.dtype))
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

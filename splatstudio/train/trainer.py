@@ -219,10 +219,14 @@ class Trainer:
     def render(
         self, viewmat: np.ndarray, K: np.ndarray, width: int, height: int, sh_degree: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Render the current Gaussians: (colors [1,H,W,3], alphas [1,H,W,1], info)."""
+        """Render the current Gaussians: (colors [1,H,W,3], alphas [1,H,W,1], info).
+
+        Only the ``(deg + 1) ** 2`` SH coefficients the degree uses are passed on (the others
+        would be copied, gathered and back-propagated as zeros every step)."""
         p = self.splats
         deg = self.cfg.sh_degree if sh_degree is None else sh_degree
-        sh = torch.cat([p["sh0"], p["shN"]], 1)
+        k = (deg + 1) ** 2
+        sh = p["sh0"] if k == 1 else torch.cat([p["sh0"], p["shN"][:, : k - 1]], 1)
         return rasterize(
             p["means"],
             p["quats"],
@@ -261,6 +265,11 @@ class Trainer:
         if scale_reg:
             loss = loss + scale_reg * torch.exp(self.splats["scales"]).mean()
         loss.backward()
+        shn = self.splats["shN"]
+        if shn.grad is None and shn.numel():
+            # degree 0 does not use shN: a zero gradient keeps Adam's step count (and so its
+            # bias correction) the same as when the full coefficients went through autograd
+            shn.grad = torch.zeros_like(shn)
         for opt in self.optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)

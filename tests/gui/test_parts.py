@@ -117,3 +117,16 @@ def test_viewer_opens_an_export_upright_from_its_sidecar(qtbot, tmp_path):
         assert np.abs(shown[-1].means - src.means).max() < 2.0**-12, name  # as stored
     save_splats(src, tmp_path / "plain.spz")  # no sidecar: the up axis is left as it was
     assert page.load(tmp_path / "plain.spz") and page.up_combo.currentData() == "+Y"
+
+
+def test_settings_dialog_offers_every_device(qtbot, settings, tmp_path):
+    from splatstudio.gui.dialogs import SettingsDialog
+
+    settings.device = "mps"
+    dlg = SettingsDialog(settings)
+    qtbot.addWidget(dlg)
+    items = [dlg.device.itemData(i) for i in range(dlg.device.count())]
+    assert items == ["auto", "cpu", "cuda", "mps"]
+    assert dlg.device.currentData() == "mps"
+    assert "MPS" in dlg.device.currentText()
+    dlg.grab().save(str(tmp_path / "settings.png"))

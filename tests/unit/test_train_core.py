@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -54,6 +56,60 @@ def test_ssim_and_psnr():
     c = a.clone()
     c[:, 16:] = 0  # differs only outside the mask
     assert photometric_loss(c, a, mask) < 0.05 < photometric_loss(c, a)
+
+
+def _ssim_reference(img, ref):
+    """SSIM map by plain autograd: the 11x11 2-D Gaussian window (sigma 1.5) of Wang et al.
+    2004, zero padding, mean over channels (written from the paper, no shared code)."""
+    x, y = img.permute(0, 3, 1, 2), ref.permute(0, 3, 1, 2)
+    r = torch.arange(11, dtype=torch.float64) - 5.0
+    g = torch.exp(-(r**2) / (2 * 1.5**2))
+    g = g / g.sum()
+    w = (g[:, None] * g[None, :]).to(x.dtype)[None, None].repeat(3, 1, 1, 1)
+
+    def blur(t):
+        return torch.nn.functional.conv2d(t, w, padding=5, groups=3)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = (2 * mx * my + c1) * (2 * sxy + c2) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.mean(1)
+
+
+def test_fused_ssim_matches_autograd_reference_on_a_real_photo():
+    import cv2
+
+    path = Path(__file__).resolve().parents[2].parent / "shared/data/photos/lund"
+    bgr = cv2.imread(str(sorted(path.glob("*.jpg"))[0]))
+    assert bgr is not None
+    ref = torch.from_numpy(bgr[200:296, 300:380, ::-1].copy()).double().div(255)[None]
+    noise = torch.randn(ref.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    img = (ref + 0.08 * noise).clamp(0, 1)
+    mask = torch.rand(ref.shape[:3], generator=torch.Generator().manual_seed(1)) > 0.3
+    a = img.clone().requires_grad_(True)
+    b = img.clone().requires_grad_(True)
+    sa, sb = ssim_map(a, ref), _ssim_reference(b, ref)
+    assert 0.2 < float(sb.mean()) < 0.95
+    assert torch.allclose(sa, sb, atol=1e-12)
+    wts = torch.rand(sa.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    (sa * wts * mask).sum().backward()
+    (sb * wts * mask).sum().backward()
+    assert float((a.grad - b.grad).abs().max() / b.grad.abs().max()) < 1e-10
+    # float32 as in training: the same up to rounding (E[x^2] - mu^2 cancels digits)
+    a32 = img.float().clone().requires_grad_(True)
+    b32 = img.float().clone().requires_grad_(True)
+    photometric_loss(a32, ref.float(), mask).backward()
+    l1 = (b32 - ref.float()).abs()[mask].mean()
+    (0.8 * l1 + 0.2 * (1 - _ssim_reference(b32, ref.float())[mask].mean())).backward()
+    assert float((a32.grad - b32.grad).abs().max() / b32.grad.abs().max()) < 1e-3
+
+
+def test_fused_ssim_gradcheck():
+    g = torch.Generator().manual_seed(3)
+    ref = torch.rand(1, 13, 17, 3, generator=g, dtype=torch.float64)
+    img = torch.rand(1, 13, 17, 3, generator=g, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: ssim_map(t, ref), (img,))
 
 
 def test_init_and_export():
