@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splatstudio.splats.formats import _chunk_range
 from splatstudio.splats import load_splats, save_splats
 from splatstudio.splats.compressed_ply import morton_order
+from splatstudio.splats.formats import _chunk_range
 from splatstudio.splats.gltf import _read_accessor, parse_glb
 from splatstudio.splats.model import SH_C0, quat_to_rotation, sigmoid
 from splatstudio.splats.sog import read_sog_meta
