@@ -174,7 +174,8 @@ def rasterize(
             defaults to **False** here (gsplat's default is True) so that ``info`` has the
             same unpacked ``[C, N, ...]`` layout on both paths; pass ``packed=True`` to get
             gsplat's packed layout on CUDA. ``backend``: "auto" (default), "gsplat" or
-            "torch". Torch-path knobs: ``tile_size`` (8), ``chunk_size`` (128),
+            "torch". Torch-path knobs: ``tile_size`` (8 when gradients are needed, 16
+            otherwise), ``chunk_size`` (128),
             ``max_pairs`` (2**18), ``max_isects`` (2**20), ``save_checkpoints`` (True),
             ``max_saved_pairs`` (2**24), see
             :class:`~splatstudio.render.torch_impl.RasterConfig`. gsplat-only features
@@ -259,6 +260,12 @@ def rasterize(
         raise ValueError(f"rasterize: {bad_dtype}")
     if backgrounds is not None and backgrounds.dtype != means.dtype:
         raise ValueError("rasterize: backgrounds dtype must match means")
+    if "tile_size" not in cfg_kw and not (torch.is_grad_enabled() and any(
+            t.requires_grad for t in (means, quats, scales, opacities, colors))):
+        # a render without gradients (render, video, mesh bake): 16 px tiles. The 8 px tiles
+        # pay off in training's backward; here they only double the tile intersections
+        # (bench_rasterize_cpu, 100k at 1280x720: 2.55 s with 8 px, 0.86 s with 16 px before)
+        cfg_kw["tile_size"] = 16
     return rasterize_torch(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,
         near_plane=near_plane, far_plane=far_plane, sh_degree=sh_degree,
