@@ -56,10 +56,9 @@ def run(args: argparse.Namespace) -> int:
         FarmError: as the command's functions (the CLI prints the message).
     """
     if args.command == "worker":
-        from .pki import load_join
         from .worker import serve_from_args
 
-        return serve_from_args(args, load_join)
+        return serve_from_args(args)
     if args.farm_command == "init":
         from .pki import init_farm
 

@@ -14,6 +14,7 @@ slots join again with a backoff of 2 to 30 s until the worker is stopped (SIGTER
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -176,14 +177,9 @@ def default_bind(scheduler: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m splatstudio.farm.worker`` (the same as ``splatstudio worker``)."""
-    import argparse
-
-    from .pki import load_join
-
     ap = argparse.ArgumentParser(prog="splatstudio worker")
     add_arguments(ap)
-    args = ap.parse_args(argv)
-    return serve_from_args(args, load_join)
+    return serve_from_args(ap.parse_args(argv))
 
 
 def add_arguments(ap: Any) -> None:
@@ -196,22 +192,18 @@ def add_arguments(ap: Any) -> None:
                     "127.0.0.1 for a scheduler on loopback)")
     ap.add_argument("--name", help="machine name shown in the farm (default: host name)")
     ap.add_argument("--scheduler", help="scheduler address (default: the join file's)")
-    ap.add_argument("--home", action="store_true", help=argparse_suppress())
-    ap.add_argument("--tie", action="store_true", help=argparse_suppress())
+    ap.add_argument("--home", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tie", action="store_true", help=argparse.SUPPRESS)
 
 
-def argparse_suppress() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
-
-
-def serve_from_args(args: Any, load_join: Any) -> int:
+def serve_from_args(args: Any) -> int:
     """Run ``splatstudio worker`` with parsed `args` until SIGTERM / SIGINT."""
     if getattr(args, "tie", False):
         from ..lifeline import tie_to_parent
 
         tie_to_parent()
+    from .pki import load_join
+
     join = load_join(args.join)
     scheduler = args.scheduler or join.scheduler[0]
     slots = plan_slots(args.gpus, cpu_train=args.cpu_train, home=args.home)

@@ -65,6 +65,7 @@ class FarmController(QObject):
         self._thread: threading.Thread | None = None
 
     def _set(self, state: str) -> None:
+        # also called from the farm thread: the signal is queued to the receivers' thread
         self.state = state
         self.stateChanged.emit(state)
 
@@ -87,24 +88,19 @@ class FarmController(QObject):
                 host = FarmHost(self.dir).start()
             except Exception as e:  # noqa: BLE001 - shown to the user
                 self.failed.emit(str(e))
-                self._set_later("off")
+                self._set("off")
                 return
             if not stop.is_set():
                 self.host = host
                 os.environ.update(host.environment())
-                self._set_later("on")
+                self._set("on")
                 stop.wait()
             os.environ.pop(FARM_ENV, None)
             host.stop()
-            self._set_later("off")
+            self._set("off")
 
         self._thread = threading.Thread(target=work, name="farm", daemon=True)
         self._thread.start()
-
-    def _set_later(self, state: str) -> None:
-        # from a thread: the signal is queued to the receivers' thread
-        self.state = state
-        self.stateChanged.emit(state)
 
     def stop(self, wait: bool = False) -> None:
         """Switch farming off (returns at once, or once it is off with `wait`)."""

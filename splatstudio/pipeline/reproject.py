@@ -159,12 +159,13 @@ def _pano_fingerprint(entry: dict[str, Any], src: Path, rig: Rig, config: Reproj
 
 
 def platform_keep_mask(project: Project, panos: list[dict[str, Any]], input_dir: Path,
-                       config: ReprojectConfig, events: Emitter) -> np.ndarray:
+                       config: ReprojectConfig, events: Emitter,
+                       covered: np.ndarray | None = None) -> np.ndarray:
     """The capture's platform mask as uint8 [256, 512] equirect: 0 on the platform, 255 else.
 
     From ``config.platform_mask_file`` when set, else estimated from the panoramas
-    (:func:`splatstudio.pano.platform.estimate_platform_mask`, decoded at a quarter size),
-    else all 255.
+    (:func:`splatstudio.pano.platform.estimate_platform_mask`, decoded at a quarter size,
+    within `covered`, :func:`covered_mask` when not given), else all 255.
 
     Raises:
         InputError: the user's mask file is missing or not an image.
@@ -199,7 +200,8 @@ def platform_keep_mask(project: Project, panos: list[dict[str, Any]], input_dir:
         return img
 
     found = estimate_platform_mask((small(e) for e in panos),
-                                   covered=covered_mask(panos, None) > 0)
+                                   covered=(covered_mask(panos, None) if covered is None
+                                            else covered) > 0)
     if found.reason:
         events.log(f"platform mask: none ({found.reason})")
     else:
@@ -281,8 +283,9 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
         )
         rig = make_rig(config.rig, config.fov_deg, size, config.views)
         rig_dict = rig.to_dict()
-        platform = np.minimum(platform_keep_mask(project, panos, input_dir, config, events),
-                              covered_mask(panos, events))
+        covered = covered_mask(panos, events)  # partial panoramas: the sphere they cover
+        platform = np.minimum(
+            platform_keep_mask(project, panos, input_dir, config, events, covered), covered)
         _write_png(out / "platform_mask.png", platform)
         events.artifact("reproject/platform_mask.png")
         mask_dir = out / "masks"
