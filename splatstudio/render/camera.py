@@ -21,12 +21,14 @@ in float64 NumPy; these helpers are not differentiable.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["frame_points", "intrinsics_from_fov", "look_at"]
+__all__ = ["Cameras", "PinholeCamera", "camera_centres", "frame_points", "intrinsics_from_fov",
+           "look_at"]
 
 
 def _is_torch(x: Any) -> bool:
@@ -48,6 +50,134 @@ def _like(arr: np.ndarray, ref: Any) -> Any:
         dtype = ref.dtype if ref.is_floating_point() else torch.float32
         return torch.as_tensor(arr, dtype=dtype, device=ref.device)
     return arr
+
+
+def camera_centres(viewmats: Any) -> np.ndarray:
+    """Camera centres ``[..., 3]`` in the world frame, ``-R^T t``, of world-to-camera
+    `viewmats` ``[..., 4, 4]`` (NumPy float64 whatever the input)."""
+    vm = _to_np(viewmats)
+    r, t = vm[..., :3, :3], vm[..., :3, 3]
+    return -np.einsum("...ji,...j->...i", r, t)
+
+
+@dataclass
+class PinholeCamera:
+    """One pinhole camera: the single camera record of SplatStudio (training views, the
+    preview camera, mesh fusion, the viewer's capture positions).
+
+    Attributes:
+        viewmat: ``[4, 4]`` world-to-camera, OpenCV axes (x right, y down, z forward),
+            world = the scene's frame (ENU metres for a project), float64.
+        K: ``[3, 3]`` intrinsics in pixels, pixel centres at +0.5 (gsplat's convention),
+            float64.
+        width, height: image size in pixels (positive).
+
+    Raises:
+        ValueError: (at construction) arrays of another shape, a size that is not positive,
+            or non-finite numbers.
+    """
+
+    viewmat: np.ndarray
+    K: np.ndarray
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        self.viewmat = _to_np(self.viewmat).reshape(4, 4).copy()
+        self.K = _to_np(self.K).reshape(3, 3).copy()
+        self.width, self.height = int(self.width), int(self.height)
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"camera size must be positive, got {self.width}x{self.height}")
+        if not (np.isfinite(self.viewmat).all() and np.isfinite(self.K).all()):
+            raise ValueError("camera viewmat or K holds non-finite numbers")
+
+    @property
+    def centre(self) -> np.ndarray:
+        """``[3]`` camera centre in the world frame (``-R^T t``)."""
+        return camera_centres(self.viewmat)
+
+    @property
+    def forward(self) -> np.ndarray:
+        """``[3]`` unit viewing direction (the camera's +z) in the world frame."""
+        return self.viewmat[2, :3] / np.linalg.norm(self.viewmat[2, :3])
+
+    def resized(self, width: int, height: int) -> PinholeCamera:
+        """The same camera for an image of `width` x `height` pixels (the image scaled as a
+        whole, e.g. a training downscale): K's rows scale by ``width / self.width`` and
+        ``height / self.height`` (pixel centres at +0.5 keep their place)."""
+        K = self.K.copy()
+        K[0] *= width / self.width
+        K[1] *= height / self.height
+        return PinholeCamera(self.viewmat, K, width, height)
+
+    def downscaled(self, factor: float) -> PinholeCamera:
+        """:meth:`resized` to ``max(1, round(size / factor))`` pixels (factor >= 1), the
+        rounding of a training downscale."""
+        if factor <= 1.0:
+            return PinholeCamera(self.viewmat, self.K, self.width, self.height)
+        return self.resized(max(1, round(self.width / factor)), max(1, round(self.height / factor)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"viewmat": 4x4 list, "K": 3x3 list, "width", "height"}`` (JSON-ready)."""
+        return {"viewmat": self.viewmat.tolist(), "K": self.K.tolist(),
+                "width": self.width, "height": self.height}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PinholeCamera:
+        """The camera of :meth:`to_dict`'s object.
+
+        Raises:
+            ValueError: a missing key, arrays of another shape, a bad size or non-finite
+                numbers (KeyError and TypeError are turned into ValueError).
+        """
+        try:
+            return cls(np.asarray(d["viewmat"], np.float64), np.asarray(d["K"], np.float64),
+                       int(d["width"]), int(d["height"]))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a camera: {e}") from None
+
+
+@dataclass
+class Cameras:
+    """A batch of C pinhole cameras, as the rasterizer and mesh fusion take them.
+
+    Attributes:
+        viewmats: ``[C, 4, 4]`` world-to-camera (OpenCV axes), float64.
+        Ks: ``[C, 3, 3]`` intrinsics in pixels (pixel centres at +0.5), float64.
+        sizes: ``[C, 2]`` int64 image ``(width, height)`` in pixels.
+    """
+
+    viewmats: np.ndarray
+    Ks: np.ndarray
+    sizes: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.viewmats = _to_np(self.viewmats).reshape(-1, 4, 4)
+        c = self.viewmats.shape[0]
+        self.Ks = _to_np(self.Ks).reshape(c, 3, 3)
+        self.sizes = np.asarray(self.sizes, np.int64).reshape(c, 2)
+
+    @classmethod
+    def stack(cls, cameras: Sequence[PinholeCamera]) -> Cameras:
+        """The batch of `cameras` (in order); an empty sequence gives C = 0."""
+        return cls(np.array([c.viewmat for c in cameras]).reshape(-1, 4, 4),
+                   np.array([c.K for c in cameras]).reshape(-1, 3, 3),
+                   np.array([(c.width, c.height) for c in cameras], np.int64).reshape(-1, 2))
+
+    def __len__(self) -> int:
+        return int(self.viewmats.shape[0])
+
+    def __getitem__(self, i: int) -> PinholeCamera:
+        w, h = self.sizes[i]
+        return PinholeCamera(self.viewmats[i], self.Ks[i], int(w), int(h))
+
+    def __iter__(self) -> Iterator[PinholeCamera]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def centres(self) -> np.ndarray:
+        """``[C, 3]`` camera centres in the world frame (``-R^T t``)."""
+        return camera_centres(self.viewmats)
 
 
 def look_at(eye: Any, target: Any, up: Any = (0.0, 0.0, 1.0)) -> Any:
