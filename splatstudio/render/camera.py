@@ -60,7 +60,7 @@ def camera_centres(viewmats: Any) -> np.ndarray:
     return -np.einsum("...ji,...j->...i", r, t)
 
 
-@dataclass
+@dataclass(eq=False)
 class PinholeCamera:
     """One pinhole camera: the single camera record of SplatStudio (training views, the
     preview camera, mesh fusion, the viewer's capture positions).
@@ -137,7 +137,7 @@ class PinholeCamera:
             raise ValueError(f"not a camera: {e}") from None
 
 
-@dataclass
+@dataclass(eq=False)
 class Cameras:
     """A batch of C pinhole cameras, as the rasterizer and mesh fusion take them.
 
