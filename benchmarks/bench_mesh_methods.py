@@ -77,6 +77,7 @@ def demo_scene() -> tuple[Splats, MeshCameras, np.ndarray, np.ndarray, tuple[int
     splats = load_splats(proj / "train" / "splat.ply")
     cams = load_cameras(pycolmap.Reconstruction(str(proj / "georef" / "sparse")))
     train, test = split_views(cams, 8)
+    train, test = [c.camera for c in train], [c.camera for c in test]
     mc = MeshCameras(viewmats=np.stack([c.viewmat for c in train]),
                      Ks=np.stack([c.K for c in train]),
                      sizes=np.array([(c.width, c.height) for c in train]))  # fmt: skip

@@ -411,7 +411,7 @@ def _project_view(project: Path, name: str) -> tuple[Any, Any, int, int]:
         some = ", ".join(list(cams)[:6])
         raise InputError(sparse, f"no registered view {name!r} (views: {some}, ...; "
                          "--view list prints all)")
-    c = cams[name]
+    c = cams[name].camera
     return c.viewmat, c.K, c.width, c.height
 
 

@@ -10,7 +10,7 @@ How it talks to the trainer (:mod:`splatstudio.pipeline.train`), all through fil
   ``{viewmat [4x4] world-to-camera (OpenCV: x right, y down, z forward; world = ENU metres),
   K [3x3] pixels, width, height}``; the trainer reads it before each preview.
 * ``pause``: an empty flag file; the trainer sleeps between steps while it exists
-  (:func:`splatstudio.pipeline.train.wait_while_paused`). Stop is the runner's cancel.
+  (:func:`splatstudio.pipeline.train_session.wait_while_paused`). Stop is the runner's cancel.
 
 The initial camera is the trainer's own default preview camera (``preview_view`` or the first
 training view, at the training resolution), turned into an orbit about the point it looks at
@@ -85,20 +85,14 @@ def default_preview_camera(project: Project) -> tuple[PreviewCamera, np.ndarray,
     train, _ = split_views(cams, cfg.holdout_every)
     by_name = {c.name: c for c in cams}
     cam = by_name.get(cfg.preview_view, train[0] if train else cams[0])
-    K = cam.K.copy()
-    w, h = cam.width, cam.height
-    if cfg.downscale > 1.0:
-        w = max(1, round(cam.width / cfg.downscale))
-        h = max(1, round(cam.height / cfg.downscale))
-        K[0] *= w / cam.width
-        K[1] *= h / cam.height
+    small = cam.camera.downscaled(cfg.downscale)
     pts = rec.points3D
     ids = sorted(pts.keys())
     if len(ids) > MAX_OVERLAY_POINTS:
         ids = sorted(np.random.default_rng(0).choice(ids, MAX_OVERLAY_POINTS, replace=False))
     xyz = np.array([pts[i].xyz for i in ids], np.float64).reshape(-1, 3)
     rgb = np.array([pts[i].color for i in ids], np.uint8).reshape(-1, 3)
-    return PreviewCamera(cam.viewmat.copy(), K, w, h), xyz, rgb
+    return PreviewCamera(small.viewmat, small.K, small.width, small.height), xyz, rgb
 
 
 def orbit_from_view(viewmat: np.ndarray, K: np.ndarray, height: int,
@@ -529,8 +523,7 @@ class LiveTrainView(QWidget):
             self._update_controls()
             return False
         self.default_camera = cam
-        vm, K, w, h = preview_camera(self.train_dir, cam)  # the stored one, else `cam`
-        current = PreviewCamera(np.asarray(vm, np.float64), np.asarray(K, np.float64), w, h)
+        current = preview_camera(self.train_dir, cam)  # the stored one, else `cam`
         self.canvas.points, self.canvas.colors = pts, cols
         orbit = orbit_from_view(current.viewmat, current.K, current.height, pts)
         self.canvas.set_camera(orbit, np.asarray(current.K, np.float64),

@@ -347,9 +347,9 @@ def capture_cameras(project: Project, events: Emitter | None = None) -> Any:
         return None
     if not cams:
         return None
-    return MeshCameras(viewmats=np.stack([c.viewmat for c in cams]),
-                       Ks=np.stack([c.K for c in cams]),
-                       sizes=np.array([(c.width, c.height) for c in cams]))  # fmt: skip
+    return MeshCameras(viewmats=np.stack([c.camera.viewmat for c in cams]),
+                       Ks=np.stack([c.camera.K for c in cams]),
+                       sizes=np.array([(c.camera.width, c.camera.height) for c in cams]))
 
 
 # ---------------------------------------------------------------------------- the stage

@@ -116,7 +116,7 @@ def test_render_view_list_needs_no_output(tmp_path, capsys):
 # -- doctor ---------------------------------------------------------------------------------
 def test_cpu_presets_use_the_train_stage_estimate():
     from splatstudio.config import PRESETS
-    from splatstudio.pipeline.train import estimate_seconds, preset_train_config
+    from splatstudio.pipeline.train_session import estimate_seconds, preset_train_config
 
     per_px = 1e-6
     got = doctor.cpu_presets(per_px)
