@@ -278,6 +278,10 @@ class TrainConfig:
         3600.0, "on the CPU, refuse a run estimated longer than this, seconds", hash=False
     )
     allow_slow: bool = opt(False, "train on the CPU even when over cpu_limit_s", hash=False)
+    blocks: int = opt(
+        1, "train the capture as this many spatial blocks on the ground plane, merged into one "
+        "splat (VastGaussian-style; each block trains `steps` steps; with a farm the blocks run "
+        "on its peers); 1: the whole capture at once", min=1, max=64, added=True)
 
 
 class ExportFormat(enum.StrEnum):

@@ -24,6 +24,7 @@ from . import FarmError
 ITEM_FUNCTIONS: dict[str, str] = {
     "sift": "splatstudio.pipeline.sfm:sift_item",
     "match": "splatstudio.pipeline.sfm:match_item",
+    "train_block": "splatstudio.pipeline.blocks:train_block_item",
 }
 
 __all__ = ["ITEM_FUNCTIONS", "ItemFailed", "OutputHashMismatch", "WorkItem", "sha256_bytes",

@@ -62,13 +62,11 @@ def _task_cancelled() -> bool:
         return False
 
 
-def _relay(proc: subprocess.Popen, item_id: str, run_id: str, last: dict[str, Any]) -> None:
-    """Forward the item's JSON event lines to the coordinator; keep the last progress."""
-    log_event = None
-    with contextlib.suppress(Exception):
-        from distributed import get_worker
-
-        log_event = get_worker().log_event
+def _relay(proc: subprocess.Popen, item_id: str, run_id: str, last: dict[str, Any],
+           log_event: Any) -> None:
+    """Forward the item's JSON event lines to the coordinator with `log_event` (the worker's
+    ``log_event``, looked up in the task's thread: ``get_worker()`` fails in this relay
+    thread); keep the last progress."""
     assert proc.stdout is not None
     sent = 0.0
     for line in proc.stdout:
@@ -123,8 +121,13 @@ def run_item(item: dict[str, Any], run_id: str, blobs: dict[str, bytes],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)  # fmt: skip
         last: dict[str, Any] = {}
-        relay = threading.Thread(target=_relay, args=(proc, item["item_id"], run_id, last),
-                                 daemon=True)  # fmt: skip
+        log_event = None
+        with contextlib.suppress(Exception):  # not in a worker (tests): no relay
+            from distributed import get_worker
+
+            log_event = get_worker().log_event
+        relay = threading.Thread(target=_relay, daemon=True,
+                                 args=(proc, item["item_id"], run_id, last, log_event))
         relay.start()
         err_tail: list[str] = []
         drain = threading.Thread(target=lambda: err_tail.extend(proc.stderr or []), daemon=True)

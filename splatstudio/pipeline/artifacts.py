@@ -91,6 +91,8 @@ TRAIN_PREVIEW = Output("train", "train/preview.png", "the latest preview render"
 TRAIN_CHECKPOINTS = Output("train", "train/checkpoints", "the latest two checkpoints")
 TRAIN_PREVIEW_CAMERA = Output("train", "train/preview_camera.json",
                               "written by the GUI: the camera of the next preview")
+TRAIN_BLOCKS = Output("train", "train/blocks", "with train.blocks > 1: plan.json and each "
+                      "block's session folder bNN/ (checkpoints, metrics, splat.ply)")
 TRAIN_PAUSE = Output("train", "train/pause", "created by the user or the GUI: pause training")
 # -- export ------------------------------------------------------------------------------------
 EXPORT_DIR = Output("export", "exports", "the export stage's default folder")

@@ -356,20 +356,20 @@ class TrainInputs:
         return by_name.get(config.preview_view, self.train_views[0]).camera
 
 
-def load_inputs(project: Project, config: TrainConfig, events: Emitter,
+def load_inputs(root: Path, config: TrainConfig, events: Emitter,
                 names: set[str] | None = None) -> TrainInputs:
-    """Read the georeferenced model, split its registered views, load them (progress 0-0.02)
-    and its points.
+    """Read the georeferenced model of project folder `root`, split its registered views,
+    load them (progress 0-0.02) and its points.
 
     Args:
-        names: keep only these image names (a block of the farm); None: all.
+        names: keep only these image names (a training block); None: all.
 
     Raises:
         InputError: no georeferenced model, or a missing image or mask.
         StageError: no registered images, an unsupported camera model, no points.
         Cancelled: cancelled while loading.
     """
-    model = georef_model(project.root).require()
+    model = georef_model(root).require()
     rec = model.reconstruction()
     cams = load_cameras(rec)
     if not cams:
@@ -381,7 +381,7 @@ def load_inputs(project: Project, config: TrainConfig, events: Emitter,
     loaded = []
     for i, c in enumerate(train + held):
         events.check_cancelled()
-        loaded.append(load_view(project.root, c, config.downscale))
+        loaded.append(load_view(root, c, config.downscale))
         events.progress(0.02 * (i + 1) / len(train + held), f"loading views {i + 1}/"
                         f"{len(train + held)}")
     xyz, rgb = load_points(rec, config.max_init_points, config.seed)
@@ -425,8 +425,12 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
         Cancelled: the user cancelled (a checkpoint is saved first).
     """
     georef_model(project.root).require()
+    if config.blocks > 1:
+        from .blocks import run_blocks
+
+        return run_blocks(project, config, events)
     device = resolve_device(events)
-    inputs = load_inputs(project, config, events)
+    inputs = load_inputs(project.root, config, events)
     events.log(f"train: {len(inputs.train)} training and {len(inputs.eval)} held-out views, "
                f"{inputs.train[0].camera.width}x{inputs.train[0].camera.height} px / downscale "
                f"{config.downscale:g}, device {device}")

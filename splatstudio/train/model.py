@@ -123,3 +123,10 @@ def to_splats(params: torch.nn.ParameterDict) -> Splats:
         sh0=a("sh0"),
         shN=a("shN"),
     )
+
+
+def from_splats(splats: Splats, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The inverse of :func:`to_splats`: {means, quats, scales (log), opacities (logit), sh0,
+    shN} float32 tensors on `device` (not parameters: for rendering and evaluation)."""
+    return {name: torch.from_numpy(np.array(getattr(splats, name), np.float32)).to(device)
+            for name in ("means", "quats", "scales", "opacities", "sh0", "shN")}

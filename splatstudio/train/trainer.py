@@ -230,29 +230,10 @@ class Trainer:
     def render(
         self, camera: PinholeCamera, sh_degree: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Render the current Gaussians from `camera`: (colors [1,H,W,3], alphas [1,H,W,1],
-        info).
-
-        Only the ``(deg + 1) ** 2`` SH coefficients the degree uses are passed on (the others
-        would be copied, gathered and back-propagated as zeros every step)."""
-        p = self.splats
+        """Render the current Gaussians from `camera` (:func:`render_gaussians`): (colors
+        [1,H,W,3], alphas [1,H,W,1], info)."""
         deg = self.cfg.sh_degree if sh_degree is None else sh_degree
-        k = (deg + 1) ** 2
-        sh = p["sh0"] if k == 1 else torch.cat([p["sh0"], p["shN"][:, : k - 1]], 1)
-        return rasterize(
-            p["means"],
-            p["quats"],
-            torch.exp(p["scales"]),
-            torch.sigmoid(p["opacities"]),
-            sh,
-            torch.as_tensor(camera.viewmat, dtype=torch.float32, device=self.device)[None],
-            torch.as_tensor(camera.K, dtype=torch.float32, device=self.device)[None],
-            camera.width,
-            camera.height,
-            sh_degree=deg,
-            backgrounds=self._bg[None],
-            packed=False,
-        )
+        return render_gaussians(self.splats, camera, deg, self._bg)
 
     def _target(self, view: TrainView) -> tuple[torch.Tensor, torch.Tensor | None]:
         img = torch.from_numpy(view.image).to(self.device).float().div(255.0)[None]
@@ -351,21 +332,11 @@ class Trainer:
             self._per_gaussian_state(),
         )
 
-    @torch.no_grad()
     def evaluate(self, views: list[TrainView] | None = None) -> dict[str, float]:
-        """Mean PSNR (dB) and SSIM over `views` (default: the held-out views), masked."""
+        """Mean PSNR (dB) and SSIM over `views` (default: the held-out views), masked
+        (:func:`evaluate_gaussians`); {} without views."""
         views = self.eval_views if views is None else views
-        if not views:
-            return {}
-        ps, ss = [], []
-        with no_tf32():
-            for v in views:
-                colors, _, _ = self.render(v.camera)
-                gt, mask = self._target(v)
-                img = colors.clamp(0, 1)
-                ps.append(psnr(img, gt, mask))
-                ss.append(ssim(img, gt, mask))
-        return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}
+        return evaluate_gaussians(self.splats, views, self.cfg.sh_degree, self._bg)
 
     def train(
         self,
@@ -481,6 +452,55 @@ class Trainer:
         self._order = order
         restore_torch_rng(cpu_rng, cuda_rng, dev)
         self.step = step
+
+
+def render_gaussians(params: Any, camera: PinholeCamera, sh_degree: int,
+                     background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Render Gaussian parameters {means [N,3], quats [N,4] wxyz, scales [N,3] log,
+    opacities [N] logit, sh0 [N,1,3], shN [N,K,3]} (world = ENU metres) from `camera` with
+    :func:`splatstudio.render.rasterize` on the parameters' device: (colors [1,H,W,3],
+    alphas [1,H,W,1], info). `background`: [3] RGB tensor.
+
+    Only the ``(sh_degree + 1) ** 2`` SH coefficients the degree uses are passed on (the
+    others would be copied, gathered and back-propagated as zeros every step)."""
+    p = params
+    dev = p["means"].device
+    k = (sh_degree + 1) ** 2
+    sh = p["sh0"] if k == 1 else torch.cat([p["sh0"], p["shN"][:, : k - 1]], 1)
+    return rasterize(
+        p["means"],
+        p["quats"],
+        torch.exp(p["scales"]),
+        torch.sigmoid(p["opacities"]),
+        sh,
+        torch.as_tensor(camera.viewmat, dtype=torch.float32, device=dev)[None],
+        torch.as_tensor(camera.K, dtype=torch.float32, device=dev)[None],
+        camera.width,
+        camera.height,
+        sh_degree=sh_degree,
+        backgrounds=background[None],
+        packed=False,
+    )
+
+
+@torch.no_grad()
+def evaluate_gaussians(params: Any, views: list[TrainView], sh_degree: int,
+                       background: torch.Tensor) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of Gaussian parameters (as :func:`render_gaussians`) over
+    `views`, each over its mask, TF32 off; {} without views."""
+    if not views:
+        return {}
+    dev = params["means"].device
+    ps, ss = [], []
+    with no_tf32():
+        for v in views:
+            colors, _, _ = render_gaussians(params, v.camera, sh_degree, background)
+            gt = torch.from_numpy(v.image).to(dev).float().div(255.0)[None]
+            mask = None if v.mask is None else torch.from_numpy(v.mask).to(dev)[None]
+            img = colors.clamp(0, 1)
+            ps.append(psnr(img, gt, mask))
+            ss.append(ssim(img, gt, mask))
+    return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}
 
 
 def _inconsistency(params: dict[str, torch.Tensor], moments: dict[str, dict[str, Any]],

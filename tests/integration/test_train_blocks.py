@@ -1,0 +1,186 @@
+"""Training in spatial blocks (issue 13): the plan, the merge by ownership, resume, and the
+same splat here and on a farm of two loopback workers, also when one peer is killed mid-block
+(its segment reruns on the other from the last shipped checkpoint) or the run is cancelled."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gsplat")
+pytest.importorskip("pycolmap")
+
+from splatstudio.errors import Cancelled  # noqa: E402
+from splatstudio.events import Emitter  # noqa: E402
+from splatstudio.pipeline.train import run_train  # noqa: E402
+from splatstudio.project import Project  # noqa: E402
+from splatstudio.splats.io import load_splats  # noqa: E402
+
+STEPS = 40
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _item_processes() -> list:
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "splatstudio.farm.itemproc" in " ".join(p.info["cmdline"] or [])]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from helpers.tiny_project import tiny_georef_project
+
+    root = tmp_path_factory.mktemp("blocks") / "p"
+    return tiny_georef_project(root, views=8, size=(40, 30), gaussians=300, steps=STEPS,
+                               checkpoint_every=20, eval_every=0, preview_every=20, blocks=2)
+
+
+def _copy(project: Project, dst) -> Project:
+    shutil.copytree(project.root, dst, symlinks=True)
+    shutil.rmtree(dst / "train", ignore_errors=True)
+    return Project.open(dst)
+
+
+def _run(project: Project, got: list | None = None, cancel: threading.Event | None = None,
+         on_event=None):
+    def sink(e):
+        if got is not None:
+            got.append(e)
+        if on_event is not None:
+            on_event(e)
+
+    events = Emitter("train", sink, cancel=cancel, min_interval_s=0.0)
+    return run_train(project, project.config.train, events)
+
+
+@pytest.fixture(scope="module")
+def local(tiny, tmp_path_factory):
+    os.environ["SPLATSTUDIO_DEVICE"] = "cpu"
+    project = _copy(tiny, tmp_path_factory.mktemp("local") / "p")
+    got: list = []
+    result = _run(project, got)
+    return project, result, got
+
+
+def test_blocks_partition_the_capture_and_merge_each_gaussian_once(local):
+    project, result, got = local
+    root = project.root
+    plan = json.loads((root / "train/blocks/plan.json").read_text())
+    assert len(plan["blocks"]) == 2 and result["blocks"] == 2
+    owned = [set(b["owned_frames"]) for b in plan["blocks"]]
+    assert not owned[0] & owned[1] and len(owned[0] | owned[1]) == 8  # every frame, once
+    merged = load_splats(root / "train/splat.ply")
+    metrics = json.loads((root / "train/metrics.json").read_text())
+    kept = [b["gaussians_kept"] for b in metrics["blocks"]]
+    assert len(merged) == sum(kept) == result["gaussians"] and min(kept) > 0
+    # ownership of the merged means: exactly the block each came from
+    from splatstudio.farm.partition import owner
+
+    own = owner(np.asarray(merged.means)[:, :2], np.asarray(plan["centroids"]),
+                np.asarray(plan["weights"]))
+    assert np.bincount(own, minlength=2).tolist() == kept
+    assert metrics["evals"][0]["merged"] and metrics["evals"][0]["psnr"] == result["psnr"]
+    assert all((root / f"train/blocks/b0{b}/splat.ply").exists() for b in (1, 2))
+    # a rerun trains nothing again
+    again: list = []
+    assert _run(project, again)["psnr"] == result["psnr"]
+    assert sum("already trained" in getattr(e, "message", "") for e in again) == 2
+
+
+@pytest.mark.slow
+def test_on_a_farm_the_same_splat_even_when_a_peer_dies(local, tmp_path):
+    from splatstudio.farm.host import FarmHost
+    from splatstudio.lifeline import kill_process_tree
+
+    want = _sha(local[0].root / "train/splat.ply")
+    project = _copy(local[0], tmp_path / "farm")
+    got: list = []
+    killed: list = []
+    with FarmHost(loopback=True, workers=[["--cpu-train"], ["--cpu-train"]]) as host:
+        client = host.client()
+        host.wait_for_workers(client, 3)
+        client.close()
+        env = host.environment()
+
+        def on_event(e):  # kill one whole peer once the second segments train
+            msg = getattr(e, "message", "")
+            if not killed and "to0000040@" in msg and "step" in msg:
+                killed.append(msg)
+                kill_process_tree(host.workers[1].pid)
+
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            result = _run(project, got, on_event=on_event)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    assert killed, "no segment was seen training"
+    msgs = [getattr(e, "message", "") for e in got]
+    # segments resume from the checkpoint shipped back after the first round
+    assert any("resuming from checkpoint ckpt_0000020.pt at step 20" in m for m in msgs), msgs
+    assert result["gaussians"] == local[1]["gaussians"]
+    assert _sha(project.root / "train/splat.ply") == want  # peers never change the result
+    rounds = sorted((project.root / "train/blocks/farm").glob("round*.json"))
+    assert len(rounds) == 2
+    items = json.loads(rounds[-1].read_text())["items"]
+    assert all(v["state"] == "done" for v in items.values())
+
+
+@pytest.mark.slow
+def test_cancel_on_the_farm_ends_every_item_and_a_rerun_keeps_finished_segments(local, tmp_path):
+    from splatstudio.farm.host import FarmHost
+
+    project = _copy(local[0], tmp_path / "cancel")
+    token = threading.Event()
+
+    def on_event(e):
+        if "to0000040@" in getattr(e, "message", ""):
+            token.set()  # the second round has started
+
+    with FarmHost(loopback=True, workers=[["--cpu-train"], ["--cpu-train"]]) as host:
+        client = host.client()
+        host.wait_for_workers(client, 3)
+        client.close()
+        old = {k: os.environ.get(k) for k in host.environment()}
+        os.environ.update(host.environment())
+        try:
+            with pytest.raises(Cancelled):
+                _run(project, cancel=token, on_event=on_event)
+            t0 = time.monotonic()
+            while _item_processes() and time.monotonic() - t0 < 20:  # grace 10 s, then killed
+                time.sleep(0.2)
+            assert not _item_processes()
+            # the first round's checkpoints are in the project; a rerun starts from them
+            for b in (1, 2):
+                latest = json.loads((project.root / f"train/blocks/b0{b}/checkpoints/latest.json")
+                                    .read_text())
+                assert latest["step"] == 20
+            got: list = []
+            _run(project, got)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    rounds = sorted((project.root / "train/blocks/farm").glob("round*.json"))
+    assert len(rounds) == 3  # round 1, the cancelled round 2, the rerun's round
+    items = json.loads(rounds[-1].read_text())["items"]
+    assert sorted(items) == ["block01-to0000040", "block02-to0000040"]  # round 1 not redone
+    assert all(v["state"] == "done" for v in items.values())
+    assert _sha(project.root / "train/splat.ply") == _sha(local[0].root / "train/splat.ply")
