@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import Splats, quat_to_rotation, sigmoid
+from ..quaternion import quat_to_rotmat
+from .model import Splats, sigmoid
 
 __all__ = ["Measurement", "measure", "pick_ray", "pixel_ray"]
 
@@ -101,7 +102,7 @@ def pick_ray(
     idx = np.flatnonzero(cand)
     if len(idx) == 0:
         return None
-    r = quat_to_rotation(splats.normalized_quats()[idx])  # [k, 3, 3] float64
+    r = quat_to_rotmat(splats.normalized_quats()[idx])  # [k, 3, 3] float64
     inv_var = 1.0 / (np.exp(2.0 * splats.scales[idx].astype(np.float64))
                      + blur[idx, None].astype(np.float64))  # [k, 3], 1 / (s^2 + blur)
     # Sigma^-1 = R diag(1/s^2) R^T: work in each gaussian's local frame (R^T x)
