@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..quaternion import quat_to_rotmat
+from ..render.camera import camera_centres
 from ..splats.model import Splats, sigmoid
-from .model import camera_centres
 
 
 def gaussian_normals(splats: Splats, eyes: np.ndarray, views: Any = None) -> np.ndarray:
