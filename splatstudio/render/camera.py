@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["Cameras", "PinholeCamera", "camera_centres", "frame_points", "horizontal_basis",
-           "intrinsics_from_fov", "look_at"]
+           "intrinsics_from_fov", "look_at", "pixel_ray"]
 
 
 def _is_torch(x: Any) -> bool:
@@ -50,6 +50,25 @@ def _like(arr: np.ndarray, ref: Any) -> Any:
         dtype = ref.dtype if ref.is_floating_point() else torch.float32
         return torch.as_tensor(arr, dtype=dtype, device=ref.device)
     return arr
+
+
+def pixel_ray(viewmat: Any, K: Any, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
+    """World-space ray through image point (`x`, `y`) (pixels, continuous: pixel (col, row)
+    covers ``[col, col + 1) x [row, row + 1)``, so its centre is ``(col + 0.5, row + 0.5)``).
+
+    Args:
+        viewmat: ``[4, 4]`` world-to-camera (OpenCV: x right, y down, z forward).
+        K: ``[3, 3]`` intrinsics in pixels.
+        x, y: image point in pixels.
+
+    Returns:
+        ``(origin [3], direction [3] unit)`` in world units, NumPy float64; the origin is the
+        camera centre.
+    """
+    vm, k = _to_np(viewmat), _to_np(K)
+    r = vm[:3, :3]
+    d = r.T @ np.array([(x - k[0, 2]) / k[0, 0], (y - k[1, 2]) / k[1, 1], 1.0])
+    return camera_centres(vm), d / np.linalg.norm(d)
 
 
 def camera_centres(viewmats: Any) -> np.ndarray:
@@ -95,6 +114,11 @@ class PinholeCamera:
     def centre(self) -> np.ndarray:
         """``[3]`` camera centre in the world frame (``-R^T t``)."""
         return camera_centres(self.viewmat)
+
+    def pixel_ray(self, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(origin [3], unit direction [3])`` of the world-space ray through image point
+        (`x`, `y`) in pixels (see :func:`pixel_ray`)."""
+        return pixel_ray(self.viewmat, self.K, x, y)
 
     @property
     def forward(self) -> np.ndarray:

@@ -29,31 +29,12 @@ import numpy as np
 from ..quaternion import quat_to_rotmat
 from .model import Splats, sigmoid
 
-__all__ = ["Measurement", "measure", "pick_ray", "pixel_ray"]
+__all__ = ["Measurement", "measure", "pick_ray"]
 
 #: Contributions below this opacity are skipped, as in the rasterizers.
 MIN_ALPHA = 1.0 / 255.0
 #: The rasterizers' screen-space low-pass, px^2 (gsplat ``eps2d``), for ``pixel_size``.
 EPS2D_PX2 = 0.3
-
-
-def pixel_ray(viewmat: np.ndarray, K: np.ndarray, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
-    """World-space ray through image point (`x`, `y`) (pixels, continuous: pixel (col, row)
-    covers ``[col, col + 1) x [row, row + 1)``).
-
-    Args:
-        viewmat: ``[4, 4]`` world-to-camera (OpenCV: x right, y down, z forward).
-        K: ``[3, 3]`` intrinsics in pixels.
-
-    Returns:
-        ``(origin [3], direction [3] unit)`` in world units, float64.
-    """
-    vm = np.asarray(viewmat, dtype=np.float64)
-    k = np.asarray(K, dtype=np.float64)
-    r, t = vm[:3, :3], vm[:3, 3]
-    cam_dir = np.array([(x - k[0, 2]) / k[0, 0], (y - k[1, 2]) / k[1, 1], 1.0])
-    d = r.T @ cam_dir
-    return -r.T @ t, d / np.linalg.norm(d)
 
 
 def pick_ray(

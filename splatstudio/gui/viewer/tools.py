@@ -47,7 +47,7 @@ from PySide6.QtWidgets import (
 
 from ...geo.enu import enu_to_geodetic
 from ...splats import edit
-from ...splats.measure import measure, pick_ray, pixel_ray
+from ...splats.measure import measure, pick_ray
 
 #: Names of the mouse tools, in the order of their buttons.
 TOOLS = ("orbit", "rect", "brush", "sphere", "measure")
@@ -521,7 +521,7 @@ class WorkbenchPanel(QWidget):
         if self.editor is None:
             return None
         cam = self.page.gl.view_camera()
-        o, d = pixel_ray(cam.viewmat, cam.K, x, y)
+        o, d = cam.pixel_ray(x, y)
         t = pick_ray(self._s(), o, d, alive=self.editor.alive, near=self.page.gl.camera.near,
                      pixel_size=1.0 / float(cam.K[1, 1]))
         return None if t is None else o + t * d
