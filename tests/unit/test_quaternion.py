@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, _need
 
 from splatstudio.quaternion import quat_to_rotmat, rotmat_to_quat
+
+DONUT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "splats" / "donut_fused.ply"
 
 
 # -- the two converters this module replaced, frozen here as they were (pano/equirect.py
@@ -127,7 +129,9 @@ def test_float32_real_splat_quats_round_trip():
     gives them back, normalised, up to sign."""
     from splatstudio.splats.io import load_splats
 
-    s = load_splats(_need(DATA / "splats" / "donut_fused.ply"))
+    if not DONUT.exists():
+        pytest.skip(f"shared sample {DONUT} is missing (shared data not mounted)")
+    s = load_splats(DONUT)
     q = s.quats[:20000]
     r = quat_to_rotmat(q)
     back = rotmat_to_quat(r.astype(np.float32))  # float32 round-off: nearly orthonormal
