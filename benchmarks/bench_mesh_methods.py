@@ -77,8 +77,8 @@ def demo_scene() -> tuple[Splats, Cameras, np.ndarray, np.ndarray, tuple[int, in
     splats = load_splats(proj / "train" / "splat.ply")
     cams = load_cameras(pycolmap.Reconstruction(str(proj / "georef" / "sparse")))
     train, test = split_views(cams, 8)
-    mc = Cameras(np.stack([c.viewmat for c in train]), np.stack([c.K for c in train]),
-                 [(c.width, c.height) for c in train])
+    train, test = [c.camera for c in train], [c.camera for c in test]
+    mc = Cameras.stack(train)
     w, h = test[0].width, test[0].height
     s = min(1.0, EVAL_SIZE / max(w, h))
     ks = []

@@ -64,13 +64,14 @@ import torch
 from _cpu_workload import load_views
 from splatstudio.splats.io import save_splats
 from splatstudio.train.model import to_splats
-from splatstudio.train.trainer import Trainer, TrainerConfig
+from splatstudio.config import TrainConfig
+from splatstudio.train.trainer import Trainer
 torch.manual_seed(0)
 tr, ev = load_views(Path(A["project"]))
 for v in tr + ev:
     v.mask = None
 pts = np.load(A["points"])
-cfg = TrainerConfig(steps=A["steps"], sh_degree=3, sh_degree_interval=1000,
+cfg = TrainConfig(steps=A["steps"], sh_degree=3, sh_degree_interval=1000,
                     refine_start=10**9, seed=0)
 t = Trainer(tr, ev, pts["xyz"], pts["rgb"], cfg, "cpu")
 t1 = time.time()
@@ -143,14 +144,15 @@ def profile(project: Path, n: int, steps: int) -> dict:
     from _cpu_workload import initial_points, load_views
     from _step_profile import profile_steps, ssim_cost
 
-    from splatstudio.train.trainer import Trainer, TrainerConfig
+    from splatstudio.config import TrainConfig
+    from splatstudio.train.trainer import Trainer
 
     torch.manual_seed(0)
     tr, ev = load_views(project)
     for v in tr + ev:
         v.mask = None
     xyz, rgb = initial_points(project, n)
-    cfg = TrainerConfig(steps=1000, sh_degree=3, sh_degree_interval=1000,
+    cfg = TrainConfig(steps=1000, sh_degree=3, sh_degree_interval=1000,
                         refine_start=10**9, seed=0)
     t = Trainer(tr, ev, xyz, rgb, cfg, "cpu")
     out = profile_steps(t, steps)

@@ -401,7 +401,6 @@ def _project_view(project: Path, name: str) -> Any:
     """
     from .errors import InputError
     from .pipeline.artifacts import georef_model
-    from .render.camera import PinholeCamera
 
     model = georef_model(project)
     sparse = model.path
@@ -412,8 +411,7 @@ def _project_view(project: Path, name: str) -> Any:
         some = ", ".join(list(cams)[:6])
         raise InputError(sparse, f"no registered view {name!r} (views: {some}, ...; "
                          "--view list prints all)")
-    c = cams[name]
-    return PinholeCamera(c.viewmat, c.K, c.width, c.height)
+    return cams[name].camera
 
 
 def cmd_render(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ One :class:`Check` per component: Python and the package's resources, torch and 
 its build, open3d, Qt and OpenGL, and the free disk space for projects. On a machine without CUDA
 the report also says which presets the train stage would refuse on the CPU: it times a few
 training steps of our CPU rasterizer on a small synthetic scene and applies the train stage's own
-estimate and limit (:func:`splatstudio.pipeline.train.estimate_seconds`, ``cpu_limit_s``).
+estimate and limit (:func:`splatstudio.pipeline.train_session.estimate_seconds`, ``cpu_limit_s``).
 
 Qt's OpenGL version and renderer come from a child process (``splatstudio _gl-probe``): making an
 OpenGL context without a display aborts the process that tries. The GUI's System dialog builds
@@ -162,9 +162,9 @@ class Report:
 
 
 def _fmt_s(s: float) -> str:
-    from .pipeline.train import _fmt_s as fmt
+    from .pipeline.train_session import fmt_seconds
 
-    return fmt(s)
+    return fmt_seconds(s)
 
 
 def _version(dist: str) -> str | None:
@@ -427,9 +427,10 @@ def measure_cpu_step(width: int = 256, height: int = 256, n_points: int = 1_000,
     """
     import numpy as np
 
-    from .pipeline.train import ESTIMATE_STEPS, ESTIMATE_WARMUP
-    from .render.camera import intrinsics_from_fov, look_at
-    from .train.trainer import Trainer, TrainerConfig, TrainView
+    from .config import TrainConfig
+    from .pipeline.train_session import ESTIMATE_STEPS, ESTIMATE_WARMUP
+    from .render.camera import PinholeCamera, intrinsics_from_fov, look_at
+    from .train.trainer import Trainer, TrainView
 
     rng = np.random.default_rng(0)
     points = rng.uniform(-1.0, 1.0, (n_points, 3))
@@ -441,9 +442,9 @@ def measure_cpu_step(width: int = 256, height: int = 256, n_points: int = 1_000,
         eye = (4.0 * np.cos(a), 4.0 * np.sin(a), 1.0)
         vm = np.asarray(look_at(eye, (0.0, 0.0, 0.0)), dtype=np.float32)
         img = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        views.append(TrainView(f"v{i}", vm, K, img))
+        views.append(TrainView(f"v{i}", PinholeCamera(vm, K, width, height), img))
     steps = ESTIMATE_WARMUP + ESTIMATE_STEPS
-    trainer = Trainer(views, [], points, colors, TrainerConfig(steps=steps, sh_degree=1), "cpu")
+    trainer = Trainer(views, [], points, colors, TrainConfig(steps=steps, sh_degree=1), "cpu")
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -461,7 +462,7 @@ def cpu_presets(seconds_per_pixel_step: float) -> list[PresetEstimate]:
         seconds_per_pixel_step: measured cost of one step per trained pixel, seconds.
     """
     from .config import PRESETS, ProjectConfig
-    from .pipeline.train import estimate_seconds
+    from .pipeline.train_session import estimate_seconds
 
     out = []
     for name in PRESETS:

@@ -10,7 +10,7 @@ How it talks to the trainer (:mod:`splatstudio.pipeline.train`), all through fil
   ``{viewmat [4x4] world-to-camera (OpenCV: x right, y down, z forward; world = ENU metres),
   K [3x3] pixels, width, height}``; the trainer reads it before each preview.
 * ``pause``: an empty flag file; the trainer sleeps between steps while it exists
-  (:func:`splatstudio.pipeline.train.wait_while_paused`). Stop is the runner's cancel.
+  (:func:`splatstudio.pipeline.train_session.wait_while_paused`). Stop is the runner's cancel.
 
 The initial camera is the trainer's own default preview camera (``preview_view`` or the first
 training view, at the training resolution), turned into an orbit about the point it looks at
@@ -37,8 +37,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..pipeline.artifacts import georef_model, read_preview_camera, write_preview_camera
-from ..pipeline.train import PAUSE_FILE, PREVIEW_CAMERA_FILE
+from ..pipeline.artifacts import georef_model, write_preview_camera
+from ..pipeline.train import PAUSE_FILE, PREVIEW_CAMERA_FILE, preview_camera
 from ..project import Project
 from ..render.camera import PinholeCamera
 from ..status import StageState
@@ -86,14 +86,14 @@ def default_preview_camera(project: Project) -> tuple[PinholeCamera, np.ndarray,
     train, _ = split_views(cams, cfg.holdout_every)
     by_name = {c.name: c for c in cams}
     cam = by_name.get(cfg.preview_view, train[0] if train else cams[0])
-    pinhole = PinholeCamera(cam.viewmat, cam.K, cam.width, cam.height).downscaled(cfg.downscale)
+    small = cam.camera.downscaled(cfg.downscale)
     pts = rec.points3D
     ids = sorted(pts.keys())
     if len(ids) > MAX_OVERLAY_POINTS:
         ids = sorted(np.random.default_rng(0).choice(ids, MAX_OVERLAY_POINTS, replace=False))
     xyz = np.array([pts[i].xyz for i in ids], np.float64).reshape(-1, 3)
     rgb = np.array([pts[i].color for i in ids], np.uint8).reshape(-1, 3)
-    return pinhole, xyz, rgb
+    return small, xyz, rgb
 
 
 def orbit_from_view(camera: PinholeCamera, points: np.ndarray | None = None,
@@ -531,8 +531,7 @@ class LiveTrainView(QWidget):
             self._update_controls()
             return False
         self.default_camera = cam
-        # what the trainer previews from: the stored camera, else the default
-        current = read_preview_camera(self.train_dir) or cam
+        current = preview_camera(self.train_dir, cam)  # the stored one, else `cam`
         self.canvas.points, self.canvas.colors = pts, cols
         self.canvas.set_camera(orbit_from_view(current, pts), current)
         self._update_controls()

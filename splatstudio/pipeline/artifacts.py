@@ -255,8 +255,9 @@ class Model:
         return pycolmap.Reconstruction(str(self.require().path))
 
     def cameras(self) -> list[Any]:
-        """The registered images as :class:`splatstudio.pipeline.train.Camera` records, sorted
-        by name (world-to-camera viewmats [4, 4] in the model's frame, K [3, 3] pixels).
+        """The registered images as :class:`splatstudio.pipeline.train.RegisteredView`
+        records (image, mask, :class:`~splatstudio.render.camera.PinholeCamera` in the model's
+        frame), sorted by name.
 
         Raises:
             InputError: no model there yet.

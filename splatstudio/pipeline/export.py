@@ -347,8 +347,7 @@ def capture_cameras(project: Project, events: Emitter | None = None) -> Any:
         return None
     if not cams:
         return None
-    return Cameras(np.stack([c.viewmat for c in cams]), np.stack([c.K for c in cams]),
-                   [(c.width, c.height) for c in cams])
+    return Cameras.stack([c.camera for c in cams])
 
 
 # ---------------------------------------------------------------------------- the stage

@@ -60,81 +60,58 @@ one, or starts over when none loads -- a broken checkpoint never needs deleting 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config import PRESETS, ProjectConfig, TrainConfig
-from ..errors import Cancelled, InputError, OutOfGpuMemory, StageError
+from ..config import TrainConfig
+from ..errors import InputError, StageError
 from ..events import Emitter, null_emitter
-from ..project import Project, read_json, write_json_atomic
-from .artifacts import (
-    TRAIN_CURVE,
-    TRAIN_PAUSE,
-    TRAIN_PREVIEW_CAMERA,
-    georef_model,
-    read_curve,
-    read_preview_camera,
+from ..project import Project
+from ..render.camera import PinholeCamera
+from .artifacts import TRAIN_PREVIEW_CAMERA, georef_model, read_preview_camera
+from .train_session import (
+    CURVE_FILE,
+    PAUSE_FILE,
+    PAUSED_PREFIX,
+    TrainSession,
+    fmt_seconds,
+    standard_hooks,
 )
 
-OOM_TIERS: tuple[int, ...] = (3_000_000, 2_000_000, 1_000_000, 500_000, 250_000)
-"""Gaussian caps tried in turn after a CUDA out-of-memory error (those below the current count)."""
-
-PAUSE_FILE = Path(TRAIN_PAUSE.rel).name
-"""Name of the flag file in ``train/`` that pauses the training loop while it exists."""
+__all__ = ["CURVE_FILE", "PAUSED_PREFIX", "PAUSE_FILE", "PREVIEW_CAMERA_FILE", "RegisteredView",
+           "load_cameras", "load_points", "load_view", "preview_camera", "resolve_device",
+           "run_train", "split_views"]
 
 PREVIEW_CAMERA_FILE = Path(TRAIN_PREVIEW_CAMERA.rel).name
 """Name of the optional preview camera in ``train/`` (written by a GUI, see the module doc)."""
-
-PAUSED_PREFIX = "paused"
-"""How the progress message starts while training is paused ("paused at step N"); a GUI reads
-a stage as paused from it."""
-
-CURVE_FILE = Path(TRAIN_CURVE.rel).name
-"""Name of the training curve in ``train/`` (one JSON object per line, see the module doc)."""
-
-PAUSE_POLL_S = 0.2
-"""Seconds between checks of the pause file (and of cancel) while paused."""
-
-ESTIMATE_WARMUP, ESTIMATE_STEPS = 3, 5
-"""CPU estimate: steps skipped (first calls are slow), then steps whose median time counts."""
-
-GROWTH_FACTOR = 2.0
-"""Assumed mean cost of a step over a run relative to the first steps (densification grows the
-Gaussians; the cap and pruning bound it). A deliberately rough factor for the CPU estimate."""
 
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Camera:
+@dataclass(eq=False)
+class RegisteredView:
     """A registered image: where to read it and its pinhole camera at full resolution.
 
     Attributes:
         name: COLMAP image name (``<view>/<pano id>.jpg`` or ``photos/<file>``).
         image: image path relative to the project folder.
-        mask: nadir mask path relative to the project folder (255 = keep) or None.
-        viewmat: [4, 4] world-to-camera (OpenCV axes), world = ENU metres, float64.
-        K: [3, 3] pinhole intrinsics in pixels (pixel centres at +0.5), float64.
-        width, height: image size in pixels.
+        mask: keep mask path relative to the project folder (255 = keep) or None.
+        camera: its :class:`~splatstudio.render.camera.PinholeCamera` (world = ENU metres) at
+            the image's full size.
         dist: radial coefficients (k1, k2) of the camera, zeros for a pinhole.
     """
 
     name: str
     image: str
     mask: str | None
-    viewmat: np.ndarray
-    K: np.ndarray
-    width: int
-    height: int
+    camera: PinholeCamera
     dist: tuple[float, float] = (0.0, 0.0)
 
 
@@ -150,7 +127,7 @@ def image_paths(name: str) -> tuple[str, str | None]:
     return image_source(name), mask
 
 
-def load_cameras(rec: Any) -> list[Camera]:
+def load_cameras(rec: Any) -> list[RegisteredView]:
     """Registered images of pycolmap Reconstruction `rec`, sorted by name.
 
     Raises:
@@ -178,11 +155,13 @@ def load_cameras(rec: Any) -> list[Camera]:
         vm[:3, :] = np.asarray(im.cam_from_world().matrix())
         K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
         img, mask = image_paths(im.name)
-        out.append(Camera(im.name, img, mask, vm, K, int(cam.width), int(cam.height), dist))
+        out.append(RegisteredView(im.name, img, mask,
+                                  PinholeCamera(vm, K, int(cam.width), int(cam.height)), dist))
     return out
 
 
-def split_views(cameras: list[Camera], holdout_every: int) -> tuple[list[Camera], list[Camera]]:
+def split_views(cameras: list[RegisteredView], holdout_every: int
+                ) -> tuple[list[RegisteredView], list[RegisteredView]]:
     """(train, eval): every `holdout_every`-th camera by sorted name (indices 0, n, 2n ...) is
     held out; 0 holds out none. With fewer than 2 cameras nothing is held out."""
     cams = sorted(cameras, key=lambda c: c.name)
@@ -206,18 +185,21 @@ def _undistort(img: np.ndarray, K: np.ndarray, dist: tuple[float, float], interp
     return cv2.remap(img, m1, m2, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def load_view(root: Path, cam: Camera, downscale: float) -> Any:
-    """A :class:`~splatstudio.train.trainer.TrainView` of `cam`: RGB uint8 [H, W, 3] and mask
-    [H, W] bool, both shrunk by `downscale` (>= 1), K scaled to match, distortion removed.
+def load_view(root: Path, view: RegisteredView, downscale: float) -> Any:
+    """A :class:`~splatstudio.train.trainer.TrainView` of `view`: RGB uint8 [H, W, 3] and mask
+    [H, W] bool, both shrunk by `downscale` (>= 1, :meth:`PinholeCamera.downscaled`), the
+    camera to match, distortion removed.
 
     Raises:
-        InputError: the image or its mask is missing or unreadable.
+        InputError: the image or its mask is missing or unreadable, or of another size than
+            the model says.
     """
     import cv2
 
     from ..train.trainer import TrainView
 
-    path = root / cam.image
+    cam = view.camera
+    path = root / view.image
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(path, "image missing or unreadable; run reproject again")
@@ -227,33 +209,25 @@ def load_view(root: Path, cam: Camera, downscale: float) -> Any:
             path, f"image is {rgb.shape[1]}x{rgb.shape[0]}, the model says {cam.width}x{cam.height}"
         )
     mask = None
-    if cam.mask is not None:
-        mp = root / cam.mask
+    if view.mask is not None:
+        mp = root / view.mask
         if not mp.exists() and mp.name.endswith(".keep.png"):  # reprojected before platform masks
             mp = mp.with_name(mp.name.replace(".keep.png", ".nadir.png"))
         mask = cv2.imread(str(mp), cv2.IMREAD_GRAYSCALE)
         if mask is None:
             raise InputError(mp, "mask missing or unreadable; run reproject again")
-    if any(cam.dist):
-        rgb = _undistort(rgb, cam.K, cam.dist, cv2.INTER_LINEAR)
-        valid = _undistort(np.full(rgb.shape[:2], 255, np.uint8), cam.K, cam.dist, cv2.INTER_NEAREST)
+    if any(view.dist):
+        rgb = _undistort(rgb, cam.K, view.dist, cv2.INTER_LINEAR)
+        valid = _undistort(np.full(rgb.shape[:2], 255, np.uint8), cam.K, view.dist,
+                           cv2.INTER_NEAREST)
         mask = valid if mask is None else np.minimum(mask, valid)
-    K = cam.K.copy()
-    if downscale > 1.0:
-        w = max(1, round(cam.width / downscale))
-        h = max(1, round(cam.height / downscale))
-        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    small = cam.downscaled(downscale)
+    if (small.width, small.height) != (cam.width, cam.height):
+        rgb = cv2.resize(rgb, (small.width, small.height), interpolation=cv2.INTER_AREA)
         if mask is not None:
-            mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA)
-        K[0] *= w / cam.width
-        K[1] *= h / cam.height
-    return TrainView(
-        cam.name,
-        cam.viewmat.astype(np.float32),
-        K.astype(np.float32),
-        np.ascontiguousarray(rgb),
-        None if mask is None else mask >= 128,
-    )
+            mask = cv2.resize(mask, (small.width, small.height), interpolation=cv2.INTER_AREA)
+    return TrainView(view.name, small, np.ascontiguousarray(rgb),
+                     None if mask is None else mask >= 128)
 
 
 def load_points(rec: Any, max_points: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -328,7 +302,7 @@ def resolve_device(events: Emitter | None = None) -> Any:
                               events.cancelled)
         events.check_cancelled()
         if st.usable:
-            events.log(f"train: gsplat's CUDA kernels compiled in {_fmt_s(time.monotonic() - t0)}")
+            events.log(f"train: gsplat's CUDA kernels compiled in {fmt_seconds(time.monotonic() - t0)}")
     if st.usable:
         st = gsplat_ext.probe(load=True)
     if st.usable:
@@ -340,122 +314,105 @@ def resolve_device(events: Emitter | None = None) -> Any:
     return torch.device("cpu")
 
 
-def preset_train_config(name: str) -> TrainConfig:
-    """The :class:`TrainConfig` of preset `name` (defaults plus its "train" entries)."""
-    return ProjectConfig.from_preset(name).train
-
-
-def estimate_seconds(cfg: TrainConfig, seconds_per_pixel_step: float, pixels: float,
-                     steps_left: int | None = None) -> float:
-    """Rough training time in seconds of `cfg` on views of `pixels` pixels each at full size
-    (before `cfg.downscale`), from a measured cost per pixel and step (early steps), times
-    :data:`GROWTH_FACTOR` for the Gaussians densification adds."""
-    steps = cfg.steps if steps_left is None else steps_left
-    px = pixels / (cfg.downscale**2)
-    return seconds_per_pixel_step * px * steps * GROWTH_FACTOR
-
-
-def _fmt_s(s: float) -> str:
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints, previews
-# ---------------------------------------------------------------------------------------------
-def _checkpoint_candidates(ck_dir: Path, fingerprint: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """(entries, notes): the checkpoints of ``latest.json`` to try in turn -- the latest, then
-    the previous one -- when they belong to `fingerprint` and their files exist; `notes` say
-    in words what is discarded (an unreadable ``latest.json``, a missing file)."""
-    p = ck_dir / "latest.json"
-    if not p.exists():
-        return [], []
-    try:
-        meta = read_json(p)
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-    except Exception as e:  # noqa: BLE001 - a broken sidecar only means "start over"
-        return [], [f"train: discarding the checkpoints: {p} does not read ({e})"]
-    if meta.get("fingerprint") != fingerprint:
-        return [], []  # another config: the caller starts over
-    out, notes = [], []
-    for entry in (meta, meta.get("previous")):
-        if not isinstance(entry, dict) or not entry.get("file"):
-            continue
-        if (ck_dir / entry["file"]).exists():
-            out.append(entry)
-        else:
-            notes.append(f"train: checkpoint {entry['file']} named in latest.json is missing")
-    return out, notes
-
-
-def _checkpoint_entry(entry: dict[str, Any]) -> dict[str, Any]:
-    return {k: entry[k] for k in ("file", "step", "seconds", "max_gaussians") if k in entry}
-
-
-def _rewrite_curve(path: Path, max_step: int) -> None:
-    """Cut ``curve.jsonl`` back to the points up to `max_step` (a resume from a checkpoint)."""
-    if not path.exists():
-        return
-    lines = "".join(json.dumps(p) + "\n" for p in read_curve(path, max_step))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(lines, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write RGB uint8 [H, W, 3] as PNG atomically."""
-    import cv2
-
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise StageError(f"train: could not encode the preview {path}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
-
-
-def preview_camera(out: Path, default: Any) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """(viewmat [4,4], K [3,3], width, height) of ``train/preview_camera.json`` when present
-    and valid, else of TrainView `default`."""
-    cam = read_preview_camera(out)
-    if cam is not None:
-        return cam.viewmat, cam.K, cam.width, cam.height
-    return default.viewmat, default.K, default.width, default.height
-
-
-def wait_while_paused(out: Path, events: Emitter, step: int, steps: int) -> float:
-    """Block while the pause flag ``out/pause`` exists; return the seconds spent paused (0.0
-    when the file is absent, the usual case: one ``stat`` per step).
-
-    While paused: logs "train: paused at step N" once, then every :data:`PAUSE_POLL_S`
-    seconds checks cancel (raises :class:`Cancelled`, so Stop works while paused) and reports
-    progress "paused at step N"; logs the resume. The caller removes the returned seconds from
-    its clocks (training seconds, steps/s).
-    """
-    flag = out / PAUSE_FILE
-    if not flag.exists():
-        return 0.0
-    t0 = time.monotonic()
-    events.log(f"train: paused at step {step} (remove train/{PAUSE_FILE} to resume)")
-    fraction = 0.02 + 0.96 * step / max(1, steps)
-    while flag.exists():
-        events.check_cancelled()
-        events.progress(fraction, f"{PAUSED_PREFIX} at step {step}")
-        time.sleep(PAUSE_POLL_S)
-    paused = time.monotonic() - t0
-    events.log(f"train: resumed at step {step} after {paused:.1f} s paused")
-    return paused
+def preview_camera(out: Path, default: PinholeCamera) -> PinholeCamera:
+    """The camera of ``out/preview_camera.json`` when present and valid, else `default` (what
+    the trainer previews from)."""
+    return read_preview_camera(out) or default
 
 
 # ---------------------------------------------------------------------------------------------
 # The stage
 # ---------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class TrainInputs:
+    """What the train stage reads: the split registered views, their loaded images and the
+    starting points (:func:`load_inputs`).
+
+    Attributes:
+        train, eval: the registered views (training / held out), by name.
+        train_views, eval_views: their loaded :class:`~splatstudio.train.trainer.TrainView`.
+        points: ``[N, 3]`` float64 ENU metres; colors: ``[N, 3]`` uint8.
+    """
+
+    train: list[RegisteredView]
+    eval: list[RegisteredView]
+    train_views: list[Any]
+    eval_views: list[Any]
+    points: np.ndarray
+    colors: np.ndarray
+
+    @property
+    def pixels_full(self) -> float:
+        """Mean pixels of a training view at full size (before downscale)."""
+        return float(np.mean([v.camera.width * v.camera.height for v in self.train]))
+
+    def preview_default(self, config: TrainConfig, events: Emitter) -> PinholeCamera:
+        """The camera of ``preview_view`` (a warning when it is not registered), else of the
+        first training view, at the training resolution."""
+        by_name = {v.name: v for v in self.train_views + self.eval_views}
+        if config.preview_view and config.preview_view not in by_name:
+            events.warning(f"train: preview_view {config.preview_view!r} is not a registered "
+                           "image; previewing from the first training view")
+        return by_name.get(config.preview_view, self.train_views[0]).camera
+
+
+def load_inputs(project: Project, config: TrainConfig, events: Emitter,
+                names: set[str] | None = None) -> TrainInputs:
+    """Read the georeferenced model, split its registered views, load them (progress 0-0.02)
+    and its points.
+
+    Args:
+        names: keep only these image names (a block of the farm); None: all.
+
+    Raises:
+        InputError: no georeferenced model, or a missing image or mask.
+        StageError: no registered images, an unsupported camera model, no points.
+        Cancelled: cancelled while loading.
+    """
+    model = georef_model(project.root).require()
+    rec = model.reconstruction()
+    cams = load_cameras(rec)
+    if not cams:
+        raise StageError("train: the georeferenced model has no registered images")
+    train, held = split_views(cams, config.holdout_every)
+    if names is not None:
+        train = [c for c in train if c.name in names]
+        held = [c for c in held if c.name in names]
+    loaded = []
+    for i, c in enumerate(train + held):
+        events.check_cancelled()
+        loaded.append(load_view(project.root, c, config.downscale))
+        events.progress(0.02 * (i + 1) / len(train + held), f"loading views {i + 1}/"
+                        f"{len(train + held)}")
+    xyz, rgb = load_points(rec, config.max_init_points, config.seed)
+    return TrainInputs(train, held, loaded[: len(train)], loaded[len(train):], xyz, rgb)
+
+
+def make_session(out: Path, inputs: TrainInputs, config: TrainConfig, fingerprint: str,
+                 events: Emitter, device: Any, label: str = "train",
+                 points: tuple[np.ndarray, np.ndarray] | None = None) -> TrainSession:
+    """A :class:`TrainSession` in `out` with a fresh trainer on `inputs` (or on `points`
+    (xyz, rgb) instead of the inputs' points) and the standard hooks.
+
+    Raises:
+        StageError: no training view.
+    """
+    import torch
+
+    from ..train.trainer import Trainer
+
+    if not inputs.train_views:
+        raise StageError(f"{label}: no training views")
+    torch.manual_seed(config.seed)
+    xyz, rgb = points if points is not None else (inputs.points, inputs.colors)
+    trainer = Trainer(inputs.train_views, inputs.eval_views, xyz, rgb, config, device)
+    hooks = standard_hooks(config, inputs.preview_default(config, events), inputs.pixels_full)
+    return TrainSession(trainer, config, out, fingerprint, events, hooks, label)
+
+
 def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[str, Any]:
-    """Train stage (see the module docstring for inputs and outputs).
+    """Train stage (see the module docstring for inputs and outputs): load the inputs, run a
+    :class:`~splatstudio.pipeline.train_session.TrainSession` in ``train/``, save the splat.
 
     Metrics (status): psnr, ssim (held-out, last evaluation), psnr_step0, gaussians, steps,
     seconds (training time, across resumes), plus per-step loss, steps_per_s, memory_mb.
@@ -467,319 +424,37 @@ def run_train(project: Project, config: TrainConfig, events: Emitter) -> dict[st
         OutOfGpuMemory: CUDA ran out of memory at the strictest Gaussian cap.
         Cancelled: the user cancelled (a checkpoint is saved first).
     """
-    import torch
+    georef_model(project.root).require()
+    device = resolve_device(events)
+    inputs = load_inputs(project, config, events)
+    events.log(f"train: {len(inputs.train)} training and {len(inputs.eval)} held-out views, "
+               f"{inputs.train[0].camera.width}x{inputs.train[0].camera.height} px / downscale "
+               f"{config.downscale:g}, device {device}")
+    session = make_session(project.stage_dir("train"), inputs, config,
+                           project.fingerprints()["train"], events, device)
+    final = session.run()
+    return save_result(session, final)
 
+
+def save_result(session: TrainSession, final: dict[str, Any]) -> dict[str, Any]:
+    """Write ``splat.ply`` of the session's trainer, report the artifacts and metrics; returns
+    the stage result {psnr, ssim, psnr_step0, gaussians, steps, seconds}."""
     from ..splats.io import save_splats
     from ..train.model import to_splats
-    from ..train.trainer import Trainer, TrainerConfig
 
-    root = project.root
-    model = georef_model(root).require()
-    if config.downscale < 1.0:
-        raise StageError(f"train: downscale must be >= 1, got {config.downscale}")
-    out = project.stage_dir("train")
-    ck_dir = out / "checkpoints"
-    fingerprint = project.fingerprints()["train"]
-    device = resolve_device(events)
-    torch.manual_seed(config.seed)
-
-    rec = model.reconstruction()
-    cams = load_cameras(rec)
-    if not cams:
-        raise StageError("train: the georeferenced model has no registered images")
-    train_cams, eval_cams = split_views(cams, config.holdout_every)
-    events.log(
-        f"train: {len(train_cams)} training and {len(eval_cams)} held-out views, "
-        f"{cams[0].width}x{cams[0].height} px / downscale {config.downscale:g}, device {device}"
-    )
-    views = []
-    for i, c in enumerate(train_cams + eval_cams):
-        events.check_cancelled()
-        views.append(load_view(root, c, config.downscale))
-        events.progress(0.02 * (i + 1) / len(cams), f"loading views {i + 1}/{len(cams)}")
-    train_views, eval_views = views[: len(train_cams)], views[len(train_cams) :]
-    xyz, rgb = load_points(rec, config.max_init_points, config.seed)
-
-    # TrainerConfig takes every training hyper-parameter of TrainConfig under the same name.
-    shared = {f.name for f in dataclasses.fields(TrainerConfig)} & {
-        f.name for f in dataclasses.fields(TrainConfig)
-    }
-    tcfg = TrainerConfig(**{name: getattr(config, name) for name in shared})
-    trainer = Trainer(train_views, eval_views, xyz, rgb, tcfg, device)
-
-    # -- checkpoints -----------------------------------------------------------------------------
-    history: list[dict[str, Any]] = []
-    seconds_before = 0.0
-    saved: dict[str, Any] = {"latest": None, "previous": None}  # entries of latest.json
-
-    def load_valid_checkpoint() -> dict[str, Any] | None:
-        """Load the newest checkpoint that loads and is consistent; log each one discarded
-        (and delete its file). Returns its entry, or None when none does."""
-        from ..train.trainer import CheckpointError
-
-        entries, notes = _checkpoint_candidates(ck_dir, fingerprint)
-        for note in notes:
-            events.warning(note)
-        for i, entry in enumerate(entries):
-            try:
-                trainer.load_checkpoint(ck_dir / entry["file"])
-            except CheckpointError as e:
-                then = ("trying the previous one" if i + 1 < len(entries) else "starting over")
-                events.warning(f"train: discarding checkpoint {entry['file']} (step "
-                               f"{entry.get('step', '?')}): {e}; {then}")
-                (ck_dir / entry["file"]).unlink(missing_ok=True)
-                continue
-            saved["latest"], saved["previous"] = _checkpoint_entry(entry), None
-            if i > 0:  # latest.json names this one now, so a later save keeps it as previous
-                write_json_atomic(ck_dir / "latest.json",
-                                  {**saved["latest"], "fingerprint": fingerprint, "previous": None})
-            return entry
-        return None
-
-    meta = load_valid_checkpoint() if (ck_dir / "latest.json").exists() else None
-    if meta is not None:
-        trainer.set_max_gaussians(int(meta.get("max_gaussians", trainer.cfg.max_gaussians)))
-        seconds_before = float(meta.get("seconds", 0.0))
-        mp = out / "metrics.json"
-        if mp.exists():
-            history = [e for e in read_json(mp).get("evals", []) if e["step"] <= trainer.step]
-        _rewrite_curve(out / CURVE_FILE, trainer.step)
-        events.log(f"train: resuming from checkpoint {meta['file']} at step {trainer.step}")
-        events.metric("resumed_step", trainer.step, step=trainer.step)
-    else:  # a fresh start: drop another config's checkpoints and results
-        shutil.rmtree(ck_dir, ignore_errors=True)
-        for stale in ("splat.ply", "metrics.json", "preview.png", CURVE_FILE):
-            (out / stale).unlink(missing_ok=True)
-    ck_dir.mkdir(parents=True, exist_ok=True)
-
-    # -- the loop ------------------------------------------------------------------------------
-    def peak_mb() -> float:
-        if device.type == "cuda":
-            return torch.cuda.max_memory_allocated(device) / 2**20
-        try:
-            import resource
-
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-        except ImportError:  # Windows
-            return 0.0
-
-    t_start = time.monotonic()
-
-    def elapsed() -> float:
-        return seconds_before + time.monotonic() - t_start
-
-    def save_ckpt() -> None:
-        """Save a checkpoint; keep it and the one before it (the fallback of a resume)."""
-        bad = trainer.inconsistency()
-        if bad:  # never write a state that cannot be resumed
-            events.warning(f"train: no checkpoint at step {trainer.step}: inconsistent state ({bad})")
-            return
-        name = f"ckpt_{trainer.step:07d}.pt"
-        trainer.save_checkpoint(ck_dir / name)
-        prev = saved["latest"]
-        if prev is not None and prev["file"] == name:
-            prev = saved["previous"]
-        entry = {"file": name, "step": trainer.step, "seconds": round(elapsed(), 3),
-                 "max_gaussians": trainer.cfg.max_gaussians}
-        write_json_atomic(ck_dir / "latest.json",
-                          {**entry, "fingerprint": fingerprint, "previous": prev})
-        saved["latest"], saved["previous"] = entry, prev
-        keep = {name} | ({prev["file"]} if prev else set())
-        for old in ck_dir.glob("ckpt_*.pt"):
-            if old.name not in keep:
-                old.unlink(missing_ok=True)
-
-    cap0 = trainer.cfg.max_gaussians
-    tiers = [t for t in OOM_TIERS if not cap0 or t < cap0]
-
-    def recover_from_oom(where: str, error: str) -> None:
-        """After a CUDA out-of-memory error in `where`, outside its ``except`` block (the
-        failed step's graph is gone): reload the last checkpoint if the state is
-        inconsistent, cut the Gaussians to the next cap, save a checkpoint.
-
-        Raises:
-            OutOfGpuMemory: no lower cap is left.
-            StageError: the state is inconsistent and no checkpoint loads.
-        """
-        for o in trainer.optimizers.values():
-            o.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()
-        step = trainer.step
-        bad = trainer.inconsistency()
-        if bad:
-            events.warning(f"train: the out-of-memory error in the {where} at step {step} left "
-                           f"an inconsistent state ({bad}); reloading the last checkpoint")
-            entry = load_valid_checkpoint()
-            if entry is None:
-                raise StageError(f"train: the out-of-memory error in the {where} at step {step} "
-                                 f"left an inconsistent state ({bad}) and no checkpoint loads")
-            events.log(f"train: reloaded checkpoint {entry['file']} (step {trainer.step})")
-        n = len(trainer.splats["means"])
-        fitting = [t for t in tiers if t < n]
-        if not fitting:
-            raise OutOfGpuMemory(
-                f"train: CUDA out of memory in the {where} with {n} Gaussians at "
-                f"{train_views[0].width}x{train_views[0].height} px even at the strictest cap "
-                f"({error}); raise downscale, lower max_gaussians or use a smaller preset (or "
-                "the CPU)"
-            )
-        cap = fitting[0]
-        tiers[:] = [t for t in tiers if t < cap]
-        trainer.set_max_gaussians(cap)
-        trainer._prune_to(cap)
-        torch.cuda.empty_cache()
-        save_ckpt()
-        events.warning(
-            f"train: CUDA out of memory in the {where} at step {step} with {n} Gaussians; "
-            f"continuing with at most {cap}"
-        )
-
-    def evaluate() -> dict[str, Any]:
-        while True:
-            oom = None
-            try:
-                ev = trainer.evaluate() or trainer.evaluate(trainer.train_views[:8])
-            except torch.cuda.OutOfMemoryError as e:
-                oom = str(e).splitlines()[0] if str(e) else "out of memory"
-            if oom is None:
-                break
-            recover_from_oom("evaluation", oom)  # outside the except: the graph is gone
-        entry = {
-            "step": trainer.step,
-            "psnr": round(ev["psnr"], 4),
-            "ssim": round(ev["ssim"], 5),
-            "gaussians": len(trainer.splats["means"]),
-            "seconds": round(elapsed(), 3),
-            "peak_memory_mb": round(peak_mb(), 1),
-            "views": len(trainer.eval_views) or min(8, len(trainer.train_views)),
-            "held_out": bool(trainer.eval_views),
-        }
-        history[:] = [e for e in history if e["step"] != trainer.step] + [entry]
-        write_json_atomic(
-            out / "metrics.json",
-            {"device": str(device), "evals": history, "config": dataclasses.asdict(config)},
-        )
-        events.metric("psnr", entry["psnr"], step=trainer.step)
-        events.metric("ssim", entry["ssim"], step=trainer.step)
-        return entry
-
-    def cpu_estimate(sec: float, steps_left: int) -> None:
-        """Refuse (StageError) a CPU run estimated over the limit, from `sec` per step."""
-        px_full = float(np.mean([c.width * c.height for c in train_cams]))
-        per_px = sec / float(np.mean([v.width * v.height for v in train_views]))
-        est = estimate_seconds(config, per_px, px_full, steps_left)
-        events.metric("estimated_seconds", est, step=trainer.step)
-        events.log(f"train: {sec:.2f} s per step on the CPU; about {_fmt_s(est)} to go")
-        if est <= config.cpu_limit_s:
-            return
-        fits = [n for n in PRESETS
-                if estimate_seconds(preset_train_config(n), per_px, px_full) <= config.cpu_limit_s]
-        hint = (f"the largest preset that fits is {fits[-1]!r}" if fits
-                else "no preset fits; raise downscale or lower steps")
-        raise StageError(
-            f"train: this run would take about {_fmt_s(est)} on the CPU ({steps_left} steps "
-            f"at {sec:.2f} s now, more as Gaussians grow), over the limit of "
-            f"{_fmt_s(config.cpu_limit_s)} (cpu_limit_s); {hint} for these views; or set "
-            "allow_slow to train anyway, or use a CUDA GPU"
-        )
-
-    by_name = {v.name: v for v in views}
-    if config.preview_view and config.preview_view not in by_name:
-        events.warning(f"train: preview_view {config.preview_view!r} is not a registered image; "
-                       "previewing from the first training view")
-    preview_default = by_name.get(config.preview_view, train_views[0])
-
-    def preview() -> None:
-        vm, K, w, h = preview_camera(out, preview_default)
-        img = None
-        try:
-            with torch.no_grad():
-                img, _, _ = trainer.render(vm, K, w, h)
-        except torch.cuda.OutOfMemoryError:
-            pass
-        if img is None:
-            torch.cuda.empty_cache()
-            events.warning(f"train: no preview at step {trainer.step}: CUDA out of memory")
-            return
-        rgb8 = img[0].clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
-        _write_png(out / "preview.png", rgb8)
-        events.preview(str(out / "preview.png"), trainer.step)
-
-    if meta is None:
-        save_ckpt()  # step 0: what an inconsistent state after an early out-of-memory reloads
-    if not history or history[0]["step"] != 0:
-        if trainer.step == 0:
-            events.progress(0.02, "evaluating the start (step 0)")
-            evaluate()
-            preview()
-    # CPU estimate: from the median time of real steps after a few warm-up steps
-    check_cpu = device.type == "cpu" and not config.allow_slow
-    step_times: list[float] = []
-    last_t, last_step = time.monotonic(), trainer.step
-    losses: list[float] = []
-    steps = config.steps
-    while trainer.step < steps:
-        try:
-            events.check_cancelled()
-            paused_s = wait_while_paused(out, events, trainer.step, steps)
-        except Cancelled:
-            save_ckpt()
-            events.artifact("train/checkpoints")
-            raise
-        t_start += paused_s  # paused time is not training time (seconds, steps/s)
-        last_t += paused_s
-        oom = None
-        try:
-            t_step = time.perf_counter()
-            stats = trainer.train_step()
-            step_times.append(time.perf_counter() - t_step)
-        except torch.cuda.OutOfMemoryError as e:
-            oom = str(e).splitlines()[0] if str(e) else "out of memory"
-        if oom is not None:
-            # outside the except block: the exception, its traceback and so the failed
-            # step's graph are released before the recovery allocates anything
-            recover_from_oom("training step", oom)
-            continue
-        s = trainer.step
-        if check_cpu and len(step_times) == ESTIMATE_WARMUP + ESTIMATE_STEPS:
-            check_cpu = False
-            cpu_estimate(float(np.median(step_times[ESTIMATE_WARMUP:])), steps - s)
-        now = time.monotonic()
-        events.progress(0.02 + 0.96 * s / steps, f"step {s}/{steps}")
-        losses.append(stats["loss"])
-        if s % max(1, config.metrics_every) == 0 or s == steps:
-            sps = (s - last_step) / max(1e-9, now - last_t)
-            last_t, last_step = now, s
-            point = {"step": s, "loss": float(np.mean(losses)), "gaussians": stats["gaussians"],
-                     "steps_per_s": sps, "memory_mb": peak_mb()}
-            losses.clear()
-            for name, value in point.items():
-                if name != "step":
-                    events.metric(name, value, step=s)
-            with open(out / CURVE_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps({k: round(v, 6) for k, v in point.items()}) + "\n")
-        if config.eval_every and s % config.eval_every == 0 and s < steps:
-            evaluate()
-        if config.preview_every and s % config.preview_every == 0 and s < steps:
-            preview()
-        if config.checkpoint_every and s % config.checkpoint_every == 0 and s < steps:
-            save_ckpt()
-
-    # -- outputs -------------------------------------------------------------------------------
-    final = evaluate()
-    preview()
-    save_ckpt()
+    trainer, events, out = session.trainer, session.events, session.out
     info = save_splats(to_splats(trainer.splats), out / "splat.ply")
-    for a in ("train/splat.ply", "train/metrics.json", f"train/{CURVE_FILE}", "train/preview.png",
-              "train/checkpoints"):
-        events.artifact(a)
+    rel = out.name
+    for a in ("splat.ply", "metrics.json", CURVE_FILE, "preview.png", "checkpoints"):
+        events.artifact(f"{rel}/{a}")
+    history = session.evals.history
     result = {
         "psnr": final["psnr"],
         "ssim": final["ssim"],
-        "psnr_step0": history[0]["psnr"] if history and history[0]["step"] == 0 else math.nan,
+        "psnr_step0": history[0]["psnr"] if session.evals.has_step0 else math.nan,
         "gaussians": final["gaussians"],
         "steps": trainer.step,
-        "seconds": round(elapsed(), 3),
+        "seconds": round(session.elapsed(), 3),
     }
     for k in ("psnr_step0", "steps", "seconds"):
         events.metric(k, result[k])

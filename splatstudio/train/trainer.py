@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..config import TrainConfig
 from ..render import rasterize
+from ..render.camera import PinholeCamera, camera_centres
 from .losses import no_tf32, photometric_loss, psnr, ssim
 from .model import init_splats, make_optimizers, means_lr_scheduler
 
@@ -63,55 +65,58 @@ class TrainView:
 
     Attributes:
         name: image name (for reports).
-        viewmat: [4, 4] world-to-camera (OpenCV axes), float32.
-        K: [3, 3] intrinsics in pixels (pixel centres at +0.5).
+        camera: its :class:`~splatstudio.render.camera.PinholeCamera` (world = ENU metres),
+            of the image's size.
         image: [H, W, 3] uint8 RGB.
         mask: [H, W] bool, True where the pixel counts (None: all).
+
+    Raises:
+        ValueError: (at construction) an image of another size than the camera, or a mask of
+            another size than the image.
     """
 
     name: str
-    viewmat: np.ndarray
-    K: np.ndarray
+    camera: PinholeCamera
     image: np.ndarray
     mask: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        h, w = self.image.shape[:2]
+        if (w, h) != (self.camera.width, self.camera.height):
+            raise ValueError(f"view {self.name}: image {w}x{h}, camera "
+                             f"{self.camera.width}x{self.camera.height}")
+        if self.mask is not None and self.mask.shape[:2] != (h, w):
+            raise ValueError(f"view {self.name}: mask {self.mask.shape[1]}x{self.mask.shape[0]}, "
+                             f"image {w}x{h}")
+
     @property
     def width(self) -> int:
-        return int(self.image.shape[1])
+        return self.camera.width
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        return self.camera.height
 
 
 @dataclass(kw_only=True)
-class TrainerConfig:
-    """Hyper-parameters of the loop (defaults: gsplat's simple_trainer / the 3DGS paper)."""
+class TrainExtras:
+    """What the loop takes beyond :class:`~splatstudio.config.TrainConfig` (fixed for the
+    app, varied by tests and benchmarks).
 
-    steps: int = 7000
-    sh_degree: int = 3
-    sh_degree_interval: int = 1000
-    ssim_lambda: float = 0.2
-    init_opacity: float = 0.1
+    Attributes:
+        init_scale: factor on the initial scales (mean distance to the 3 nearest points).
+        noise_lr: MCMC position-noise scale (gsplat's default 5e5).
+        background: RGB in [0, 1] behind the Gaussians.
+    """
+
     init_scale: float = 1.0
-    refine_start: int = 500
-    refine_stop: int = 15000
-    refine_every: int = 100
-    reset_every: int = 3000
-    grow_grad2d: float = 0.0002
-    prune_opacity: float = 0.005
-    max_gaussians: int = 0  # 0: no cap (mcmc: 1M, gsplat's default cap)
-    strategy: str = "default"  # "default" (3DGS split/clone/prune) or "mcmc"
-    opacity_reg: float = -1.0  # < 0: 0.01 with mcmc (gsplat's MCMC recipe), else 0
-    scale_reg: float = -1.0  # < 0: 0.01 with mcmc, else 0
-    noise_lr: float = 5e5  # mcmc: position noise scale (gsplat's default)
+    noise_lr: float = 5e5
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def make_strategy(config: TrainerConfig) -> Any:
-    """The gsplat densification strategy of `config` (``default`` or ``mcmc``).
+def make_strategy(config: TrainConfig, extras: TrainExtras | None = None) -> Any:
+    """The gsplat densification strategy of `config` (``default`` or ``mcmc``; MCMC's cap is
+    ``max_gaussians``, 1M, gsplat's default, when that is 0).
 
     Raises:
         ValueError: an unknown strategy name.
@@ -135,7 +140,7 @@ def make_strategy(config: TrainerConfig) -> Any:
         enable_cpu_mcmc()
         return MCMCStrategy(
             cap_max=config.max_gaussians or 1_000_000,
-            noise_lr=config.noise_lr,
+            noise_lr=(extras or TrainExtras()).noise_lr,
             refine_start_iter=config.refine_start,
             refine_stop_iter=config.refine_stop,
             refine_every=config.refine_every,
@@ -145,8 +150,9 @@ def make_strategy(config: TrainerConfig) -> Any:
 
 
 def scene_scale_from_cameras(viewmats: np.ndarray) -> float:
-    """1.1 x the largest distance of a camera centre from their mean (gsplat's rule), metres."""
-    centres = np.stack([-v[:3, :3].T @ v[:3, 3] for v in viewmats])
+    """1.1 x the largest distance of a camera centre from their mean (gsplat's rule), metres;
+    `viewmats` ``[C, 4, 4]`` world-to-camera."""
+    centres = camera_centres(viewmats)
     return float(1.1 * np.linalg.norm(centres - centres.mean(0), axis=1).max()) or 1.0
 
 
@@ -156,8 +162,10 @@ class Trainer:
     Args:
         train_views, eval_views: lists of :class:`TrainView`.
         points: [N,3] initial means (world metres); colors: [N,3] uint8 or [0,1] float.
-        config: :class:`TrainerConfig`.
+        config: the project's :class:`~splatstudio.config.TrainConfig` (only read; the
+            cap the memory tiers lower is :attr:`max_gaussians`).
         device: torch device ("cpu" or "cuda").
+        extras: :class:`TrainExtras` (default: the app's).
 
     Raises:
         ValueError: no training views, no points, or an unknown strategy.
@@ -169,34 +177,37 @@ class Trainer:
         eval_views: list[TrainView],
         points: np.ndarray,
         colors: np.ndarray,
-        config: TrainerConfig,
+        config: TrainConfig,
         device: str | torch.device = "cpu",
+        extras: TrainExtras | None = None,
     ):
         if not train_views:
             raise ValueError("no training views")
         self.cfg = config
+        self.extras = extras or TrainExtras()
+        self.max_gaussians = int(config.max_gaussians)
         self.device = torch.device(device)
         self.train_views = train_views
         self.eval_views = eval_views
-        self.scene_scale = scene_scale_from_cameras(np.stack([v.viewmat for v in train_views]))
+        self.scene_scale = scene_scale_from_cameras(np.stack([v.camera.viewmat for v in train_views]))
         self.splats = init_splats(
             points,
             colors,
             sh_degree=config.sh_degree,
             init_opacity=config.init_opacity,
-            init_scale=config.init_scale,
+            init_scale=self.extras.init_scale,
             device=self.device,
             seed=config.seed,
         )
         self.optimizers = make_optimizers(self.splats, self.scene_scale)
         self.scheduler = means_lr_scheduler(self.optimizers["means"], config.steps)
-        self.strategy = make_strategy(config)
+        self.strategy = make_strategy(config, self.extras)
         self.strategy.check_sanity(self.splats, self.optimizers)
         self.strategy_state = self._initial_strategy_state()
         self.step = 0
         self.rng = np.random.default_rng(config.seed)
         self._order: list[int] = []
-        self._bg = torch.tensor(config.background, dtype=torch.float32, device=self.device)
+        self._bg = torch.tensor(self.extras.background, dtype=torch.float32, device=self.device)
 
     @property
     def mcmc(self) -> bool:
@@ -217,9 +228,10 @@ class Trainer:
 
     # -- rendering ------------------------------------------------------------------------
     def render(
-        self, viewmat: np.ndarray, K: np.ndarray, width: int, height: int, sh_degree: int | None = None
+        self, camera: PinholeCamera, sh_degree: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Render the current Gaussians: (colors [1,H,W,3], alphas [1,H,W,1], info).
+        """Render the current Gaussians from `camera`: (colors [1,H,W,3], alphas [1,H,W,1],
+        info).
 
         Only the ``(deg + 1) ** 2`` SH coefficients the degree uses are passed on (the others
         would be copied, gathered and back-propagated as zeros every step)."""
@@ -233,10 +245,10 @@ class Trainer:
             torch.exp(p["scales"]),
             torch.sigmoid(p["opacities"]),
             sh,
-            torch.as_tensor(viewmat, dtype=torch.float32, device=self.device)[None],
-            torch.as_tensor(K, dtype=torch.float32, device=self.device)[None],
-            width,
-            height,
+            torch.as_tensor(camera.viewmat, dtype=torch.float32, device=self.device)[None],
+            torch.as_tensor(camera.K, dtype=torch.float32, device=self.device)[None],
+            camera.width,
+            camera.height,
             sh_degree=deg,
             backgrounds=self._bg[None],
             packed=False,
@@ -255,7 +267,7 @@ class Trainer:
         view = self.train_views[self._order.pop()]
         step = self.step
         sh_degree = min(step // max(1, self.cfg.sh_degree_interval), self.cfg.sh_degree)
-        colors, _, info = self.render(view.viewmat, view.K, view.width, view.height, sh_degree)
+        colors, _, info = self.render(view.camera, sh_degree)
         self.strategy.step_pre_backward(self.splats, self.optimizers, self.strategy_state, step, info)
         gt, mask = self._target(view)
         loss = photometric_loss(colors, gt, mask, self.cfg.ssim_lambda)
@@ -285,16 +297,20 @@ class Trainer:
             self.strategy.step_post_backward(
                 self.splats, self.optimizers, self.strategy_state, step, info, packed=False
             )
-        if self.cfg.max_gaussians and len(self.splats["means"]) > self.cfg.max_gaussians:
-            self._prune_to(self.cfg.max_gaussians)
+        if self.max_gaussians and len(self.splats["means"]) > self.max_gaussians:
+            self.prune_to(self.max_gaussians)
         self.step += 1
         return {"loss": float(loss.detach()), "gaussians": float(len(self.splats["means"]))}
 
-    def set_max_gaussians(self, n: int) -> None:
-        """Change the cap on the Gaussian count (0: none); MCMC's own cap follows it."""
-        self.cfg.max_gaussians = int(n)
+    def set_max_gaussians(self, n: int, *, prune: bool = False) -> None:
+        """Change the cap on the Gaussian count (0: none); MCMC's own cap follows it. With
+        `prune`, Gaussians over the new cap are dropped now (:meth:`prune_to`), not at the
+        end of the next step (what the memory tiers need before they save a checkpoint)."""
+        self.max_gaussians = int(n)
         if self.mcmc:
             self.strategy.cap_max = int(n) or 1_000_000
+        if prune and n and len(self.splats["means"]) > n:
+            self.prune_to(int(n))
 
     def _per_gaussian_state(self) -> dict[str, torch.Tensor]:
         """The entries of the strategy state indexed by Gaussian (None entries left out)."""
@@ -304,7 +320,7 @@ class Trainer:
         return {k: v for k, v in self.strategy_state.items()
                 if k in keys and isinstance(v, torch.Tensor)}
 
-    def _prune_to(self, n: int) -> None:
+    def prune_to(self, n: int) -> None:
         """Keep the `n` most opaque Gaussians (the cap, and the cap of the memory tiers).
 
         Only the per-Gaussian entries of the strategy state are cut with the parameters:
@@ -344,7 +360,7 @@ class Trainer:
         ps, ss = [], []
         with no_tf32():
             for v in views:
-                colors, _, _ = self.render(v.viewmat, v.K, v.width, v.height)
+                colors, _, _ = self.render(v.camera)
                 gt, mask = self._target(v)
                 img = colors.clamp(0, 1)
                 ps.append(psnr(img, gt, mask))
@@ -379,7 +395,7 @@ class Trainer:
         torch.save(
             {
                 "step": self.step,
-                "config": asdict(self.cfg),
+                "config": asdict(self.cfg), "max_gaussians": self.max_gaussians,
                 "splats": self.splats.state_dict(),
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "scheduler": self.scheduler.state_dict(),

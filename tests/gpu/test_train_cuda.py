@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from splatstudio.config import TrainConfig
 from splatstudio.train.losses import psnr, ssim
-from splatstudio.train.trainer import Trainer, TrainerConfig
+from splatstudio.train.trainer import Trainer
 from tests.unit.test_train_core import _scene, _views
 
 pytestmark = [
@@ -30,7 +31,7 @@ def data():
 def _trainer(data, device="cuda", **cfg) -> Trainer:
     views, pts, cols = data
     base = {"steps": 50, "sh_degree": 1, "sh_degree_interval": 20, "refine_start": 1000}
-    return Trainer(views[1:], views[:1], pts, cols, TrainerConfig(**{**base, **cfg}), device)
+    return Trainer(views[1:], views[:1], pts, cols, TrainConfig(**{**base, **cfg}), device)
 
 
 def test_mcmc_cap_on_cuda_then_checkpoint(data, tmp_path):

@@ -149,7 +149,8 @@ def test_orbit_writes_a_camera_the_trainer_reads(window, tmp_path, qtbot):
     assert Path(sig.args[0]) == out / "preview_camera.json"
     data = json.loads((out / "preview_camera.json").read_text())
     assert set(data) == {"viewmat", "K", "width", "height"}
-    vm, K, w, h = preview_camera(out, default)  # what the trainer renders its preview from
+    cam = preview_camera(out, default)  # what the trainer renders its preview from
+    vm, K, w, h = cam.viewmat, cam.K, cam.width, cam.height
     assert (w, h) == (64, 48)
     np.testing.assert_allclose(K, default.K, atol=1e-5)
     np.testing.assert_allclose(vm, view.current_camera().viewmat, atol=1e-5)
@@ -171,7 +172,7 @@ def test_orbit_writes_a_camera_the_trainer_reads(window, tmp_path, qtbot):
     with qtbot.waitSignal(view.cameraWritten, timeout=3000):
         QApplication.sendEvent(canvas, wheel)
     assert canvas.camera.distance == pytest.approx(0.85 * d0)
-    vm2, *_ = preview_camera(out, default)
+    vm2 = preview_camera(out, default).viewmat
     np.testing.assert_allclose(vm2, view.current_camera().viewmat, atol=1e-5)
 
     # reset: the trainer's default camera again

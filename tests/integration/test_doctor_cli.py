@@ -35,7 +35,7 @@ def test_doctor_on_a_cpu_machine(tmp_path):
     presets = {p["preset"]: p for p in rep["cpu_presets"]}
     assert set(presets) == {"test", "fast", "balanced", "quality"}
     # the stage's own formula, from the measured cost per pixel and step
-    from splatstudio.pipeline.train import estimate_seconds, preset_train_config
+    from splatstudio.pipeline.train_session import estimate_seconds, preset_train_config
 
     per_px = rep["cpu_measure"]["seconds_per_pixel_step"]
     for name, p in presets.items():

@@ -18,6 +18,7 @@ import torch
 from splatstudio.errors import Cancelled, OutOfGpuMemory
 from splatstudio.events import Emitter, Metric, Progress
 from splatstudio.pipeline import train as stage
+from splatstudio.pipeline import train_session
 from splatstudio.train import trainer as trainer_mod
 from splatstudio.train.strategy import ResettingDefaultStrategy
 from splatstudio.train.trainer import Trainer
@@ -43,7 +44,7 @@ def project(tmp_path, monkeypatch):
     from helpers.tiny_project import tiny_georef_project
 
     monkeypatch.setenv("SPLATSTUDIO_DEVICE", "cpu")
-    monkeypatch.setattr(stage, "OOM_TIERS", (250, 200, 150))
+    monkeypatch.setattr(train_session, "OOM_TIERS", (250, 200, 150))
     return tiny_georef_project(
         tmp_path / "p", views=6, size=(40, 30), gaussians=300, steps=STEPS, checkpoint_every=10,
         eval_every=10, preview_every=0, refine_start=1000, refine_every=8, metrics_every=5,
@@ -72,13 +73,13 @@ def recoveries(monkeypatch):
     output still alive)."""
     seen: list[tuple] = []
     refs: list = []
-    prune = Trainer._prune_to
+    prune = Trainer.prune_to
 
     def spy(self, n):
         seen.append((sys.exc_info()[0], any(r() is not None for r in refs)))
         return prune(self, n)
 
-    monkeypatch.setattr(Trainer, "_prune_to", spy)
+    monkeypatch.setattr(Trainer, "prune_to", spy)
     return seen, refs
 
 
@@ -182,7 +183,7 @@ def test_oom_at_evaluation(project, monkeypatch, recoveries):
 
 
 def test_oom_past_the_last_tier_stops(project, monkeypatch):
-    monkeypatch.setattr(stage, "OOM_TIERS", ())
+    monkeypatch.setattr(train_session, "OOM_TIERS", ())
     render = Trainer.render
 
     def failing(self, *a, **k):

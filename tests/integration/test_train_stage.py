@@ -217,29 +217,33 @@ def test_cpu_estimate_refuses_a_heavy_preset(georef_project, tmp_path, monkeypat
     with pytest.raises(StageError) as e:
         run_train(project, heavy, null_emitter("train"))
     msg = str(e.value)
-    assert "cpu_limit_s" in msg and "allow_slow" in msg and "'test'" in msg
+    # which preset fits depends on the machine's load (the preset hint is unit-tested with a
+    # fixed step time in tests/unit/test_train_session.py)
+    assert "cpu_limit_s" in msg and "allow_slow" in msg, msg
+    assert "the largest preset that fits is" in msg or "no preset fits" in msg, msg
     assert not (project.root / "train" / "splat.ply").exists()
 
 
 def test_split_and_preview_camera_fallback(tmp_path):
-    from splatstudio.pipeline.train import Camera, preview_camera, split_views
-    from splatstudio.train.trainer import TrainView
+    from splatstudio.pipeline.train import RegisteredView, preview_camera, split_views
+    from splatstudio.render.camera import PinholeCamera
 
-    cams = [Camera(f"00/{i}.jpg", "", None, np.eye(4), np.eye(3), 4, 3) for i in range(17)]
+    cams = [RegisteredView(f"00/{i}.jpg", "", None, PinholeCamera(np.eye(4), np.eye(3), 4, 3))
+            for i in range(17)]
     tr, ev = split_views(cams[::-1], 8)
     assert [c.name for c in ev] == ["00/0.jpg", "00/16.jpg", "00/9.jpg"]  # by sorted name
     assert len(tr) == 14 and not {c.name for c in tr} & {c.name for c in ev}
     tr, ev = split_views(cams, 0)
     assert len(tr) == 17 and ev == []
 
-    view = TrainView("v", np.eye(4, dtype=np.float32), np.eye(3, dtype=np.float32),
-                     np.zeros((3, 4, 3), np.uint8))
-    assert preview_camera(tmp_path, view)[2:] == (4, 3)
+    default = PinholeCamera(np.eye(4), np.eye(3), 4, 3)
+    size = lambda c: (c.width, c.height)  # noqa: E731
+    assert size(preview_camera(tmp_path, default)) == (4, 3)
     (tmp_path / "preview_camera.json").write_text("{not json")
-    assert preview_camera(tmp_path, view)[2:] == (4, 3)  # a broken file falls back
+    assert size(preview_camera(tmp_path, default)) == (4, 3)  # a broken file falls back
     (tmp_path / "preview_camera.json").write_text(json.dumps(
         {"viewmat": np.eye(4).tolist(), "K": np.eye(3).tolist(), "width": 64, "height": 32}))
-    assert preview_camera(tmp_path, view)[2:] == (64, 32)
+    assert size(preview_camera(tmp_path, default)) == (64, 32)
 
 
 def test_capture_positions_of_the_real_walk(georef_project):

@@ -91,7 +91,7 @@ def test_model_cameras_of_a_text_model(tmp_path):
     assert (model.path / "images.txt").exists() and not (model.path / "images.bin").exists()
     cams = model.cameras()
     assert [c.name for c in cams] == [f"photos/v{i:02d}.jpg" for i in range(4)]
-    assert cams[0].viewmat.shape == (4, 4) and cams[0].width == 32
+    assert cams[0].camera.viewmat.shape == (4, 4) and cams[0].camera.width == 32
 
 
 def test_frames_reader(tmp_path):

@@ -123,15 +123,15 @@ def test_render_view_list_needs_no_output(tmp_path, capsys):
     assert main(["render", "-p", str(project.root), "--view", names[0], "-o", str(png),
                  "--width", "32", "--device", "cpu"]) == 0
     assert cv2.imread(str(png)).shape[:2] == (24, 32)  # the 64x48 view, halved
-    cam = next(c for c in georef_model(project.root).cameras() if c.name == names[0])
-    eye = -cam.viewmat[:3, :3].T @ cam.viewmat[:3, 3]
+    vm = next(c for c in georef_model(project.root).cameras() if c.name == names[0]).camera.viewmat
+    eye = -vm[:3, :3].T @ vm[:3, 3]  # -R^T t, written out: an independent check of .centre
     assert f"32x24, 200 gaussians, eye {eye.round(3).tolist()}" in capsys.readouterr().out
 
 
 # -- doctor ---------------------------------------------------------------------------------
 def test_cpu_presets_use_the_train_stage_estimate():
     from splatstudio.config import PRESETS
-    from splatstudio.pipeline.train import estimate_seconds, preset_train_config
+    from splatstudio.pipeline.train_session import estimate_seconds, preset_train_config
 
     per_px = 1e-6
     got = doctor.cpu_presets(per_px)

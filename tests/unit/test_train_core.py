@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from splatstudio.config import TrainConfig
 from splatstudio.render import intrinsics_from_fov, look_at, rasterize
+from splatstudio.render.camera import PinholeCamera
 from splatstudio.train.losses import photometric_loss, psnr, ssim, ssim_map
 from splatstudio.train.model import init_splats, to_splats
-from splatstudio.train.trainer import Trainer, TrainerConfig, TrainView
+from splatstudio.train.trainer import Trainer, TrainView
 
 torch.set_num_threads(2)
 
@@ -40,7 +42,7 @@ def _views(scene, n_views=10, size=40):
         rgb = (img[0].clamp(0, 1) * 255).round().byte().numpy()
         mask = np.ones((size, size), bool)
         mask[-4:] = False  # a "nadir" strip that must not count
-        views.append(TrainView(f"v{i}", vm, K, rgb, mask))
+        views.append(TrainView(f"v{i}", PinholeCamera(vm, K, size, size), rgb, mask))
     return views
 
 
@@ -133,7 +135,7 @@ def test_training_improves_held_out_psnr_and_resumes(tmp_path):
     rng = np.random.default_rng(1)
     pts = scene[0].numpy() + rng.normal(scale=0.05, size=(150, 3)).astype(np.float32)
     cols = np.full((150, 3), 0.5, np.float32)
-    cfg = TrainerConfig(steps=150, sh_degree=1, sh_degree_interval=50, refine_start=60,
+    cfg = TrainConfig(steps=150, sh_degree=1, sh_degree_interval=50, refine_start=60,
                         refine_every=40, reset_every=1000, grow_grad2d=0.0001, init_opacity=0.5)
     tr = Trainer(train, held_out, pts, cols, cfg)
     before = tr.evaluate()["psnr"]
@@ -156,7 +158,8 @@ def test_training_improves_held_out_psnr_and_resumes(tmp_path):
 def test_curve_file_reads_back_cuts_and_survives_a_torn_line(tmp_path):
     import json
 
-    from splatstudio.pipeline.train import _rewrite_curve, read_curve
+    from splatstudio.pipeline.artifacts import read_curve
+    from splatstudio.pipeline.train_session import rewrite_curve as _rewrite_curve
 
     path = tmp_path / "curve.jsonl"
     assert read_curve(path) == []

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from splatstudio.config import TrainConfig
 from splatstudio.train import losses
 from splatstudio.train.trainer import (
     CheckpointError,
     Trainer,
-    TrainerConfig,
     restore_torch_rng,
     torch_rng_states,
 )
@@ -35,7 +35,7 @@ def data():
 def _trainer(data, **cfg) -> Trainer:
     views, pts, cols = data
     base = {"steps": 50, "sh_degree": 1, "sh_degree_interval": 20, "refine_start": 1000}
-    return Trainer(views[1:], views[:1], pts, cols, TrainerConfig(**{**base, **cfg}))
+    return Trainer(views[1:], views[:1], pts, cols, TrainConfig(**{**base, **cfg}))
 
 
 def test_mcmc_cap_below_the_count_prunes_only_per_gaussian_state(data):
@@ -49,7 +49,7 @@ def test_mcmc_cap_below_the_count_prunes_only_per_gaussian_state(data):
     assert torch.equal(tr.strategy_state["binoms"], binoms)
     assert tr.inconsistency() is None
     tr.set_max_gaussians(150)  # the memory tiers' path
-    tr._prune_to(150)
+    tr.prune_to(150)
     assert len(tr.splats["means"]) == 150 and tr.strategy_state["binoms"].shape == (51, 51)
     tr.train_step()
 
@@ -58,7 +58,7 @@ def test_default_strategy_prune_cuts_its_running_state(data):
     tr = _trainer(data, refine_start=0, refine_every=1000)
     tr.train_step()  # fills grad2d / count
     assert tr.strategy_state["grad2d"] is not None
-    tr._prune_to(120)
+    tr.prune_to(120)
     assert len(tr.strategy_state["grad2d"]) == len(tr.strategy_state["count"]) == 120
     assert tr.strategy_state["scene_scale"] == tr.scene_scale
     assert tr.inconsistency() is None

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from splatstudio.config import TrainConfig
 from splatstudio.train.mcmc import quat_scale_to_covar_torch, relocation_torch
-from splatstudio.train.trainer import Trainer, TrainerConfig
+from splatstudio.train.trainer import Trainer
 from tests.unit.test_train_core import _scene, _views
 
 torch.set_num_threads(2)
@@ -76,7 +77,7 @@ def test_mcmc_training_runs_on_cpu_and_respects_the_cap():
     pts = scene[0].numpy() + rng.normal(scale=0.05, size=(150, 3)).astype(np.float32)
     cols = np.full((150, 3), 0.5, np.float32)
     cap = 260
-    cfg = TrainerConfig(steps=160, sh_degree=1, sh_degree_interval=50, refine_start=40,
+    cfg = TrainConfig(steps=160, sh_degree=1, sh_degree_interval=50, refine_start=40,
                         refine_every=20, init_opacity=0.5, strategy="mcmc", max_gaussians=cap)
     tr = Trainer(train, held_out, pts, cols, cfg)
     assert tr.regularisers == (0.01, 0.01)
@@ -97,4 +98,4 @@ def test_unknown_strategy_is_refused():
     views = _views(scene, n_views=2, size=16)
     with pytest.raises(ValueError, match="unknown densification strategy"):
         Trainer(views, [], scene[0].numpy(), np.zeros((20, 3), np.float32),
-                TrainerConfig(strategy="nope"))
+                TrainConfig(strategy="nope"))
