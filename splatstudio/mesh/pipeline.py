@@ -24,9 +24,10 @@ def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *, e
         splats: gaussians, metres, z-up frame (ENU for SplatStudio scenes).
         options: :class:`MeshOptions`.
         events: an :class:`~splatstudio.events.Emitter` for logs and cancellation, or None.
-        cameras: the capture's cameras (:class:`~splatstudio.render.camera.Cameras`), or None. ``tsdf`` fuses depth
-            rendered from them (from the bake views without them); ``poisson`` turns each
-            gaussian's normal towards the nearest of them (of the bake views without them).
+        cameras: the capture's cameras (:class:`~splatstudio.render.camera.Cameras`), or
+            None. ``tsdf`` fuses depth rendered from them (from the bake views without them);
+            ``poisson`` turns each gaussian's normal towards the nearest of them (of the bake
+            views without them).
 
     Returns:
         :class:`TexturedMesh` in the splats' frame; ``timings`` in seconds (``render``: the
