@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DATA, ROOT, write_result  # noqa: E402
 
-from splatstudio.mesh import MeshCameras, MeshOptions, build_textured_mesh  # noqa: E402
+from splatstudio.mesh import MeshOptions, build_textured_mesh  # noqa: E402
 from splatstudio.mesh.bake import render_views, ring_cameras  # noqa: E402
 from splatstudio.mesh.quality import compare_views, mesh_stats  # noqa: E402
-from splatstudio.render.camera import intrinsics_from_fov, look_at  # noqa: E402
+from splatstudio.render.camera import Cameras, intrinsics_from_fov, look_at  # noqa: E402
 from splatstudio.splats import Splats, load_splats  # noqa: E402
 
 SHARED = {
@@ -67,7 +67,7 @@ def test_ring(splats: Splats, n: int = 8) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(vms), np.broadcast_to(K, (n, 3, 3)).copy()
 
 
-def demo_scene() -> tuple[Splats, MeshCameras, np.ndarray, np.ndarray, tuple[int, int]]:
+def demo_scene() -> tuple[Splats, Cameras, np.ndarray, np.ndarray, tuple[int, int]]:
     """The demo project: splat, training cameras (not held out), test cameras."""
     import pycolmap
 
@@ -78,9 +78,7 @@ def demo_scene() -> tuple[Splats, MeshCameras, np.ndarray, np.ndarray, tuple[int
     cams = load_cameras(pycolmap.Reconstruction(str(proj / "georef" / "sparse")))
     train, test = split_views(cams, 8)
     train, test = [c.camera for c in train], [c.camera for c in test]
-    mc = MeshCameras(viewmats=np.stack([c.viewmat for c in train]),
-                     Ks=np.stack([c.K for c in train]),
-                     sizes=np.array([(c.width, c.height) for c in train]))  # fmt: skip
+    mc = Cameras.stack(train)
     w, h = test[0].width, test[0].height
     s = min(1.0, EVAL_SIZE / max(w, h))
     ks = []
@@ -97,7 +95,7 @@ def demo_scene() -> tuple[Splats, MeshCameras, np.ndarray, np.ndarray, tuple[int
     )
 
 
-def evaluate(name: str, splats: Splats, cameras: MeshCameras | None, test_vm: np.ndarray,
+def evaluate(name: str, splats: Splats, cameras: Cameras | None, test_vm: np.ndarray,
              test_K: np.ndarray, size: tuple[int, int], methods: list[str]) -> dict:  # fmt: skip
     print(f"{name}: {splats.n} gaussians, load {os.getloadavg()[0]:.2f}", flush=True)
     ref = None

@@ -68,7 +68,8 @@ def run(out: Path, project: Path) -> None:
         wb = page.workbench
         wb.set_tool("brush")
         wb.brush_radius.setValue(30)
-        _, _, w, h = page.gl.view_camera()
+        view = page.gl.view_camera()
+        w, h = view.width, view.height
         stroke = [(w * 0.3 + i * w * 0.02, h * 0.45 + 40 * np.sin(i / 3)) for i in range(21)]
         wb.press(QPointF(*stroke[0]))
         for q in stroke[1:]:
@@ -112,7 +113,8 @@ def run(out: Path, project: Path) -> None:
         shoot(window, out / "workbench_capture.png")
 
         wb.set_tool("measure")
-        _, _, w, h = page.gl.view_camera()
+        view = page.gl.view_camera()
+        w, h = view.width, view.height
         picked = 0
         for x, y in ((w * 0.35, h * 0.75), (w * 0.7, h * 0.55), (w * 0.5, h * 0.8),
                      (w * 0.6, h * 0.4)):

@@ -390,10 +390,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _project_view(project: Path, name: str) -> tuple[Any, Any, int, int]:
-    """(viewmat [4,4] world-to-camera, K [3,3] pixels, width, height) of registered image
-    `name` of the project's georeferenced model (ENU metres, the frame of train/splat.ply);
-    for `name` ``"list"``, the names of every registered image instead.
+def _project_view(project: Path, name: str) -> Any:
+    """The :class:`~splatstudio.render.camera.PinholeCamera` of registered image `name` of the
+    project's georeferenced model (world = ENU metres, the frame of train/splat.ply); for
+    `name` ``"list"``, the names of every registered image instead.
 
     Raises:
         InputError: no georeferenced model, or no registered image of that name (the message
@@ -411,8 +411,7 @@ def _project_view(project: Path, name: str) -> tuple[Any, Any, int, int]:
         some = ", ".join(list(cams)[:6])
         raise InputError(sparse, f"no registered view {name!r} (views: {some}, ...; "
                          "--view list prints all)")
-    c = cams[name].camera
-    return c.viewmat, c.K, c.width, c.height
+    return cams[name].camera
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -426,6 +425,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .pipeline.runner import limit_openmp_spinning
 
     limit_openmp_spinning()  # the render runs torch in this process: before torch loads
+    from .render.camera import PinholeCamera
     from .render.image import camera_for, render_splats
     from .splats.io import load_splats
 
@@ -453,29 +453,24 @@ def cmd_render(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise InputError(args.scene, str(e).replace(f"{args.scene}: ", "")) from None
     if view is not None:
-        viewmat, K, vw, vh = view
         # Keep the view's aspect unless both sides are given; scale the intrinsics to the size.
-        w = args.width or (round(vw * args.height / vh) if args.height else vw)
-        h = args.height or round(vh * w / vw)
-        K = K.copy()
-        K[0] *= w / vw
-        K[1] *= h / vh
-        args.width, args.height = w, h
+        w = args.width or (round(view.width * args.height / view.height) if args.height
+                           else view.width)  # fmt: skip
+        cam = view.resized(w, args.height or round(view.height * w / view.width))
     else:
-        args.width, args.height = args.width or 1280, args.height or 720
-        viewmat, K = camera_for(splats.means, args.width, args.height, fov_deg=args.fov,
-                                eye=args.eye, target=args.target, up=args.up)
+        w, h = args.width or 1280, args.height or 720
+        cam = PinholeCamera(*camera_for(splats.means, w, h, fov_deg=args.fov, eye=args.eye,
+                                        target=args.target, up=args.up), w, h)  # fmt: skip
     try:
-        img = render_splats(splats, viewmat, K, args.width, args.height, device=args.device,
-                            background=tuple(args.background))
+        img = render_splats(splats, cam.viewmat, cam.K, cam.width, cam.height,
+                            device=args.device, background=tuple(args.background))
     except RuntimeError as e:
         raise SplatStudioError(str(e)) from None
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(args.output), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
         raise InputError(args.output, "cannot write the PNG")
-    eye = -viewmat[:3, :3].T @ viewmat[:3, 3]
-    print(f"wrote {args.output} ({args.width}x{args.height}, {splats.n} gaussians, "
-          f"eye {eye.round(3).tolist()}, {time.perf_counter() - t0:.1f} s)")
+    print(f"wrote {args.output} ({cam.width}x{cam.height}, {splats.n} gaussians, "
+          f"eye {cam.centre.round(3).tolist()}, {time.perf_counter() - t0:.1f} s)")
     return EXIT_OK
 
 

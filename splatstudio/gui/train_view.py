@@ -37,12 +37,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..pipeline.artifacts import PreviewCamera, georef_model, write_preview_camera
+from ..pipeline.artifacts import georef_model, write_preview_camera
 from ..pipeline.train import PAUSE_FILE, PREVIEW_CAMERA_FILE, preview_camera
 from ..project import Project
+from ..render.camera import PinholeCamera
 from ..status import StageState
 from .model import ProjectModel
-from .viewer.camera import OrbitCamera, horizontal_basis
+from .viewer.camera import OrbitCamera
 from .viewer.mouse import drag_step
 
 UP = np.array([0.0, 0.0, 1.0])  # ENU: z up
@@ -55,7 +56,7 @@ CURVES: dict[str, tuple[str, str, bool]] = {
 }
 
 
-def default_preview_camera(project: Project) -> tuple[PreviewCamera, np.ndarray, np.ndarray]:
+def default_preview_camera(project: Project) -> tuple[PinholeCamera, np.ndarray, np.ndarray]:
     """The trainer's default preview camera and the model's 3D points.
 
     The camera is what :func:`splatstudio.pipeline.train.run_train` previews from without a
@@ -92,35 +93,30 @@ def default_preview_camera(project: Project) -> tuple[PreviewCamera, np.ndarray,
         ids = sorted(np.random.default_rng(0).choice(ids, MAX_OVERLAY_POINTS, replace=False))
     xyz = np.array([pts[i].xyz for i in ids], np.float64).reshape(-1, 3)
     rgb = np.array([pts[i].color for i in ids], np.uint8).reshape(-1, 3)
-    return PreviewCamera(small.viewmat, small.K, small.width, small.height), xyz, rgb
+    return small, xyz, rgb
 
 
-def orbit_from_view(viewmat: np.ndarray, K: np.ndarray, height: int,
-                    points: np.ndarray | None = None, up: np.ndarray = UP) -> OrbitCamera:
-    """An :class:`OrbitCamera` that sees what `viewmat` sees (roll removed).
+def orbit_from_view(camera: PinholeCamera, points: np.ndarray | None = None,
+                    up: np.ndarray = UP) -> OrbitCamera:
+    """An :class:`OrbitCamera` that sees what `camera` sees (roll removed).
 
     The orbit centre is on the optical axis at the median depth of the `points` ([N, 3]
     world) in front of the camera (5 units without points); yaw and pitch follow from the
-    camera's viewing direction about world `up`; the vertical field of view from ``K[1, 1]``.
+    camera's viewing direction about world `up`; the vertical field of view from ``K[1, 1]``
+    and the height.
     """
-    R, t = viewmat[:3, :3], viewmat[:3, 3]
-    eye = -R.T @ t
-    forward = R[2]
+    eye, forward = camera.centre, camera.forward
     depth = 5.0
     if points is not None and len(points):
         z = (points - eye) @ forward
         z = z[z > 1e-3]
         if len(z):
             depth = float(np.median(z))
-    target = eye + depth * forward
-    d = (eye - target) / depth  # from the target to the eye, unit
-    h1, h2 = horizontal_basis(up)
-    pitch = math.degrees(math.asin(float(np.clip(d @ up, -1.0, 1.0))))
-    yaw = math.degrees(math.atan2(float(d @ h2), float(d @ h1)))
-    fov = math.degrees(2 * math.atan(0.5 * height / float(K[1, 1])))
-    return OrbitCamera(target=target, distance=depth, yaw_deg=yaw % 360.0,
-                       pitch_deg=float(np.clip(pitch, -89.0, 89.0)), up=up.copy(), fov_deg=fov,
-                       near=max(1e-3, 1e-3 * depth))
+    fov = math.degrees(2 * math.atan(0.5 * camera.height / float(camera.K[1, 1])))
+    orbit = OrbitCamera(up=np.asarray(up, np.float64) / np.linalg.norm(up), fov_deg=fov)
+    orbit.look_from(eye, forward, depth)
+    orbit.near = max(1e-3, 1e-3 * depth)
+    return orbit
 
 
 class PreviewCanvas(QWidget):
@@ -145,19 +141,31 @@ class PreviewCanvas(QWidget):
         self.setMouseTracking(False)
         self.image: QImage | None = None
         self.camera: OrbitCamera | None = None
-        self.K: np.ndarray | None = None
-        self.size_px: tuple[int, int] = (0, 0)
+        self.preview: PinholeCamera | None = None  # the preview image's K and size
         self.points: np.ndarray | None = None
         self.colors: np.ndarray | None = None
         self.overlay = False
         self.placeholder = "No preview yet: the trainer writes one every preview_every steps."
         self._mouse: QPointF | None = None
 
-    def set_camera(self, camera: OrbitCamera | None, K: np.ndarray | None,
-                   size_px: tuple[int, int]) -> None:
-        """The camera the mouse moves, with the preview's intrinsics and size (pixels)."""
-        self.camera, self.K, self.size_px = camera, K, size_px
+    def set_camera(self, camera: OrbitCamera | None, preview: PinholeCamera | None) -> None:
+        """The orbit the mouse moves and the preview camera whose intrinsics and image size
+        it keeps (None, None: no camera)."""
+        self.camera, self.preview = camera, preview
         self.update()
+
+    @property
+    def size_px(self) -> tuple[int, int]:
+        """The preview image's ``(width, height)`` in pixels, ``(0, 0)`` without a camera."""
+        return (0, 0) if self.preview is None else (self.preview.width, self.preview.height)
+
+    def current(self) -> PinholeCamera | None:
+        """The camera the user has placed: the orbit's pose with the preview's intrinsics and
+        size (None without a camera)."""
+        if self.camera is None or self.preview is None:
+            return None
+        p = self.preview
+        return PinholeCamera(self.camera.viewmat(), p.K, p.width, p.height)
 
     def set_image(self, image: QImage | None) -> None:
         """Show `image` (None: the placeholder text); hides the point overlay."""
@@ -189,13 +197,13 @@ class PreviewCanvas(QWidget):
         p.end()
 
     def _draw_points(self, p: QPainter, rect: QRectF) -> None:
-        w, h = self.size_px
-        if self.K is None or not w or not h or self.points is None or not len(self.points):
+        view = self.current()
+        if view is None or self.points is None or not len(self.points):
             return
-        vm = self.camera.viewmat()
+        w, h, K, vm = view.width, view.height, view.K, view.viewmat
         cam = self.points @ vm[:3, :3].T + vm[:3, 3]
         front = cam[:, 2] > 1e-3
-        uv = cam[front, :2] / cam[front, 2:3] * [self.K[0, 0], self.K[1, 1]] + self.K[:2, 2]
+        uv = cam[front, :2] / cam[front, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2]
         cols = self.colors[front] if self.colors is not None else None
         inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
         sx, sy = rect.width() / w, rect.height() / h
@@ -258,7 +266,7 @@ class LiveTrainView(QWidget):
     def __init__(self, model: ProjectModel, parent: QWidget | None = None):
         super().__init__(parent)
         self.model = model
-        self.default_camera: PreviewCamera | None = None
+        self.default_camera: PinholeCamera | None = None
         self.camera_error: str | None = None
         self._camera_loaded = False
         self._curves_dirty = True
@@ -378,7 +386,7 @@ class LiveTrainView(QWidget):
         self.default_camera = None
         self.camera_error = None
         self._camera_loaded = False
-        self.canvas.set_camera(None, None, (0, 0))
+        self.canvas.set_camera(None, None)
         self.canvas.points = self.canvas.colors = None
         info = self.model.stages["train"]
         self._show_preview(info.preview)
@@ -525,18 +533,13 @@ class LiveTrainView(QWidget):
         self.default_camera = cam
         current = preview_camera(self.train_dir, cam)  # the stored one, else `cam`
         self.canvas.points, self.canvas.colors = pts, cols
-        orbit = orbit_from_view(current.viewmat, current.K, current.height, pts)
-        self.canvas.set_camera(orbit, np.asarray(current.K, np.float64),
-                               (current.width, current.height))
+        self.canvas.set_camera(orbit_from_view(current, pts), current)
         self._update_controls()
         return True
 
-    def current_camera(self) -> PreviewCamera | None:
+    def current_camera(self) -> PinholeCamera | None:
         """The camera the user has placed, as the trainer will read it (None: no camera)."""
-        c = self.canvas
-        if c.camera is None or c.K is None:
-            return None
-        return PreviewCamera(c.camera.viewmat(), c.K, *c.size_px)
+        return self.canvas.current()
 
     def _on_camera_moved(self) -> None:
         self._write_timer.start()
@@ -559,8 +562,7 @@ class LiveTrainView(QWidget):
             (d / PREVIEW_CAMERA_FILE).unlink(missing_ok=True)
         cam = self.default_camera
         if cam is not None:
-            orbit = orbit_from_view(cam.viewmat, cam.K, cam.height, self.canvas.points)
-            self.canvas.set_camera(orbit, np.asarray(cam.K, np.float64), (cam.width, cam.height))
+            self.canvas.set_camera(orbit_from_view(cam, self.canvas.points), cam)
             self.canvas.overlay = True
 
     # -- pause / resume / stop ------------------------------------------------------------

@@ -17,11 +17,10 @@ when a mesh is built.
 """
 
 from .io import write_glb, write_obj
-from .model import MeshCameras, MeshOptions, TexturedMesh
+from .model import MeshOptions, TexturedMesh
 from .pipeline import build_textured_mesh
 
 __all__ = [
-    "MeshCameras",
     "MeshOptions",
     "TexturedMesh",
     "build_textured_mesh",

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..render.camera import Cameras, camera_centres
 from ..splats.model import SH_C0, Splats
-from .model import camera_centres
 
 #: :class:`~splatstudio.render.torch_impl.RasterConfig` knobs of the bake's CPU renders
 #: (``tile_size`` is chosen per view by :func:`cpu_tile_size`)
@@ -213,26 +213,21 @@ def render_views(
     return np.stack(rgb), np.stack(depth), np.stack(alpha)
 
 
-def render_cameras(
-    splats: Splats,
-    viewmats: np.ndarray,
-    Ks: np.ndarray,
-    sizes: np.ndarray,
-    device: str = "auto",
-    events=None,
-) -> ViewRenders:
-    """Render `splats` from cameras of any sizes (black background; see
+def render_cameras(splats: Splats, cameras: Cameras, device: str = "auto",
+                   events=None) -> ViewRenders:  # fmt: skip
+    """Render `splats` from `cameras` of any sizes (black background; see
     :func:`render_views`).
 
     Args:
-        viewmats: ``[C, 4, 4]`` world-to-camera, OpenCV axes; Ks: ``[C, 3, 3]`` pixels;
-        sizes: ``[C, 2]`` ``(width, height)`` pixels.
+        cameras: C pinhole cameras (:class:`~splatstudio.render.camera.Cameras`: world-to-camera
+            OpenCV viewmats, pixel Ks, ``(width, height)`` sizes).
 
     Returns:
         :class:`ViewRenders` of those cameras (viewmats and Ks as float64).
     """
-    out = ViewRenders(np.asarray(viewmats, np.float64), np.asarray(Ks, np.float64), [], [], [])
-    for rgb, depth, alpha in _render_each(splats, out.viewmats, out.Ks, sizes, device, events):
+    out = ViewRenders(cameras.viewmats, cameras.Ks, [], [], [])
+    for rgb, depth, alpha in _render_each(splats, out.viewmats, out.Ks, cameras.sizes, device,
+                                          events):  # fmt: skip
         out.rgb.append(rgb)
         out.depth.append(depth)
         out.alpha.append(alpha)
@@ -255,13 +250,13 @@ def render_ring(
     Returns:
         :class:`ViewRenders` of the ring (``Ks`` the same ``[3, 3]`` for every view).
     """
-    from ..render.camera import intrinsics_from_fov
+    from ..render.camera import Cameras, intrinsics_from_fov
 
     fov = 60.0
     vm, _, _, _ = ring_cameras(splats.means.astype(np.float64), views, fov_deg=fov)
     K = np.asarray(intrinsics_from_fov(fov, resolution, resolution), np.float64)
-    Ks = np.broadcast_to(K, (len(vm), 3, 3)).copy()
-    return render_cameras(splats, vm, Ks, [(resolution, resolution)] * len(vm), device, events)
+    ring = Cameras(vm, np.broadcast_to(K, (len(vm), 3, 3)), [(resolution, resolution)] * len(vm))
+    return render_cameras(splats, ring, device, events)
 
 
 def rasterize_uv(faces_uv: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

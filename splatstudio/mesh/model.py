@@ -7,19 +7,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-def camera_centres(viewmats: np.ndarray) -> np.ndarray:
-    """Camera centres ``-R^T t`` in the world frame of world-to-camera matrices.
-
-    Args:
-        viewmats: ``[..., 4, 4]`` world-to-camera (e.g. ``[C, 4, 4]``), metres.
-
-    Returns:
-        ``[..., 3]`` float64 centres (``[C, 3]`` for ``[C, 4, 4]``), metres.
-    """
-    vm = np.asarray(viewmats, np.float64)
-    return -np.einsum("...ji,...j->...i", vm[..., :3, :3], vm[..., :3, 3])
-
-
 @dataclass(kw_only=True)
 class MeshOptions:
     """Options of :func:`~splatstudio.mesh.build_textured_mesh`.
@@ -85,30 +72,3 @@ class TexturedMesh:
     texture: np.ndarray
     method: str = "poisson"
     timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(kw_only=True)
-class MeshCameras:
-    """The capture's cameras, for TSDF fusion and for orienting Poisson normals.
-
-    Attributes:
-        viewmats: ``[C, 4, 4]`` world-to-camera, OpenCV axes (x right, y down, z forward),
-            world = the splat's frame (ENU metres).
-        Ks: ``[C, 3, 3]`` pixel intrinsics (pixel centres at ``i + 0.5``).
-        sizes: ``[C, 2]`` int image ``(width, height)``, pixels.
-    """
-
-    viewmats: np.ndarray
-    Ks: np.ndarray
-    sizes: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.viewmats = np.asarray(self.viewmats, np.float64).reshape(-1, 4, 4)
-        c = self.viewmats.shape[0]
-        self.Ks = np.asarray(self.Ks, np.float64).reshape(c, 3, 3)
-        self.sizes = np.asarray(self.sizes, np.int64).reshape(c, 2)
-
-    @property
-    def centres(self) -> np.ndarray:
-        """``[C, 3]`` camera centres in the world frame (``-R^T t``)."""
-        return camera_centres(self.viewmats)

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..splats.model import Splats
-from .model import MeshCameras, MeshOptions, TexturedMesh
+from .model import MeshOptions, TexturedMesh
+
+if TYPE_CHECKING:
+    from ..render.camera import Cameras
 
 METHODS = ("poisson", "tsdf")
 
 
 def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *, events=None,
-                        cameras: MeshCameras | None = None) -> TexturedMesh:  # fmt: skip
+                        cameras: Cameras | None = None) -> TexturedMesh:  # fmt: skip
     """Build a textured triangle mesh of `splats` (see :mod:`splatstudio.mesh`).
 
     Args:
         splats: gaussians, metres, z-up frame (ENU for SplatStudio scenes).
         options: :class:`MeshOptions`.
         events: an :class:`~splatstudio.events.Emitter` for logs and cancellation, or None.
-        cameras: the capture's cameras (:class:`MeshCameras`), or None. ``tsdf`` fuses depth
-            rendered from them (from the bake views without them); ``poisson`` turns each
-            gaussian's normal towards the nearest of them (of the bake views without them).
+        cameras: the capture's cameras (:class:`~splatstudio.render.camera.Cameras`), or
+            None. ``tsdf`` fuses depth rendered from them (from the bake views without them);
+            ``poisson`` turns each gaussian's normal towards the nearest of them (of the bake
+            views without them).
 
     Returns:
         :class:`TexturedMesh` in the splats' frame; ``timings`` in seconds (``render``: the
@@ -69,9 +74,9 @@ def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *, e
         renders = render_ring(splats, o.bake_views, o.bake_resolution, o.device, events)
         what = f"{len(renders)} ring views"
     else:
-        vm, Ks, sizes = _capture_subset(cameras, o.capture_views, o.bake_resolution)
-        renders = render_cameras(splats, vm, Ks, sizes, o.device, events)
-        what = f"{len(vm)} of the {len(cameras.viewmats)} capture cameras"
+        subset = _capture_subset(cameras, o.capture_views, o.bake_resolution)
+        renders = render_cameras(splats, subset, o.device, events)
+        what = f"{len(subset)} of the {len(cameras)} capture cameras"
     timings["render"] = time.perf_counter() - t
     log(f"mesh: rendered {what} ({timings['render']:.1f} s)")
 
@@ -112,21 +117,16 @@ def build_textured_mesh(splats: Splats, options: MeshOptions | None = None, *, e
                         timings=timings)  # fmt: skip
 
 
-def _capture_subset(
-    cameras: MeshCameras, most: int, longest: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """At most `most` of `cameras` (evenly subsampled), scaled so that their longest side is
-    `longest` pixels: ``(viewmats [C, 4, 4], Ks [C, 3, 3], sizes [C, 2])``."""
-    n = cameras.viewmats.shape[0]
+def _capture_subset(cameras: Cameras, most: int, longest: int) -> Cameras:
+    """At most `most` of `cameras` (evenly subsampled), each
+    :meth:`~splatstudio.render.camera.PinholeCamera.resized` so that its longest side is
+    `longest` pixels (the other side rounded, at least 1)."""
+    from ..render.camera import Cameras
+
+    n = len(cameras)
     pick = np.unique(np.linspace(0, n - 1, max(1, min(n, most))).round().astype(int))
-    Ks, sizes = [], []
-    for c in pick:
-        w, h = (int(x) for x in cameras.sizes[c])
-        s = longest / max(w, h)
-        ws, hs = max(1, round(w * s)), max(1, round(h * s))
-        K = cameras.Ks[c].copy()
-        K[0] *= ws / w
-        K[1] *= hs / h
-        Ks.append(K)
-        sizes.append((ws, hs))
-    return cameras.viewmats[pick], np.stack(Ks), np.array(sizes)
+    scaled = []
+    for c in (cameras[int(i)] for i in pick):
+        s = longest / max(c.width, c.height)
+        scaled.append(c.resized(max(1, round(c.width * s)), max(1, round(c.height * s))))
+    return Cameras.stack(scaled)

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .model import TexturedMesh, camera_centres
+from ..render.camera import camera_centres
+from .model import TexturedMesh
 
 
 def camera_rays(viewmat: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:

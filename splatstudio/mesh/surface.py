@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ..splats.model import Splats, quat_to_rotation, sigmoid
-from .model import camera_centres
+from ..quaternion import quat_to_rotmat
+from ..render.camera import camera_centres
+from ..splats.model import Splats, sigmoid
 
 
 def gaussian_normals(splats: Splats, eyes: np.ndarray, views: Any = None) -> np.ndarray:
@@ -37,7 +38,7 @@ def gaussian_normals(splats: Splats, eyes: np.ndarray, views: Any = None) -> np.
     Returns:
         ``[N, 3] float64`` unit normals.
     """
-    rot = quat_to_rotation(splats.quats)  # [N, 3, 3], columns = the gaussian's axes
+    rot = quat_to_rotmat(splats.quats)  # [N, 3, 3], columns = the gaussian's axes
     axis = np.argmin(splats.scales, axis=1)
     n = rot[np.arange(splats.n), :, axis]
     from scipy.spatial import cKDTree

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..config import RigLayout
 from ..errors import ConfigError
-from .equirect import rotation_to_quat_wxyz, yaw_pitch_to_rotation
+from ..quaternion import rotmat_to_quat
+from .equirect import yaw_pitch_to_rotation
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class Rig:
                         "params": [v.focal, v.focal, v.size / 2.0, v.size / 2.0],
                     },
                     "cam_from_rig": {
-                        "rotation_wxyz": rotation_to_quat_wxyz(r).tolist(),
+                        "rotation_wxyz": rotmat_to_quat(r).tolist(),
                         "rotation_matrix": r.tolist(),
                         "translation_m": [0.0, 0.0, 0.0],
                     },

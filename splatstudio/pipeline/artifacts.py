@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..geo.enu import GeoOrigin
 from ..project import read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from ..render.camera import PinholeCamera
 
 
 @dataclass(frozen=True)
@@ -326,51 +327,26 @@ def read_evals(root: str | Path) -> list[dict[str, Any]]:
         return []
 
 
-@dataclass
-class PreviewCamera:
-    """A pinhole camera as ``train/preview_camera.json`` stores it.
+def read_preview_camera(train_dir: Path) -> PinholeCamera | None:
+    """The camera of ``train_dir/preview_camera.json``
+    (:meth:`~splatstudio.render.camera.PinholeCamera.to_dict`'s object: ``viewmat`` 4x4
+    world-to-camera OpenCV, world = ENU metres; ``K`` 3x3 pixels; ``width``, ``height``), or
+    None when the file is absent or not a valid camera (shapes, positive size, finite
+    numbers)."""
+    from ..render.camera import PinholeCamera  # numpy only; keeps torch out of this import
 
-    Attributes:
-        viewmat: ``[4, 4]`` world-to-camera, OpenCV axes, world = ENU metres (float64).
-        K: ``[3, 3]`` intrinsics in pixels (pixel centres at +0.5).
-        width, height: image size in pixels.
-    """
-
-    viewmat: np.ndarray
-    K: np.ndarray
-    width: int
-    height: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object the trainer reads (:func:`read_preview_camera`)."""
-        return {
-            "viewmat": np.asarray(self.viewmat, np.float64).tolist(),
-            "K": np.asarray(self.K, np.float64).tolist(),
-            "width": int(self.width),
-            "height": int(self.height),
-        }
-
-
-def read_preview_camera(train_dir: Path) -> PreviewCamera | None:
-    """The camera of ``train_dir/preview_camera.json`` (viewmat and K float32), or None when
-    the file is absent or not a valid camera (positive size, finite numbers)."""
     p = Path(train_dir) / Path(TRAIN_PREVIEW_CAMERA.rel).name
     if not p.exists():
         return None
     try:
-        d = json.loads(p.read_text())
-        vm = np.asarray(d["viewmat"], np.float32).reshape(4, 4)
-        K = np.asarray(d["K"], np.float32).reshape(3, 3)
-        w, h = int(d["width"]), int(d["height"])
-        if w > 0 and h > 0 and np.isfinite(vm).all() and np.isfinite(K).all():
-            return PreviewCamera(vm, K, w, h)
-    except (ValueError, KeyError, TypeError, OSError):
-        pass
-    return None
+        return PinholeCamera.from_dict(json.loads(p.read_text()))
+    except (ValueError, TypeError, AttributeError, OSError):  # JSON, shape, size, not a dict
+        return None
 
 
-def write_preview_camera(train_dir: Path, camera: PreviewCamera) -> Path:
-    """Write `camera` to ``train_dir/preview_camera.json`` atomically; returns the path."""
+def write_preview_camera(train_dir: Path, camera: PinholeCamera) -> Path:
+    """Write `camera` to ``train_dir/preview_camera.json`` atomically
+    (:meth:`~splatstudio.render.camera.PinholeCamera.to_dict`); returns the path."""
     path = Path(train_dir) / Path(TRAIN_PREVIEW_CAMERA.rel).name
     write_json_atomic(path, camera.to_dict())
     return path

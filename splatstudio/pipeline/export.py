@@ -329,10 +329,10 @@ def run_converter(cmd: list[str], out_dir: Path, events: Emitter) -> dict[str, A
 # ---------------------------------------------------------------------------- mesh cameras
 def capture_cameras(project: Project, events: Emitter | None = None) -> Any:
     """The capture's registered cameras (``georef/sparse``, ENU metres) as
-    :class:`~splatstudio.mesh.MeshCameras`, for the mesh's TSDF renders, texture bake and
+    :class:`~splatstudio.render.camera.Cameras`, for the mesh's TSDF renders, texture bake and
     Poisson normals; None when there is no georeferenced model or pycolmap is missing (the
     mesh then uses a ring of virtual views around the splat)."""
-    from ..mesh import MeshCameras
+    from ..render.camera import Cameras
 
     model = georef_model(project.root)
     sparse = model.path
@@ -347,9 +347,7 @@ def capture_cameras(project: Project, events: Emitter | None = None) -> Any:
         return None
     if not cams:
         return None
-    return MeshCameras(viewmats=np.stack([c.camera.viewmat for c in cams]),
-                       Ks=np.stack([c.camera.K for c in cams]),
-                       sizes=np.array([(c.camera.width, c.camera.height) for c in cams]))
+    return Cameras.stack([c.camera for c in cams])
 
 
 # ---------------------------------------------------------------------------- the stage

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Cameras", "PinholeCamera", "camera_centres", "frame_points", "intrinsics_from_fov",
-           "look_at"]
+__all__ = ["Cameras", "PinholeCamera", "camera_centres", "frame_points", "horizontal_basis",
+           "intrinsics_from_fov", "look_at", "pixel_ray"]
 
 
 def _is_torch(x: Any) -> bool:
@@ -50,6 +50,25 @@ def _like(arr: np.ndarray, ref: Any) -> Any:
         dtype = ref.dtype if ref.is_floating_point() else torch.float32
         return torch.as_tensor(arr, dtype=dtype, device=ref.device)
     return arr
+
+
+def pixel_ray(viewmat: Any, K: Any, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
+    """World-space ray through image point (`x`, `y`) (pixels, continuous: pixel (col, row)
+    covers ``[col, col + 1) x [row, row + 1)``, so its centre is ``(col + 0.5, row + 0.5)``).
+
+    Args:
+        viewmat: ``[4, 4]`` world-to-camera (OpenCV: x right, y down, z forward).
+        K: ``[3, 3]`` intrinsics in pixels.
+        x, y: image point in pixels.
+
+    Returns:
+        ``(origin [3], direction [3] unit)`` in world units, NumPy float64; the origin is the
+        camera centre.
+    """
+    vm, k = _to_np(viewmat), _to_np(K)
+    r = vm[:3, :3]
+    d = r.T @ np.array([(x - k[0, 2]) / k[0, 0], (y - k[1, 2]) / k[1, 1], 1.0])
+    return camera_centres(vm), d / np.linalg.norm(d)
 
 
 def camera_centres(viewmats: Any) -> np.ndarray:
@@ -95,6 +114,11 @@ class PinholeCamera:
     def centre(self) -> np.ndarray:
         """``[3]`` camera centre in the world frame (``-R^T t``)."""
         return camera_centres(self.viewmat)
+
+    def pixel_ray(self, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(origin [3], unit direction [3])`` of the world-space ray through image point
+        (`x`, `y`) in pixels (see :func:`pixel_ray`)."""
+        return pixel_ray(self.viewmat, self.K, x, y)
 
     @property
     def forward(self) -> np.ndarray:
@@ -256,13 +280,37 @@ def intrinsics_from_fov(fov_deg: float, width: int, height: int, *, like: Any = 
     return _like(K, like)
 
 
-def _orthonormal_horizontal(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two unit vectors spanning the plane orthogonal to ``up`` (deterministic)."""
-    cand = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    h1 = cand - up * (cand @ up)
+def horizontal_basis(up: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors ``h1, h2`` spanning the plane orthogonal to `up` (deterministic,
+    right-handed: ``h1 x h2 = up / |up|``).
+
+    ``h1`` is the world axis least aligned with `up` (the first of x, y, z on a tie) made
+    orthogonal to it, so for the usual up axes it is world x: ``(x, y)`` for z-up (ENU),
+    ``(x, z)`` for -y up, ``(x, -z)`` for +y up. Azimuths (:func:`frame_points`, the viewer's
+    orbit yaw) are measured from ``h1`` towards ``h2``.
+
+    Args:
+        up: ``[3]`` world up direction, any non-zero length (NumPy or torch).
+
+    Returns:
+        ``(h1 [3], h2 [3])`` NumPy float64 unit vectors.
+
+    Raises:
+        ValueError: `up` is not a non-zero, finite ``[3]`` vector.
+
+    Source: one Gram-Schmidt step on the world axis least aligned with `up` (the axis of
+    `up`'s smallest component, the choice of Hughes & Moeller, "Building an orthonormal basis
+    from a unit vector", J. Graphics Tools 4(4), 1999), then a cross product.
+    """
+    u = _to_np(up)
+    n = float(np.linalg.norm(u)) if u.shape == (3,) else 0.0
+    if not (np.isfinite(n) and n > 0.0):
+        raise ValueError(f"up must be a non-zero finite [3] vector, got {u.tolist()}")
+    u = u / n
+    axis = np.eye(3)[int(np.argmin(np.abs(u)))]
+    h1 = axis - u * float(axis @ u)
     h1 /= np.linalg.norm(h1)
-    h2 = np.cross(up, h1)
-    return h1, h2
+    return h1, np.cross(u, h1)
 
 
 def frame_points(
@@ -294,8 +342,8 @@ def frame_points(
         width, height: image size in pixels.
         view_dir: optional ``[3]`` world direction the camera looks along. When None it
             is ``cos(el) * (cos(az) h1 + sin(az) h2) - sin(el) * up`` with ``h1, h2`` a fixed
-            horizontal basis (h1 is world x projected on the horizontal plane), i.e. an
-            oblique view from above.
+            horizontal basis (:func:`horizontal_basis`: h1 is world x for the usual up
+            axes), i.e. an oblique view from above.
         up: ``[3]`` world up direction (default z-up).
         azimuth_deg, elevation_deg: used when ``view_dir`` is None; elevation is the
             downward tilt in degrees (must stay below 90 so ``up`` is not parallel).
@@ -337,7 +385,7 @@ def frame_points(
     if view_dir is None:
         if not (-90.0 < elevation_deg < 90.0):
             raise ValueError("elevation_deg must be in (-90, 90)")
-        h1, h2 = _orthonormal_horizontal(u)
+        h1, h2 = horizontal_basis(u)
         az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
         fwd = math.cos(el) * (math.cos(az) * h1 + math.sin(az) * h2) - math.sin(el) * u
     else:

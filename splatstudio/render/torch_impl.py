@@ -151,7 +151,8 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
     Returns:
         ``[..., 3, 3]`` rotation matrices (differentiable).
 
-    Source: gsplat ``_quat_to_rotmat`` / 3DGS ``build_rotation``.
+    Source: gsplat ``_quat_to_rotmat`` / 3DGS ``build_rotation``; the NumPy twin is
+    :func:`splatstudio.quaternion.quat_to_rotmat`.
     """
     q = F.normalize(quats, p=2, dim=-1)
     w, x, y, z = q.unbind(-1)

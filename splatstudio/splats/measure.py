@@ -26,33 +26,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import Splats, quat_to_rotation, sigmoid
+from ..quaternion import quat_to_rotmat
+from .model import Splats, sigmoid
 
-__all__ = ["Measurement", "measure", "pick_ray", "pixel_ray"]
+__all__ = ["Measurement", "measure", "pick_ray"]
 
 #: Contributions below this opacity are skipped, as in the rasterizers.
 MIN_ALPHA = 1.0 / 255.0
 #: The rasterizers' screen-space low-pass, px^2 (gsplat ``eps2d``), for ``pixel_size``.
 EPS2D_PX2 = 0.3
-
-
-def pixel_ray(viewmat: np.ndarray, K: np.ndarray, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
-    """World-space ray through image point (`x`, `y`) (pixels, continuous: pixel (col, row)
-    covers ``[col, col + 1) x [row, row + 1)``).
-
-    Args:
-        viewmat: ``[4, 4]`` world-to-camera (OpenCV: x right, y down, z forward).
-        K: ``[3, 3]`` intrinsics in pixels.
-
-    Returns:
-        ``(origin [3], direction [3] unit)`` in world units, float64.
-    """
-    vm = np.asarray(viewmat, dtype=np.float64)
-    k = np.asarray(K, dtype=np.float64)
-    r, t = vm[:3, :3], vm[:3, 3]
-    cam_dir = np.array([(x - k[0, 2]) / k[0, 0], (y - k[1, 2]) / k[1, 1], 1.0])
-    d = r.T @ cam_dir
-    return -r.T @ t, d / np.linalg.norm(d)
 
 
 def pick_ray(
@@ -101,7 +83,7 @@ def pick_ray(
     idx = np.flatnonzero(cand)
     if len(idx) == 0:
         return None
-    r = quat_to_rotation(splats.normalized_quats()[idx])  # [k, 3, 3] float64
+    r = quat_to_rotmat(splats.normalized_quats()[idx])  # [k, 3, 3] float64
     inv_var = 1.0 / (np.exp(2.0 * splats.scales[idx].astype(np.float64))
                      + blur[idx, None].astype(np.float64))  # [k, 3], 1 / (s^2 + blur)
     # Sigma^-1 = R diag(1/s^2) R^T: work in each gaussian's local frame (R^T x)

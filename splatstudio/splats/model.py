@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..quaternion import rotmat_to_quat
+
 __all__ = [
     "ALPHA_DECODE_MAX",
     "ALPHA_DECODE_MIN",
@@ -45,8 +47,6 @@ __all__ = [
     "sh_basis",
     "sh_transform_matrix",
     "quat_multiply",
-    "quat_to_rotation",
-    "rotation_to_quat",
 ]
 
 #: Degree-0 real spherical-harmonic constant, ``1 / (2 * sqrt(pi))``.
@@ -213,41 +213,6 @@ def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             aw * bz + ax * by - ay * bx + az * bw,
         ],
         axis=-1,
-    )
-
-
-def rotation_to_quat(r: np.ndarray) -> np.ndarray:
-    """wxyz unit quaternion ``[4]`` of a proper rotation matrix ``[3, 3]``."""
-    r = np.asarray(r, dtype=np.float64)
-    tr = np.trace(r)
-    if tr > 0:
-        s = 2.0 * np.sqrt(tr + 1.0)
-        q = [0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
-    else:
-        i = int(np.argmax(np.diag(r)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * np.sqrt(max(1.0 + r[i, i] - r[j, j] - r[k, k], 0.0))
-        q = [0.0, 0.0, 0.0, 0.0]
-        q[0] = (r[k, j] - r[j, k]) / s
-        q[1 + i] = 0.25 * s
-        q[1 + j] = (r[j, i] + r[i, j]) / s
-        q[1 + k] = (r[k, i] + r[i, k]) / s
-    q = np.asarray(q)
-    return q / np.linalg.norm(q)
-
-
-def quat_to_rotation(q: np.ndarray) -> np.ndarray:
-    """Rotation matrices ``[..., 3, 3]`` of wxyz quaternions ``[..., 4]`` (normalised first)."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        axis=-2,
     )
 
 
@@ -498,7 +463,7 @@ class Splats:
             a, b, c = np.diag(m)
             quats = self.quats * np.asarray([1.0, b * c, a * c, a * b], np.float32)
         else:
-            qm = rotation_to_quat(m * np.sign(det)).astype(np.float64)
+            qm = rotmat_to_quat(m * np.sign(det))
             quats = quat_multiply(qm[None, :], self.quats.astype(np.float64)).astype(np.float32)
         k = self.shN.shape[1]
         shn = self.shN.copy()

@@ -50,8 +50,9 @@ from typing import Any
 
 import numpy as np
 
+from ..quaternion import quat_to_rotmat
 from .gltf import EXT_SPLAT, EXT_SPZ, encode_glb_splat
-from .model import Splats, logit, quat_to_rotation, sigmoid
+from .model import Splats, logit, sigmoid
 
 __all__ = ["TileNode", "merge_gaussians", "read_tileset", "tileset_leaves", "write_tileset"]
 
@@ -143,7 +144,7 @@ def merge_gaussians(splats: Splats, target: int) -> tuple[Splats, float]:
     centre = lo + (np.floor((means - lo) / cell) + 0.5) * cell  # local coordinates: precision
     d = means - centre
     mu_d = wmean(d)
-    r = quat_to_rotation(splats.quats)
+    r = quat_to_rotmat(splats.quats)
     cov = np.einsum("nij,nj,nkj->nik", r, s * s, r) + d[:, :, None] * d[:, None, :]
     cov_m = wmean(cov) - mu_d[:, :, None] * mu_d[:, None, :]
     cov_m = 0.5 * (cov_m + np.swapaxes(cov_m, 1, 2))
@@ -174,7 +175,7 @@ def _box(splats: Splats) -> list[float]:
     """Axis-aligned 3D Tiles box around the gaussians' 3-sigma ellipsoids (ENU metres)."""
     if splats.n == 0:
         return [0.0] * 3 + [1e-3, 0, 0, 0, 1e-3, 0, 0, 0, 1e-3]
-    r = quat_to_rotation(splats.quats)
+    r = quat_to_rotmat(splats.quats)
     s = np.exp(splats.scales.astype(np.float64))
     half = 3.0 * np.sqrt(np.einsum("nij,nj->ni", r * r, s * s))  # 3-sigma extent per axis
     half = np.minimum(half, 3.0 * s.max(axis=1, keepdims=True))

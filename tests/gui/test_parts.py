@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -73,6 +74,14 @@ def test_orbit_camera_looks_at_target():
     assert np.linalg.norm(cam.eye() - eye) > 0
     cam.frame(np.zeros(3), 2.0)
     assert np.allclose(cam.target, 0) and cam.distance > 2.0
+    # what it hands to the renderer and picking: a PinholeCamera at the view's size
+    pin = cam.camera(640, 480)
+    np.testing.assert_allclose(pin.viewmat, cam.viewmat())
+    np.testing.assert_allclose(pin.centre, cam.eye(), atol=1e-9)
+    np.testing.assert_allclose(pin.K, [[cam.focal(480), 0, 320], [0, cam.focal(480), 240],
+                                       [0, 0, 1]])  # fmt: skip
+    half_v = math.degrees(math.atan(240 / pin.K[1, 1]))
+    assert abs(2 * half_v - cam.fov_deg) < 1e-9  # the vertical field of view
 
 
 def test_pack_and_sort_gaussians():

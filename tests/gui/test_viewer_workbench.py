@@ -97,7 +97,8 @@ def test_mouse_tools_delete_and_undo_exactly(page, qtbot, donut):
     wb, gl = page.workbench, page.gl
     original = load_splats(donut)
     n = original.n
-    vm, K, w, h = gl.view_camera()
+    cam = gl.view_camera()
+    vm, K, w, h = cam.viewmat, cam.K, cam.width, cam.height
 
     # rectangle: the left half of the view
     wb.set_tool("rect")
@@ -208,7 +209,8 @@ def test_measure_a_room_of_known_size_in_metres(page, qtbot, tmp_path):
     assert wb.metric
     gl.camera.look_from(np.array([5.0, 1.0, 1.6]), np.array([0.0, 1.0, -0.08]), 3.0)
     wb.set_tool("measure")
-    vm, K, _, _ = gl.view_camera()
+    cam = gl.view_camera()
+    vm, K = cam.viewmat, cam.K
     a, b = np.array([2.0, 4.0, 0.0]), np.array([8.0, 8.0, 2.5])
     uv, _ = edit.project_points(np.stack([a, b]), vm, K)
     for q in uv:

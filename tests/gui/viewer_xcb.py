@@ -171,9 +171,8 @@ def _reference(splats, camera, width: int, height: int) -> np.ndarray:
     from splatstudio.gui.viewer.gl_widget import BACKGROUND
     from splatstudio.render.image import render_splats
 
-    f = camera.focal(height)
-    K = np.array([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
-    img = render_splats(splats, camera.viewmat(), K, width, height, device="cpu",
+    cam = camera.camera(width, height)
+    img = render_splats(splats, cam.viewmat, cam.K, width, height, device="cpu",
                         background=BACKGROUND)
     return img.astype(int)
 

@@ -45,7 +45,8 @@ def test_delete_tint_undo_draw(qtbot):
     bg = np.round(np.array(BACKGROUND) * 255)
     h, w = before.shape[:2]
     covered = lambda img: np.abs(img - bg).sum(-1) > 30  # noqa: E731
-    _, _, lw, lh = page.gl.view_camera()
+    view = page.gl.view_camera()
+    lw, lh = view.width, view.height
     wb.select_rect((0, 0, lw / 2, lh))
     wb.delete()
     after = _frame(qtbot, page)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from splatstudio.config import ProjectConfig, update_config
-from splatstudio.pano.equirect import rotation_to_quat_wxyz
 from splatstudio.project import Project, now_iso, write_json_atomic
+from splatstudio.quaternion import rotmat_to_quat
 from splatstudio.status import StageState, StageStatus
 
 ORIGIN = {"lat_deg": 55.7047, "lon_deg": 13.1910, "h_m": 73.25}
@@ -93,7 +93,7 @@ def tiny_georef_project(root: Path, *, views: int = 8, size: tuple[int, int] = (
         rgb = (img[0].clamp(0, 1) * 255).round().byte().numpy()
         name = f"v{i:02d}.jpg"
         cv2.imwrite(str(photos / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        q = rotation_to_quat_wxyz(vm[:3, :3])
+        q = rotmat_to_quat(vm[:3, :3])
         t = vm[:3, 3]
         lines.append(f"{i + 1} {' '.join(f'{v:.12g}' for v in q)} "
                      f"{' '.join(f'{v:.12g}' for v in t)} 1 photos/{name}\n\n")

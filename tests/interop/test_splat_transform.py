@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from splatstudio.quaternion import quat_to_rotmat
 from splatstudio.splats import load_splats, save_splats
 from splatstudio.splats.compressed_ply import morton_order
 from splatstudio.splats.formats import _chunk_range
 from splatstudio.splats.gltf import _read_accessor, parse_glb
-from splatstudio.splats.model import SH_C0, quat_to_rotation, sigmoid
+from splatstudio.splats.model import SH_C0, sigmoid
 from splatstudio.splats.sog import read_sog_meta
 from splatstudio.splats.splat import importance_order
 
@@ -153,7 +154,7 @@ def test_splat_transform_glb_equals_ours(source, splat_transform, tmp_path):
     def cov(g, b, a):
         q = _read_accessor(g, b, a["KHR_gaussian_splatting:ROTATION"], "")[:, [3, 0, 1, 2]]
         sc = _read_accessor(g, b, a["KHR_gaussian_splatting:SCALE"], "").astype(np.float64)
-        r = quat_to_rotation(q)
+        r = quat_to_rotmat(q)
         return np.einsum("nij,nj,nkj->nik", r, sc * sc, r)
 
     c_t, c_o = cov(g_t, bin_t, a_t), cov(g_o, bin_o, a_o)

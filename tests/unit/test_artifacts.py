@@ -109,12 +109,26 @@ def test_frames_reader(tmp_path):
 
 
 def test_preview_camera_round_trip_and_curve(tmp_path):
-    cam = A.PreviewCamera(np.eye(4), np.diag([100.0, 100.0, 1.0]), 64, 32)
-    A.write_preview_camera(tmp_path, cam)
+    from splatstudio.render.camera import PinholeCamera, intrinsics_from_fov, look_at
+
+    vm = look_at([3.0, -2.0, 1.5], [0.0, 0.0, 0.5])
+    K = intrinsics_from_fov(60.0, 64, 32)
+    cam = PinholeCamera(vm, K, 64, 32)
+    path = A.write_preview_camera(tmp_path, cam)
+    # the file format the trainer and earlier GUIs read and write, unchanged
+    assert json.loads(path.read_text()) == {"viewmat": vm.tolist(), "K": K.tolist(),
+                                            "width": 64, "height": 32}  # fmt: skip
     back = A.read_preview_camera(tmp_path)
-    assert back is not None and (back.width, back.height) == (64, 32)
-    assert np.allclose(back.viewmat, cam.viewmat) and np.allclose(back.K, cam.K)
-    (tmp_path / "preview_camera.json").write_text('{"width": 0}')
+    assert isinstance(back, PinholeCamera) and (back.width, back.height) == (64, 32)
+    np.testing.assert_array_equal(back.viewmat, vm)
+    np.testing.assert_array_equal(back.K, K)
+    for broken in ('{"width": 0}', "{not json", "[1, 2]", '"text"',
+                   json.dumps({**cam.to_dict(), "width": 0}),
+                   json.dumps({**cam.to_dict(), "K": [[1, 0], [0, 1]]}),
+                   json.dumps({**cam.to_dict(), "viewmat": [[float("nan")] * 4] * 4})):
+        path.write_text(broken)
+        assert A.read_preview_camera(tmp_path) is None, broken
+    path.unlink()
     assert A.read_preview_camera(tmp_path) is None
     curve = tmp_path / "curve.jsonl"
     curve.write_text('{"step": 20, "loss": 1}\n{"step": 10, "loss": 2}\nbroken\n'

@@ -11,7 +11,6 @@ from splatstudio.errors import ConfigError
 from splatstudio.pano.equirect import (
     equirect_to_ray,
     ray_to_equirect,
-    rotation_to_quat_wxyz,
     yaw_pitch_to_rotation,
 )
 from splatstudio.pano.rig import (
@@ -22,6 +21,7 @@ from splatstudio.pano.rig import (
     ownership_mask,
     render_view,
 )
+from splatstudio.quaternion import rotmat_to_quat
 
 
 def project_to_view(view: View, rays: np.ndarray) -> np.ndarray:
@@ -100,7 +100,7 @@ def test_rotations_and_quaternions():
         y = np.radians(yaw)
         assert np.allclose(r[:, 2], [np.cos(p) * np.sin(y), -np.sin(p), np.cos(p) * np.cos(y)])
         assert abs(r[1, 0]) < 1e-12  # no roll: the camera x axis stays horizontal
-        q = rotation_to_quat_wxyz(r)
+        q = rotmat_to_quat(r)
         w_, x, y_, z = q
         rq = np.array(
             [

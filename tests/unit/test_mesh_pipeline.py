@@ -11,9 +11,9 @@ pytest.importorskip("open3d")
 pytest.importorskip("xatlas")
 pytest.importorskip("torch")
 
-from splatstudio.mesh import MeshCameras, MeshOptions, TexturedMesh, build_textured_mesh  # noqa: E402
+from splatstudio.mesh import MeshOptions, TexturedMesh, build_textured_mesh  # noqa: E402
 from splatstudio.mesh.quality import compare_views, mesh_stats  # noqa: E402
-from splatstudio.render.camera import intrinsics_from_fov, look_at  # noqa: E402
+from splatstudio.render.camera import Cameras, intrinsics_from_fov, look_at  # noqa: E402
 from splatstudio.splats import Splats  # noqa: E402
 from splatstudio.splats.model import SH_C0  # noqa: E402
 
@@ -57,7 +57,7 @@ def test_sphere_mesh_matches_the_splat(method, with_cameras):
     cams = None
     if with_cameras:  # cameras all around, below the equator too
         vm, Ks = ring(10, 3.5, [-35.0, 0.0, 35.0], 160)
-        cams = MeshCameras(viewmats=vm, Ks=Ks, sizes=np.tile([160, 160], (10, 1)))
+        cams = Cameras(vm, Ks, np.tile([160, 160], (10, 1)))
     opts = MeshOptions(method=method, target_faces=6000, texture_size=512, bake_views=8,
                        bake_resolution=160, capture_views=10, device="cpu")  # fmt: skip
     mesh = build_textured_mesh(splats, opts, cameras=cams)

@@ -47,3 +47,37 @@ def test_batch():
     assert np.allclose(cams.centres, [[1, 0, 0], [0, 5, 0]])
     assert [c.width for c in cams] == [64, 32]
     assert len(Cameras.stack([])) == 0
+
+
+def test_pixel_ray_passes_through_the_point_it_images():
+    from splatstudio.render.camera import pixel_ray
+
+    c = _cam(w=640, h=480)
+    rng = np.random.default_rng(0)
+    for p in rng.uniform(-0.5, 0.5, size=(20, 3)):
+        q = c.K @ (c.viewmat[:3, :3] @ p + c.viewmat[:3, 3])
+        o, d = c.pixel_ray(q[0] / q[2], q[1] / q[2])
+        assert np.allclose(o, c.centre) and np.isclose(np.linalg.norm(d), 1.0)
+        assert np.linalg.norm(np.cross(p - o, d)) < 1e-9  # p is on the ray
+        assert (p - o) @ d > 0  # in front
+    o, d = pixel_ray(c.viewmat, c.K, 320.0, 240.0)  # the image centre: the optical axis
+    assert np.allclose(d, c.forward)
+
+
+def test_capture_subset_scales_the_longest_side(tmp_path):
+    """mesh.pipeline._capture_subset on the registered cameras of a (tiny) project: evenly
+    picked, longest side resized, the same projection as the full-size camera."""
+    pytest.importorskip("pycolmap")
+    from helpers.tiny_project import tiny_georef_project
+
+    from splatstudio.mesh.pipeline import _capture_subset
+    from splatstudio.pipeline.export import capture_cameras
+
+    project = tiny_georef_project(tmp_path / "p", views=8, size=(64, 48), gaussians=50)
+    cams = capture_cameras(project)
+    assert isinstance(cams, Cameras) and len(cams) == 8
+    sub = _capture_subset(cams, 3, 100)
+    assert len(sub) == 3 and sub.sizes.tolist() == [[100, 75]] * 3
+    np.testing.assert_array_equal(sub.viewmats, cams.viewmats[[0, 4, 7]])
+    np.testing.assert_allclose(sub.Ks[0], cams[0].resized(100, 75).K)
+    np.testing.assert_allclose(sub.centres, cams.centres[[0, 4, 7]])

@@ -112,3 +112,35 @@ def test_frame_points_errors():
         frame_points(np.random.rand(5, 3), 60, 10, 10, margin=0.5)
     with pytest.raises(ValueError):
         frame_points(np.random.rand(5, 3), 60, 10, 10, elevation_deg=90)
+
+
+def _old_render_orthonormal_horizontal(up):
+    """render.camera's former private basis (replaced by horizontal_basis), frozen here."""
+    cand = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    h1 = cand - up * (cand @ up)
+    h1 /= np.linalg.norm(h1)
+    return h1, np.cross(up, h1)
+
+
+def test_horizontal_basis_is_right_handed_and_keeps_the_usual_axes():
+    from splatstudio.render.camera import horizontal_basis
+
+    rng = np.random.default_rng(0)
+    axes = [(0.0, 0.0, 1.0), (0.0, -1.0, 0.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0)]
+    for up in [*(np.array(u) for u in axes), *rng.normal(size=(200, 3))]:
+        h1, h2 = horizontal_basis(up)
+        u = up / np.linalg.norm(up)
+        np.testing.assert_allclose([h1 @ h1, h2 @ h2, h1 @ h2, h1 @ u, h2 @ u], [1, 1, 0, 0, 0],
+                                   atol=1e-12)  # fmt: skip
+        np.testing.assert_allclose(np.cross(h1, h2), u, atol=1e-12)
+    # the up axes the viewer offers (gui.viewer.camera.UP_AXES) and ENU's: the same basis as both former copies (the
+    # viewer's and render's), so default views and orbit yaws do not move
+    for up, (e1, e2) in {(0, 0, 1): ((1, 0, 0), (0, 1, 0)), (0, -1, 0): ((1, 0, 0), (0, 0, 1)),
+                         (0, 1, 0): ((1, 0, 0), (0, 0, -1))}.items():  # fmt: skip
+        h1, h2 = horizontal_basis(torch.tensor(up, dtype=torch.float32))
+        np.testing.assert_allclose(np.stack([h1, h2]), [e1, e2], atol=1e-12)
+        o1, o2 = _old_render_orthonormal_horizontal(np.array(up, float))
+        np.testing.assert_allclose(np.stack([h1, h2]), np.stack([o1, o2]), atol=1e-12)
+    for bad in ([0, 0, 0], [1, 2], [np.nan, 0, 1]):
+        with pytest.raises(ValueError, match="up"):
+            horizontal_basis(bad)

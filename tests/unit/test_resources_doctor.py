@@ -111,6 +111,21 @@ def test_render_view_list_needs_no_output(tmp_path, capsys):
     assert len(names) == 4 and all(n.startswith("photos/") for n in names)
     assert main(["render", "-p", str(project.root), "--view", names[0]]) == 2
     assert "-o/--output PNG is required" in capsys.readouterr().err
+    # a registered view at another width: the height keeps the aspect, the eye is the view's
+    import cv2
+    from helpers.splats import random_splats
+
+    from splatstudio.pipeline.artifacts import georef_model
+    from splatstudio.splats.io import save_splats
+
+    save_splats(random_splats(200, 0), project.root / "train" / "splat.ply")
+    png = tmp_path / "v.png"
+    assert main(["render", "-p", str(project.root), "--view", names[0], "-o", str(png),
+                 "--width", "32", "--device", "cpu"]) == 0
+    assert cv2.imread(str(png)).shape[:2] == (24, 32)  # the 64x48 view, halved
+    vm = next(c for c in georef_model(project.root).cameras() if c.name == names[0]).camera.viewmat
+    eye = -vm[:3, :3].T @ vm[:3, 3]  # -R^T t, written out: an independent check of .centre
+    assert f"32x24, 200 gaussians, eye {eye.round(3).tolist()}" in capsys.readouterr().out
 
 
 # -- doctor ---------------------------------------------------------------------------------

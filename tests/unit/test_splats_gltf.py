@@ -12,6 +12,7 @@ import pytest
 from helpers.splats import random_splats as make_random_splats
 
 from splatstudio.geo.enu import GeoOrigin, enu_to_ecef_matrix
+from splatstudio.quaternion import quat_to_rotmat
 from splatstudio.splats import detect_format, load_splats, save_splats
 from splatstudio.splats.gltf import (
     EXT_SPLAT,
@@ -22,7 +23,7 @@ from splatstudio.splats.gltf import (
     gltf_matrix,
     parse_glb,
 )
-from splatstudio.splats.model import SplatFormatError, Splats, quat_to_rotation, sigmoid
+from splatstudio.splats.model import SplatFormatError, Splats, sigmoid
 from splatstudio.splats.spz import decode_spz
 from splatstudio.splats.tiles3d import merge_gaussians, read_tileset, tileset_leaves, write_tileset
 
@@ -64,8 +65,8 @@ def test_float_glb_structure_and_values_follow_the_spec(tmp_path):
     np.testing.assert_allclose(acc(f"{EXT_SPLAT}:OPACITY")[:, 0], sigmoid(s.opacities), atol=1e-7)
     rot = acc(f"{EXT_SPLAT}:ROTATION")  # unit xyzw
     np.testing.assert_allclose(np.linalg.norm(rot, axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(quat_to_rotation(rot[:, [3, 0, 1, 2]]),
-                               quat_to_rotation(g.quats), atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(quat_to_rotmat(rot[:, [3, 0, 1, 2]]),
+                               quat_to_rotmat(g.quats), atol=1e-6)  # fmt: skip
     np.testing.assert_array_equal(acc(f"{EXT_SPLAT}:SH_DEGREE_0_COEF_0"), s.sh0[:, 0])
     np.testing.assert_array_equal(acc(f"{EXT_SPLAT}:SH_DEGREE_2_COEF_4"), g.shN[:, 7])
     col = acc("COLOR_0")  # linear fallback colour, alpha = opacity

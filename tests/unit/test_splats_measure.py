@@ -9,9 +9,9 @@ import pytest
 from helpers.room import room
 
 from splatstudio.geo.enu import GeoOrigin, enu_to_geodetic, geodetic_to_enu
-from splatstudio.render.camera import intrinsics_from_fov, look_at
+from splatstudio.render.camera import intrinsics_from_fov, look_at, pixel_ray
 from splatstudio.splats.edit import project_points
-from splatstudio.splats.measure import measure, pick_ray, pixel_ray
+from splatstudio.splats.measure import measure, pick_ray
 from splatstudio.splats.model import Splats, logit
 
 

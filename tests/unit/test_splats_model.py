@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from helpers.splats import random_splats as make_random_splats
 
+from splatstudio.quaternion import quat_to_rotmat
 from splatstudio.splats.model import (
     SH_C0,
     Splats,
     logit,
     num_sh_coeffs,
     quat_multiply,
-    quat_to_rotation,
     sh_basis,
     sh_degree_from_coeffs,
     sh_transform_matrix,
@@ -138,7 +138,7 @@ def test_sh_transform_matches_spz_reference_tables():
 def test_transformed_preserves_colour_and_covariance(reflect):
     s = random_splats(30, 3)
     rng = np.random.default_rng(4)
-    r = quat_to_rotation(rng.normal(size=4))
+    r = quat_to_rotmat(rng.normal(size=4))
     if reflect:
         r = r @ np.diag([1.0, 1.0, -1.0])
     t = s.transformed(r, translation=[1.0, 2.0, 3.0], scale=2.0)
@@ -147,7 +147,7 @@ def test_transformed_preserves_colour_and_covariance(reflect):
 
     # covariance: M Sigma M^T (scaled)
     def cov(sp, scale=1.0):
-        rot = quat_to_rotation(sp.quats)
+        rot = quat_to_rotmat(sp.quats)
         d = np.exp(2 * sp.scales.astype(np.float64))
         return np.einsum("nij,nj,nkj->nik", rot, d, rot) * scale**2
 
@@ -173,8 +173,8 @@ def test_transformed_rejects_bad_input():
 def test_quat_multiply_identity_and_rotation():
     q = np.array([[0.5, 0.5, 0.5, 0.5]])
     assert np.allclose(quat_multiply(np.array([1.0, 0, 0, 0]), q), q)
-    r = quat_to_rotation(quat_multiply(q, q))[0]
-    assert np.allclose(r, quat_to_rotation(q)[0] @ quat_to_rotation(q)[0])
+    r = quat_to_rotmat(quat_multiply(q, q))[0]
+    assert np.allclose(r, quat_to_rotmat(q)[0] @ quat_to_rotmat(q)[0])
 
 
 def test_rgb_and_scales_helpers():

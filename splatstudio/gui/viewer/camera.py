@@ -3,6 +3,9 @@
 World frame: the splats' own (metres, z-up ENU for SplatStudio scenes; pick the up axis for
 third-party files). The view matrix is world-to-camera in the OpenCV convention (x right,
 y down, z forward), the same as :func:`splatstudio.render.camera.look_at` and gsplat.
+:class:`OrbitCamera` is the controller's state (target, distance, yaw, pitch); what it hands
+to the renderer, picking and selection is a :class:`~splatstudio.render.camera.PinholeCamera`
+(:meth:`OrbitCamera.camera`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...render.camera import look_at
+from ...render.camera import PinholeCamera, horizontal_basis, look_at
 
 #: Up axes a user can choose, by name.
 UP_AXES: dict[str, tuple[float, float, float]] = {
@@ -20,17 +23,6 @@ UP_AXES: dict[str, tuple[float, float, float]] = {
     "-Y": (0.0, -1.0, 0.0),
     "+Y": (0.0, 1.0, 0.0),
 }
-
-
-def horizontal_basis(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two unit vectors ``h1, h2`` orthogonal to `up` and to each other (right-handed:
-    ``h1 x h2 = up``); h1 is the world axis least aligned with `up`, made orthogonal."""
-    up = up / np.linalg.norm(up)
-    axis = np.eye(3)[int(np.argmin(np.abs(up)))]
-    h1 = axis - up * float(axis @ up)
-    h1 /= np.linalg.norm(h1)
-    h2 = np.cross(up, h1)
-    return h1, h2
 
 
 @dataclass
@@ -57,10 +49,7 @@ class OrbitCamera:
 
     def eye(self) -> np.ndarray:
         """Camera centre ``[3]`` in world units."""
-        h1, h2 = horizontal_basis(self.up)
-        y, p = math.radians(self.yaw_deg), math.radians(self.pitch_deg)
-        d = math.cos(p) * (math.cos(y) * h1 + math.sin(y) * h2) + math.sin(p) * self.up
-        return self.target + self.distance * d
+        return self.target + self.distance * self._dir()
 
     def viewmat(self) -> np.ndarray:
         """``[4, 4]`` world-to-camera matrix (OpenCV: x right, y down, z forward)."""
@@ -69,6 +58,19 @@ class OrbitCamera:
     def focal(self, height_px: int) -> float:
         """Focal length in pixels for an image `height_px` tall (square pixels)."""
         return 0.5 * height_px / math.tan(math.radians(self.fov_deg) / 2)
+
+    def camera(self, width: int, height: int) -> PinholeCamera:
+        """The pinhole camera of this view for an image of `width` x `height` pixels: the
+        :meth:`viewmat`, square pixels of :meth:`focal` for `height` (the field of view is
+        vertical), principal point at the image centre -- what the viewer's shader draws and
+        what picking, selection and the renderer take.
+
+        Raises:
+            ValueError: a size that is not positive.
+        """
+        f = self.focal(height)
+        K = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+        return PinholeCamera(self.viewmat(), K, width, height)
 
     def orbit(self, dyaw_deg: float, dpitch_deg: float) -> None:
         """Turn about the target (yaw about `up`, pitch clamped to +-89 degrees)."""

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...splats.model import Splats, quat_to_rotation
+from ...quaternion import quat_to_rotmat
+from ...splats.model import Splats
 
 #: Gaussians per texture row (4 RGBA32F texels each); matches splat.vert.
 PER_ROW = 1024
@@ -117,7 +118,7 @@ def robust_sphere(means: np.ndarray, scales: np.ndarray | None = None) -> tuple[
 
 def covariances(splats: Splats) -> np.ndarray:
     """3D covariances ``R S S^T R^T``, ``[N, 3, 3] float32`` (world units squared)."""
-    rot = quat_to_rotation(splats.normalized_quats())  # [N,3,3] float64
+    rot = quat_to_rotmat(splats.normalized_quats())  # [N,3,3] float64
     m = rot * splats.linear_scales()[:, None, :].astype(np.float64)
     return np.einsum("nij,nkj->nik", m, m).astype(np.float32)
 

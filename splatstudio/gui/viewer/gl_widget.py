@@ -29,6 +29,7 @@ from PySide6.QtGui import QKeyEvent, QMouseEvent, QSurfaceFormat, QWheelEvent
 from PySide6.QtOpenGLWidgets import QOpenGLWidget
 from PySide6.QtWidgets import QWidget
 
+from ...render.camera import PinholeCamera
 from ...resources import read_text
 from ...splats.model import Splats
 from .camera import OrbitCamera
@@ -167,14 +168,11 @@ class SplatGLWidget(QOpenGLWidget):
         self._sorted_eye = None
         self.update()
 
-    def view_camera(self) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """``(viewmat [4, 4] world-to-camera OpenCV, K [3, 3], width, height)`` of the view
-        in widget (logical) pixels, the frame of mouse positions; principal point at the
-        centre, as the shader projects."""
-        w, h = max(1, self.width()), max(1, self.height())
-        f = self.camera.focal(h)
-        K = np.array([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]])
-        return self.camera.viewmat(), K, w, h
+    def view_camera(self) -> PinholeCamera:
+        """The :class:`~splatstudio.render.camera.PinholeCamera` of the view in widget
+        (logical) pixels, the frame of mouse positions; principal point at the centre, as the
+        shader projects."""
+        return self.camera.camera(max(1, self.width()), max(1, self.height()))
 
     def load(self, path: str | Path) -> int:
         """Load a .ply / .compressed.ply / .splat / .spz / .sog / splat .glb file and show it
@@ -353,9 +351,10 @@ class SplatGLWidget(QOpenGLWidget):
         self._base_dirty = False
         dpr = self.devicePixelRatioF()
         w, h = max(1, round(self.width() * dpr)), max(1, round(self.height() * dpr))
-        viewmat = self.camera.viewmat()
+        cam = self.camera.camera(w, h)  # device pixels
+        viewmat = cam.viewmat
         self._maybe_sort(viewmat)
-        f = self.camera.focal(h)
+        f = float(cam.K[1, 1])
         GL.glViewport(0, 0, w, h)
         GL.glDisable(GL.GL_DEPTH_TEST)
         GL.glDisable(GL.GL_CULL_FACE)
@@ -378,9 +377,7 @@ class SplatGLWidget(QOpenGLWidget):
         GL.glUniform1i(u["u_sh_degree"], self.sh_degree)
         GL.glUniform1i(u["u_sh_texels"], max(1, self.packed.sh_texels))
         GL.glUniform1i(u["u_sh_per_row"], max(1, self.packed.sh_per_row))
-        # camera centre in world units: -R^T t of the world-to-camera matrix
-        eye = -viewmat[:3, :3].T @ viewmat[:3, 3]
-        GL.glUniform3f(u["u_cam_pos"], *(float(v) for v in eye))
+        GL.glUniform3f(u["u_cam_pos"], *(float(v) for v in cam.centre))  # world units
         GL.glBindVertexArray(self._vao)
         if self._draw_n:
             GL.glDrawArraysInstanced(GL.GL_TRIANGLE_STRIP, 0, 4, self._draw_n)

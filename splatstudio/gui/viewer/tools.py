@@ -47,7 +47,7 @@ from PySide6.QtWidgets import (
 
 from ...geo.enu import enu_to_geodetic
 from ...splats import edit
-from ...splats.measure import measure, pick_ray, pixel_ray
+from ...splats.measure import measure, pick_ray
 
 #: Names of the mouse tools, in the order of their buttons.
 TOOLS = ("orbit", "rect", "brush", "sphere", "measure")
@@ -100,8 +100,8 @@ class ToolOverlay(QWidget):
                 p.drawEllipse(QPointF(*q), r, r)
         pts = panel.measure_points
         if pts and panel.page.gl.packed is not None:
-            vm, K, _, _ = panel.page.gl.view_camera()
-            uv, z = edit.project_points(np.array(pts), vm, K)
+            cam = panel.page.gl.view_camera()
+            uv, z = edit.project_points(np.array(pts), cam.viewmat, cam.K)
             p.setBrush(QColor(40, 220, 255))
             p.setPen(QPen(QColor(40, 220, 255), 2.0))
             vis = [QPointF(float(u[0]), float(u[1])) for u, zz in zip(uv, z, strict=True)
@@ -436,16 +436,17 @@ class WorkbenchPanel(QWidget):
 
     def select_rect(self, rect: tuple[float, float, float, float]) -> int:
         """Select by a rectangle of the view (widget pixels x0, y0, x1, y1)."""
-        vm, K, _, _ = self.page.gl.view_camera()
+        cam = self.page.gl.view_camera()
         return self.apply_selection(edit.select_screen_rect(
-            self._s().means, vm, K, rect, near=self.page.gl.camera.near), "rectangle")
+            self._s().means, cam.viewmat, cam.K, rect, near=self.page.gl.camera.near),
+            "rectangle")
 
     def select_brush(self, stroke: list[tuple[float, float]]) -> int:
         """Select by a brush stroke of the view (widget pixels), radius from the panel."""
-        vm, K, w, h = self.page.gl.view_camera()
+        cam = self.page.gl.view_camera()
         return self.apply_selection(edit.select_screen_brush(
-            self._s().means, vm, K, stroke, self.brush_radius.value(), width=w, height=h,
-            near=self.page.gl.camera.near), "brush")
+            self._s().means, cam.viewmat, cam.K, stroke, self.brush_radius.value(),
+            width=cam.width, height=cam.height, near=self.page.gl.camera.near), "brush")
 
     def select_box(self) -> int:
         """Select by the box of the panel's min / max fields (world coordinates)."""
@@ -519,10 +520,10 @@ class WorkbenchPanel(QWidget):
         """The surface point ``[3]`` (world) under view pixel (`x`, `y`), or None."""
         if self.editor is None:
             return None
-        vm, K, _, _ = self.page.gl.view_camera()
-        o, d = pixel_ray(vm, K, x, y)
+        cam = self.page.gl.view_camera()
+        o, d = cam.pixel_ray(x, y)
         t = pick_ray(self._s(), o, d, alive=self.editor.alive, near=self.page.gl.camera.near,
-                     pixel_size=1.0 / float(K[1, 1]))
+                     pixel_size=1.0 / float(cam.K[1, 1]))
         return None if t is None else o + t * d
 
     @property
