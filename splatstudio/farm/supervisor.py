@@ -96,7 +96,8 @@ def run_item(item: dict[str, Any], run_id: str, blobs: dict[str, bytes],
 
     Returns:
         ``{"state": "done", "files": {name: bytes}, "sha256": {name: hex}, "seconds",
-        "host"}``, ``{"state": "failed", "error"}`` (a SplatStudio error in the item) or
+        "host", "worker"}`` (``worker``: the dask worker's name, ``HOST/SLOT``),
+        ``{"state": "failed", "error"}`` (a SplatStudio error in the item) or
         ``{"state": "cancelled"}``.
 
     Raises:
@@ -121,11 +122,12 @@ def run_item(item: dict[str, Any], run_id: str, blobs: dict[str, bytes],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)  # fmt: skip
         last: dict[str, Any] = {}
-        log_event = None
+        log_event, worker_name = None, ""
         with contextlib.suppress(Exception):  # not in a worker (tests): no relay
             from distributed import get_worker
 
             log_event = get_worker().log_event
+            worker_name = str(get_worker().name)
         relay = threading.Thread(target=_relay, daemon=True,
                                  args=(proc, item["item_id"], run_id, last, log_event))
         relay.start()
@@ -166,6 +168,7 @@ def run_item(item: dict[str, Any], run_id: str, blobs: dict[str, bytes],
                  for p in sorted((work / "out").rglob("*")) if p.is_file()}
         return {"state": "done", "files": files,
                 "sha256": {k: sha256_bytes(v) for k, v in files.items()},
-                "seconds": round(time.monotonic() - t0, 3), "host": socket.gethostname()}
+                "seconds": round(time.monotonic() - t0, 3), "host": socket.gethostname(),
+                "worker": worker_name}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -17,7 +17,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal
 
 from ..config import STAGES
-from ..events import Event
+from ..events import Event, ItemProgress, ItemState
 from ..pipeline.artifacts import TRAIN_CURVE, TRAIN_PREVIEW, read_curve, read_evals
 from ..pipeline.train import PAUSED_PREFIX
 from ..project import Project
@@ -26,6 +26,23 @@ from ..status import StageState
 MAX_LOG_LINES = 5000
 MAX_HISTORY_POINTS = 200_000
 """Most (step, value) points kept per metric (the oldest half is thinned out beyond it)."""
+
+
+@dataclass
+class ItemInfo:
+    """What the GUI knows about one work item of a stage (a farm item).
+
+    Attributes:
+        item: its id (``sift-003``); state: an :class:`~splatstudio.events.ItemState`.
+        fraction: its progress in [0, 1]; message: its last progress message.
+        peer: the worker that runs or ran it (``HOST/SLOT``; "" while queued).
+    """
+
+    item: str
+    state: ItemState = ItemState.QUEUED
+    fraction: float = 0.0
+    message: str = ""
+    peer: str = ""
 
 
 @dataclass
@@ -45,6 +62,10 @@ class StageInfo:
         preview: (path, step) of the stage's latest preview image, or None.
         paused: the stage reports that it is paused; paused_s: seconds paused in this run
             (finished pauses), paused_since: ``time.monotonic()`` of the current pause.
+        items: the work items of the stage's current farm dispatch, in the order they were
+            first reported (cleared when the stage starts, and replaced when it dispatches a
+            new batch: SIFT then matching, the next round of block training);
+            items_run: the dispatch they belong to.
     """
 
     state: StageState = StageState.PENDING
@@ -61,6 +82,39 @@ class StageInfo:
     paused: bool = False
     paused_s: float = 0.0
     paused_since: float | None = None
+    items: dict[str, ItemInfo] = field(default_factory=dict)
+    items_run: str = ""
+
+    def apply_item(self, event: ItemProgress) -> ItemInfo:
+        """Record `event` in :attr:`items` (a new dispatch replaces the items of the last);
+        returns the item's info."""
+        if event.run != self.items_run:
+            self.items = {}
+            self.items_run = event.run
+        info = self.items.get(event.item)
+        if info is None:
+            info = self.items[event.item] = ItemInfo(event.item)
+        info.state, info.fraction, info.message = event.state, event.fraction, event.message
+        if event.peer:
+            info.peer = event.peer
+        return info
+
+    def items_summary(self) -> str:
+        """``"farm: 3/8 items done · 2 running on 2 peers · 1 retried"``; "" without items."""
+        if not self.items:
+            return ""
+        states = [i.state for i in self.items.values()]
+        done = states.count(ItemState.DONE)
+        parts = [f"farm: {done}/{len(states)} items done"]
+        active = [i for i in self.items.values() if i.state.is_active]
+        if active:
+            peers = len({i.peer for i in active})
+            parts.append(f"{len(active)} running on {peers} peer{'s' if peers != 1 else ''}")
+        for state in (ItemState.RETRIED, ItemState.FAILED, ItemState.CANCELLED):
+            n = states.count(state)
+            if n:
+                parts.append(f"{n} {state}")
+        return "  ·  ".join(parts)
 
     def paused_seconds(self) -> float:
         """Seconds this run has been paused so far (the current pause included)."""
@@ -160,6 +214,9 @@ class ProjectModel(QObject):
         metricAdded(str, str, int, float): stage, name, step, value of a metric reported
             with a training step (also kept in ``StageInfo.history``).
         previewChanged(str, str, int): stage, path of the new preview image, step (-1: none).
+        itemChanged(str, str): stage, item id: a work item's state or progress changed (its
+            :class:`ItemInfo` is in ``stages[stage].items``); item "" means the stage's items
+            were cleared or replaced.
         runningChanged(bool): a run started or ended.
         runFinished(object): the PipelineResult of a run (None when the runner crashed).
         runError(str): the runner could not run at all (message for the user).
@@ -170,6 +227,7 @@ class ProjectModel(QObject):
     logAdded = Signal(str, str, str)
     metricAdded = Signal(str, str, int, float)
     previewChanged = Signal(str, str, int)
+    itemChanged = Signal(str, str)
     runningChanged = Signal(bool)
     runFinished = Signal(object)
     runError = Signal(str)
@@ -330,6 +388,11 @@ class ProjectModel(QObject):
             return
         elif kind == "artifact":
             return
+        elif kind == "itemprogress":
+            new_run = event.run != info.items_run
+            info.apply_item(event)
+            self.itemChanged.emit(stage, "" if new_run else event.item)
+            return
         self.stageChanged.emit(stage)
 
     @staticmethod
@@ -352,6 +415,9 @@ class ProjectModel(QObject):
             # to its first step (StageInfo.add_point)
             info.paused_s = 0.0
             info.stale = False
+            if info.items:
+                info.items, info.items_run = {}, ""
+                self.itemChanged.emit(stage, "")
             self._log(stage, "info", f"{stage} started")
         elif state.is_ok:
             if info.started is not None:

@@ -1,4 +1,5 @@
-"""The stage panel: every pipeline stage with its state, progress, time, metrics and log."""
+"""The stage panel: every pipeline stage with its state, progress, time, metrics and log, and,
+while a stage runs on the LAN farm, one row per work item (item, peer, progress, state)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QSizePolicy,
     QSplitter,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ..config import STAGES
 from ..status import StageState
-from .model import ProjectModel, StageInfo
+from .model import ItemInfo, ProjectModel, StageInfo
 
 STATE_TEXT = {s: str(s) for s in StageState} | {StageState.SKIPPED: "done (up to date)"}
 """What a stage row says for each state."""
@@ -64,6 +66,108 @@ def format_metric(v: float) -> str:
 def format_metrics(metrics: dict[str, float]) -> str:
     """``{"images": 5.0, "path_m": 9.58}`` -> ``"images 5 · path_m 9.58"``."""
     return "  ·  ".join(f"{k} {format_metric(v)}" for k, v in metrics.items())
+
+
+ITEM_ROWS_SHOWN = 8
+"""Item rows visible at once under a stage (more scroll)."""
+
+
+class ItemRow:
+    """The widgets of one work item in an :class:`ItemsView`: id, peer, progress bar, state
+    badge and last message."""
+
+    def __init__(self, item: str):
+        self.item_label = QLabel(item)
+        self.item_label.setObjectName("itemId")
+        self.peer_label = QLabel()
+        self.peer_label.setObjectName("muted")
+        self.progress = QProgressBar()
+        self.progress.setObjectName("itemProgress")
+        self.progress.setRange(0, 1000)
+        self.progress.setMinimumWidth(140)
+        self.progress.setMaximumWidth(360)
+        self.state_label = QLabel()
+        self.state_label.setObjectName("badge")
+        self.state_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.state_label.setFixedWidth(80)
+        self.message_label = QLabel()
+        self.message_label.setObjectName("muted")
+        self.message_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+    def widgets(self) -> list[QWidget]:
+        return [self.item_label, self.peer_label, self.progress, self.state_label,
+                self.message_label]
+
+    def update_from(self, info: ItemInfo) -> None:
+        """Show `info`."""
+        self.peer_label.setText(info.peer or "—")
+        self.peer_label.setToolTip(info.peer)
+        self.progress.setValue(int(round(info.fraction * 1000)))
+        self.progress.setFormat(f"{info.fraction * 100:.0f}%")
+        state = str(info.state)
+        if self.state_label.text() != state:
+            self.state_label.setText(state)
+            self.state_label.setProperty("state", state)
+            self.state_label.style().unpolish(self.state_label)
+            self.state_label.style().polish(self.state_label)
+        self.message_label.setText(info.message)
+        self.message_label.setToolTip(info.message)
+
+
+class ItemsView(QScrollArea):
+    """The work items of one stage's farm dispatch: a header and one :class:`ItemRow` per item,
+    at most :data:`ITEM_ROWS_SHOWN` visible at once."""
+
+    HEADERS = ("Item", "Peer", "Progress", "State", "")
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("itemsView")
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.rows: dict[str, ItemRow] = {}
+        self._build()
+
+    def _build(self) -> None:
+        inner = QWidget()
+        inner.setObjectName("itemsInner")
+        self.grid = QGridLayout(inner)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setHorizontalSpacing(10)
+        self.grid.setVerticalSpacing(2)
+        for col, text in enumerate(self.HEADERS):
+            head = QLabel(text)
+            head.setObjectName("muted")
+            self.grid.addWidget(head, 0, col)
+        self.grid.setColumnStretch(2, 1)
+        self.grid.setColumnStretch(4, 2)
+        self.setWidget(inner)
+        self.rows = {}
+
+    def clear(self) -> None:
+        """Remove every item row."""
+        old = self.takeWidget()
+        if old is not None:
+            old.deleteLater()
+        self._build()
+        self._fit()
+
+    def show_item(self, info: ItemInfo) -> None:
+        """Add or update the row of `info.item`."""
+        row = self.rows.get(info.item)
+        if row is None:
+            row = self.rows[info.item] = ItemRow(info.item)
+            r = len(self.rows)
+            for col, w in enumerate(row.widgets()):
+                self.grid.addWidget(w, r, col)
+            self._fit()
+        row.update_from(info)
+
+    def _fit(self) -> None:
+        shown = min(len(self.rows), ITEM_ROWS_SHOWN) + 1
+        line = max(QLabel("X").sizeHint().height(), QProgressBar().sizeHint().height())
+        self.setFixedHeight(shown * (line + self.grid.verticalSpacing()) + 4)
 
 
 class StageRow(QFrame):
@@ -113,6 +217,17 @@ class StageRow(QFrame):
         self.error_label.setWordWrap(True)
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error_label.hide()
+        self.items_toggle = QToolButton()
+        self.items_toggle.setObjectName("itemsToggle")
+        self.items_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.items_toggle.setCheckable(True)
+        self.items_toggle.setToolTip("Show or hide the farm's work items of this stage")
+        self.items_toggle.clicked.connect(self._on_toggle)
+        self.items_toggle.hide()
+        self.items_view = ItemsView()
+        self.items_view.hide()
+        self._items_expanded: bool | None = None  # None: open while running, else the user's
+        self._state = StageState.PENDING
         grid.addWidget(self.name_label, 0, 0)
         grid.addWidget(self.state_label, 0, 1)
         grid.addWidget(self.progress, 0, 2)
@@ -120,6 +235,8 @@ class StageRow(QFrame):
         grid.addWidget(self.message_label, 1, 0, 1, 2)
         grid.addWidget(self.metrics_label, 1, 2, 1, 2)
         grid.addWidget(self.error_label, 2, 0, 1, 4)
+        grid.addWidget(self.items_toggle, 3, 0, 1, 4)
+        grid.addWidget(self.items_view, 4, 0, 1, 4)
         grid.setColumnStretch(2, 1)
 
     def set_selected(self, selected: bool) -> None:
@@ -130,6 +247,11 @@ class StageRow(QFrame):
 
     def update_from(self, info: StageInfo) -> None:
         """Show `info`."""
+        if info.state != self._state:
+            if info.state == StageState.RUNNING:
+                self._items_expanded = None  # a new run: open again while it runs
+            self._state = info.state
+            self.update_items(info)
         state = STALE if info.stale and info.state == StageState.PENDING else str(info.state)
         text = STATE_TEXT[info.state]
         if state == STALE:
@@ -152,6 +274,33 @@ class StageRow(QFrame):
         else:
             self.error_label.clear()
             self.error_label.hide()
+
+    def update_items(self, info: StageInfo, item: str | None = None) -> None:
+        """Show the stage's farm items: all of them again (`item` None or ""), else the row of
+        `item`. The list is open while the stage runs and folds away when it ends (the toggle
+        opens it again)."""
+        self._state = info.state
+        if not item:
+            self.items_view.clear()
+            for it in info.items.values():
+                self.items_view.show_item(it)
+        elif item in info.items:
+            self.items_view.show_item(info.items[item])
+        has = bool(info.items)
+        expanded = has and (self._items_expanded if self._items_expanded is not None
+                            else info.state == StageState.RUNNING)
+        self.items_toggle.setVisible(has)
+        self.items_toggle.setChecked(expanded)
+        self.items_toggle.setArrowType(Qt.ArrowType.DownArrow if expanded
+                                       else Qt.ArrowType.RightArrow)
+        self.items_toggle.setText(info.items_summary())
+        self.items_view.setVisible(expanded)
+
+    def _on_toggle(self, checked: bool) -> None:
+        self._items_expanded = checked
+        self.items_toggle.setArrowType(Qt.ArrowType.DownArrow if checked
+                                       else Qt.ArrowType.RightArrow)
+        self.items_view.setVisible(checked)
 
     def update_time(self, info: StageInfo) -> None:
         """Refresh the elapsed time and ETA (called every second while running)."""
@@ -280,6 +429,7 @@ class StagePanel(QWidget):
         model.projectChanged.connect(self.refresh)
         model.stageChanged.connect(self._on_stage_changed)
         model.logAdded.connect(self._on_log)
+        model.itemChanged.connect(self._on_item)
         model.runningChanged.connect(self._on_running)
 
         self._ticker = QTimer(self)
@@ -302,6 +452,7 @@ class StagePanel(QWidget):
             )
         for s in STAGES:
             self.rows[s].update_from(self.model.stages[s])
+            self.rows[s].update_items(self.model.stages[s])
         self._follow = True
         self._select(self._first_interesting())
         self._on_running(self.model.is_running)
@@ -318,6 +469,9 @@ class StagePanel(QWidget):
         self.rows[stage].update_from(info)
         if self._follow and (info.state == StageState.RUNNING or info.state.is_problem):
             self._select(stage)
+
+    def _on_item(self, stage: str, item: str) -> None:
+        self.rows[stage].update_items(self.model.stages[stage], item)
 
     def _on_log(self, stage: str, level: str, message: str) -> None:
         if stage in ("", self.selected):

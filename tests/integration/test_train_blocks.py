@@ -139,6 +139,42 @@ def test_on_a_farm_the_same_splat_even_when_a_peer_dies(local, tmp_path):
     assert len(rounds) == 2
     items = json.loads(rounds[-1].read_text())["items"]
     assert all(v["state"] == "done" for v in items.values())
+    _check_item_progress(got)
+
+
+def _check_item_progress(got: list) -> None:
+    """The dispatcher's ItemProgress messages: every item queued first, then on a named peer,
+    done last; the killed peer's item retried on the other; at most 4 a second per item."""
+    import socket
+
+    from splatstudio.events import ItemProgress, ItemState
+
+    by_item: dict[str, list] = {}
+    for e in got:
+        if isinstance(e, ItemProgress):
+            assert e.stage == "train" and e.total == 2
+            by_item.setdefault(e.item, []).append(e)
+    assert sorted(by_item) == ["block01-to0000020", "block01-to0000040",
+                               "block02-to0000020", "block02-to0000040"]
+    host = socket.gethostname()
+    for evs in by_item.values():
+        assert evs[0].state == ItemState.QUEUED and evs[0].peer == ""
+        assert evs[-1].state == ItemState.DONE and evs[-1].fraction == 1.0
+        assert evs[-1].peer.startswith(f"{host}-"), evs[-1]  # FarmHost names HOST-i/SLOT
+        assert len({e.run for e in evs}) == 1
+        states = [e.state for e in evs]
+        assert ItemState.RUNNING in states
+        for a, b in zip(evs, evs[1:], strict=False):  # throttled per item and state
+            assert a.state != b.state or b.t - a.t > 0.2, (a, b)
+    assert {e.run for e in by_item["block01-to0000020"]} != {e.run for e in
+                                                           by_item["block01-to0000040"]}
+    retried = [evs for evs in by_item.values() if ItemState.RETRIED in [e.state for e in evs]]
+    assert len(retried) == 1, {k: [e.state for e in v] for k, v in by_item.items()}
+    evs = retried[0]
+    first = next(e.peer for e in evs if e.state == ItemState.RUNNING)
+    again = next(e.peer for e in evs if e.state == ItemState.RETRIED)
+    assert first != again and first.startswith(f"{host}-1")  # the killed one
+    assert evs[-1].peer == again
 
 
 @pytest.mark.slow
@@ -159,8 +195,14 @@ def test_cancel_on_the_farm_ends_every_item_and_a_rerun_keeps_finished_segments(
         old = {k: os.environ.get(k) for k in host.environment()}
         os.environ.update(host.environment())
         try:
+            stopped: list = []
             with pytest.raises(Cancelled):
-                _run(project, cancel=token, on_event=on_event)
+                _run(project, stopped, cancel=token, on_event=on_event)
+            from splatstudio.events import ItemProgress, ItemState
+
+            last = {e.item: e.state for e in stopped if isinstance(e, ItemProgress)}
+            assert {k: v for k, v in last.items() if k.endswith("40")} == {
+                "block01-to0000040": ItemState.CANCELLED, "block02-to0000040": ItemState.CANCELLED}
             t0 = time.monotonic()
             while _item_processes() and time.monotonic() - t0 < 20:  # grace 10 s, then killed
                 time.sleep(0.2)

@@ -1,0 +1,92 @@
+"""Per-item farm progress in the stage panel: ItemProgress messages fed to the model become one
+row per item under the running stage (item, peer, progress, state), a new dispatch replaces the
+rows, the list folds away when the stage ends and opens again on the toggle; and (slow) a real
+block training on two loopback farm workers started from the window shows its items there."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from splatstudio.events import ItemProgress, ItemState, StageChanged
+from splatstudio.status import StageState
+
+pytestmark = pytest.mark.gui
+
+
+def _open(window, tmp_path, panos_2048):
+    project = window.new_project(panos_2048, tmp_path / "proj")
+    assert project is not None
+    return project
+
+
+def _feed(model, *events):
+    for e in events:
+        model.handle_event(e)
+
+
+def test_item_messages_become_rows_that_fold_away_when_the_stage_ends(
+        window, qtbot, tmp_path, panos_2048):
+    _open(window, tmp_path, panos_2048)
+    model, panel = window.model, window.stage_panel
+    row = panel.rows["sfm"]
+    assert row.items_toggle.isHidden() and row.items_view.isHidden()  # no farm: nothing shown
+    seen: list = []
+    model.itemChanged.connect(lambda s, i: seen.append((s, i)))
+
+    def item(name, state, fraction=0.0, peer="", message="", run="r1", total=3):
+        return ItemProgress("sfm", name, state, fraction, message, peer, run, total)
+
+    _feed(model, StageChanged("sfm", StageState.RUNNING),
+          *(item(f"sift-{i:03d}", ItemState.QUEUED) for i in range(3)),
+          item("sift-000", ItemState.RUNNING, 0.0, "studio/gpu0"),
+          item("sift-001", ItemState.RUNNING, 0.0, "laptop/cpu"),
+          item("sift-000", ItemState.RUNNING, 0.5, "studio/gpu0", "SIFT 9/18"),
+          item("sift-001", ItemState.RETRIED, 0.0, "studio/gpu1"),
+          item("sift-000", ItemState.DONE, 1.0, "studio/gpu0", "done in 4.2 s"))
+    assert seen[0] == ("sfm", "") and ("sfm", "sift-001") in seen  # first of a run: rebuild
+    view = row.items_view
+    assert list(view.rows) == ["sift-000", "sift-001", "sift-002"]
+    r0, r1, r2 = (view.rows[k] for k in ("sift-000", "sift-001", "sift-002"))
+    assert (r0.state_label.text(), r0.peer_label.text(), r0.progress.value()) == \
+        ("done", "studio/gpu0", 1000)
+    assert r0.message_label.text() == "done in 4.2 s"
+    assert (r1.state_label.text(), r1.peer_label.text()) == ("retried", "studio/gpu1")
+    assert r1.state_label.property("state") == "retried"  # the style sheet's badge colour
+    assert (r2.state_label.text(), r2.peer_label.text(), r2.progress.value()) == \
+        ("queued", "—", 0)
+    assert not view.isHidden() and not row.items_toggle.isHidden()  # open while running
+    assert row.items_toggle.text() == ("farm: 1/3 items done  ·  1 running on 1 peer  ·  "
+                                       "1 retried")
+    # a peer-less update keeps the peer known
+    _feed(model, item("sift-001", ItemState.RETRIED, 0.25, "", "SIFT 4/18"))
+    assert r1.peer_label.text() == "studio/gpu1" and r1.progress.value() == 250
+
+    # the next dispatch of the stage (matching) replaces the SIFT rows
+    _feed(model, ItemProgress("sfm", "match-000", ItemState.QUEUED, run="r2", total=1),
+          ItemProgress("sfm", "match-000", ItemState.RUNNING, 0.3, "pairs 30/100",
+                       "laptop/cpu", run="r2", total=1))
+    assert list(view.rows) == ["match-000"] and list(model.stages["sfm"].items) == ["match-000"]
+    assert view.rows["match-000"].state_label.text() == "running"
+    qtbot.wait(50)
+    if os.environ.get("SPLATSTUDIO_SCREENSHOTS"):
+        window.grab().save(os.environ["SPLATSTUDIO_SCREENSHOTS"] + "/farm_items_fed.png")
+
+    # the stage ends: the rows fold away behind the toggle, which opens them again
+    _feed(model, ItemProgress("sfm", "match-000", ItemState.DONE, 1.0, "", "laptop/cpu",
+                              run="r2", total=1),
+          StageChanged("sfm", StageState.DONE))
+    assert view.isHidden() and not row.items_toggle.isHidden()
+    assert row.items_toggle.text() == "farm: 1/1 items done"
+    row.items_toggle.click()
+    assert not view.isHidden() and view.rows["match-000"].state_label.text() == "done"
+    row.items_toggle.click()
+    assert view.isHidden()
+
+    # a new run of the stage starts without the last run's items
+    _feed(model, StageChanged("sfm", StageState.RUNNING))
+    assert model.stages["sfm"].items == {} and view.rows == {}
+    assert row.items_toggle.isHidden() and view.isHidden()
+    # another stage's rows are untouched by all this
+    assert panel.rows["train"].items_view.rows == {}
