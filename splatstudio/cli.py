@@ -93,6 +93,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=list(PRESETS), help="apply a named preset to the config")
     p.add_argument("--device", choices=[d.value for d in Device], help="compute device")
     p.add_argument("--force", action="store_true", help="run even if already done")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also a line for each farm work item that changes state (peer, state)")
     p.add_argument("--grace", type=float, default=10.0, help="seconds a cancelled stage gets "
                    "to stop before its processes are killed (default 10)")
     p.add_argument("--farm", metavar="DIR", nargs="?", const="",
@@ -206,11 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Console:
-    """Turns runner events into tqdm progress bars and log lines on stderr."""
+    """Turns runner events into tqdm progress bars and log lines on stderr; with `verbose`, a
+    line per state change of each farm work item (never one per progress update)."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, verbose: bool = False):
         self.quiet = quiet
+        self.verbose = verbose and not quiet
         self.bars: dict[str, Any] = {}
+        self._item_states: dict[tuple[str, str], str] = {}
 
     def _write(self, text: str) -> None:
         from tqdm import tqdm
@@ -240,6 +245,12 @@ class _Console:
             if event.level in ("warning", "error") or (not self.quiet and event.level == "info"):
                 prefix = "" if event.level == "info" else f"{event.level}: "
                 self._write(f"[{event.stage}] {prefix}{event.message}")
+        elif kind == "itemprogress" and self.verbose:
+            key = (event.stage, event.item)
+            if self._item_states.get(key) != event.state:
+                self._item_states[key] = event.state
+                where = f" on {event.peer}" if event.peer else ""
+                self._write(f"[{event.stage}] item {event.item} {event.state}{where}")
         elif kind == "stagechanged":
             bar = self.bars.pop(event.stage, None)
             if bar is not None:
@@ -331,7 +342,7 @@ def _fmt(v: Any) -> str:
 def _run(project, args: argparse.Namespace, stages: list[str] | None, until: str | None) -> int:
     from .pipeline.runner import PipelineRunner
 
-    console = _Console(args.quiet)
+    console = _Console(args.quiet, getattr(args, "verbose", False))
     runner = PipelineRunner(project, console, grace_s=args.grace)
     interrupts = {"n": 0}
 

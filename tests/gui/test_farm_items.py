@@ -90,3 +90,61 @@ def test_item_messages_become_rows_that_fold_away_when_the_stage_ends(
     assert row.items_toggle.isHidden() and view.isHidden()
     # another stage's rows are untouched by all this
     assert panel.rows["train"].items_view.rows == {}
+
+
+@pytest.mark.slow
+def test_block_training_on_a_loopback_farm_shows_its_items(window, qtbot, tmp_path, monkeypatch):
+    """The real path: the train stage's worker process dispatches 2 blocks x 2 segments to two
+    loopback workers; the Dispatcher's ItemProgress messages cross the runner's process queue
+    into the model and the panel."""
+    pytest.importorskip("distributed")
+    pytest.importorskip("gsplat")
+    import contextlib
+    import socket
+
+    from helpers.tiny_project import tiny_georef_project
+    from pytestqt.exceptions import TimeoutError as WaitTimeout
+
+    from splatstudio.farm.host import FarmHost
+    from splatstudio.gui.main_window import TAB_STAGES
+
+    project = tiny_georef_project(tmp_path / "p", views=8, size=(40, 30), gaussians=300,
+                                  steps=200, checkpoint_every=100, eval_every=0,
+                                  preview_every=100, blocks=2)
+    window.open_project(project.root)
+    window.tabs.setCurrentIndex(TAB_STAGES)
+    model, row = window.model, window.stage_panel.rows["train"]
+
+    def items():
+        return model.stages["train"].items
+
+    with FarmHost(loopback=True, workers=[["--cpu-train"], ["--cpu-train"]]) as host:
+        client = host.client()
+        host.wait_for_workers(client, 3)
+        client.close()
+        for k, v in host.environment().items():
+            monkeypatch.setenv(k, v)  # the stage's worker process inherits it
+        model.run(["train"], device="cpu", grace_s=5.0)
+        qtbot.waitUntil(lambda: len(items()) == 2 and all(
+            i.state.is_active for i in items().values()), timeout=300_000)
+        with contextlib.suppress(WaitTimeout):  # for the picture: both under way
+            qtbot.waitUntil(lambda: all(0 < i.fraction < 1 for i in items().values()),
+                            timeout=20_000)
+        assert not row.items_view.isHidden()
+        shown = {k: (r.state_label.text(), r.peer_label.text())
+                 for k, r in row.items_view.rows.items()}
+        assert sorted(shown) == sorted(items()) and all(s == "running" for s, _ in shown.values())
+        assert len({p for _, p in shown.values()}) == 2  # one block on each peer
+        if os.environ.get("SPLATSTUDIO_SCREENSHOTS"):
+            window.resize(1360, 860)
+            qtbot.wait(300)
+            window.grab().save(os.environ["SPLATSTUDIO_SCREENSHOTS"] + "/farm_items.png")
+        qtbot.waitUntil(lambda: not model.is_running, timeout=300_000)
+    assert model.stages["train"].state == StageState.DONE
+    assert sorted(items()) == ["block01-to0000200", "block02-to0000200"]  # the last round
+    host_name = socket.gethostname()
+    assert all(i.state == ItemState.DONE and i.fraction == 1.0 and i.peer.startswith(host_name)
+               for i in items().values())
+    assert row.items_view.isHidden() and row.items_toggle.text() == "farm: 2/2 items done"
+    logs = [m for _, m in model.stages["train"].log]
+    assert any(m.startswith("[block01-to0000100@") and "/cpu] " in m for m in logs), logs[-20:]

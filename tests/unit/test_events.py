@@ -97,3 +97,24 @@ def test_emitter_throttles_each_item_but_passes_every_change_of_state():
     for i in range(5):
         ev.item("sift-001", ItemState.RUNNING, i / 4)
     assert [e.fraction for e in fast] == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_the_cli_prints_items_only_when_verbose_and_once_per_state(capsys):
+    from splatstudio.cli import _Console, build_parser
+
+    def feed(console):
+        for state, frac, peer in [("queued", 0.0, ""), ("running", 0.0, "a/cpu"),
+                                  ("running", 0.5, "a/cpu"), ("running", 0.7, "a/cpu"),
+                                  ("retried", 0.0, "b/gpu0"), ("done", 1.0, "b/gpu0")]:
+            console(ItemProgress("train", "block01-to0000100", state, frac, "", peer, "r", 2))
+
+    feed(_Console(quiet=False))
+    feed(_Console(quiet=True, verbose=True))
+    assert capsys.readouterr().err == ""  # quiet by default, and -q wins
+    feed(_Console(quiet=False, verbose=True))
+    assert capsys.readouterr().err.splitlines() == [
+        "[train] item block01-to0000100 queued",
+        "[train] item block01-to0000100 running on a/cpu",
+        "[train] item block01-to0000100 retried on b/gpu0",
+        "[train] item block01-to0000100 done on b/gpu0"]
+    assert build_parser().parse_args(["train", "-p", "x", "-v"]).verbose
