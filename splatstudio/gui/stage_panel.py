@@ -127,6 +127,7 @@ class ItemsView(QScrollArea):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.rows: dict[str, ItemRow] = {}
+        self._line = max(QLabel("X").sizeHint().height(), QProgressBar().sizeHint().height())
         self._build()
 
     def _build(self) -> None:
@@ -165,9 +166,8 @@ class ItemsView(QScrollArea):
         row.update_from(info)
 
     def _fit(self) -> None:
-        shown = min(len(self.rows), ITEM_ROWS_SHOWN) + 1
-        line = max(QLabel("X").sizeHint().height(), QProgressBar().sizeHint().height())
-        self.setFixedHeight(shown * (line + self.grid.verticalSpacing()) + 4)
+        shown = min(len(self.rows), ITEM_ROWS_SHOWN) + 1  # and the header
+        self.setFixedHeight(shown * (self._line + self.grid.verticalSpacing()) + 4)
 
 
 class StageRow(QFrame):

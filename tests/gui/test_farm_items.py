@@ -1,7 +1,11 @@
 """Per-item farm progress in the stage panel: ItemProgress messages fed to the model become one
 row per item under the running stage (item, peer, progress, state), a new dispatch replaces the
 rows, the list folds away when the stage ends and opens again on the toggle; and (slow) a real
-block training on two loopback farm workers started from the window shows its items there."""
+block training on two loopback farm workers started from the window shows its items there.
+
+README's ``docs/screenshots/farm_items.png`` comes from the slow test:
+``SPLATSTUDIO_SCREENSHOTS=docs/screenshots xvfb-run -a -s "-screen 0 1920x1080x24"
+pytest tests/gui/test_farm_items.py -k loopback``."""
 
 from __future__ import annotations
 
@@ -69,9 +73,6 @@ def test_item_messages_become_rows_that_fold_away_when_the_stage_ends(
                        "laptop/cpu", run="r2", total=1))
     assert list(view.rows) == ["match-000"] and list(model.stages["sfm"].items) == ["match-000"]
     assert view.rows["match-000"].state_label.text() == "running"
-    qtbot.wait(50)
-    if os.environ.get("SPLATSTUDIO_SCREENSHOTS"):
-        window.grab().save(os.environ["SPLATSTUDIO_SCREENSHOTS"] + "/farm_items_fed.png")
 
     # the stage ends: the rows fold away behind the toggle, which opens them again
     _feed(model, ItemProgress("sfm", "match-000", ItemState.DONE, 1.0, "", "laptop/cpu",
@@ -127,16 +128,19 @@ def test_block_training_on_a_loopback_farm_shows_its_items(window, qtbot, tmp_pa
         model.run(["train"], device="cpu", grace_s=5.0)
         qtbot.waitUntil(lambda: len(items()) == 2 and all(
             i.state.is_active for i in items().values()), timeout=300_000)
-        with contextlib.suppress(WaitTimeout):  # for the picture: both under way
-            qtbot.waitUntil(lambda: all(0 < i.fraction < 1 for i in items().values()),
-                            timeout=20_000)
+        with contextlib.suppress(WaitTimeout):  # for the picture: both well under way
+            qtbot.waitUntil(lambda: all(0.15 < i.fraction < 1 for i in items().values())
+                            or not all(i.state.is_active for i in items().values()),
+                            timeout=90_000)
         assert not row.items_view.isHidden()
         shown = {k: (r.state_label.text(), r.peer_label.text())
                  for k, r in row.items_view.rows.items()}
-        assert sorted(shown) == sorted(items()) and all(s == "running" for s, _ in shown.values())
+        assert sorted(shown) == sorted(items())
+        assert all(s in ("running", "done") for s, _ in shown.values()), shown
         assert len({p for _, p in shown.values()}) == 2  # one block on each peer
         if os.environ.get("SPLATSTUDIO_SCREENSHOTS"):
             window.resize(1360, 860)
+            window.tabs.setCurrentIndex(TAB_STAGES)  # the train stage opened its own tab
             qtbot.wait(300)
             window.grab().save(os.environ["SPLATSTUDIO_SCREENSHOTS"] + "/farm_items.png")
         qtbot.waitUntil(lambda: not model.is_running, timeout=300_000)
