@@ -157,6 +157,8 @@ class Dispatcher:
     def _send(self, item_id: str) -> None:
         """Send `item_id`'s state to the emitter when it changed (throttled there)."""
         it = self._live[item_id]
+        if it.workers and it.peer.startswith(("tls://", "tcp://")):  # a worker that was new
+            it.peer = self.peer_name(it.workers[-1])
         now = (it.state, it.peer, round(it.fraction, 3), it.message)
         if now != it.sent and self.events.item(item_id, it.state, it.fraction, it.message,
                                                peer=it.peer, run=self.run_id, total=self._total):
