@@ -440,7 +440,11 @@ class ExportRun:
     def record(self, fmt: str, path: Path, seconds: float, **info: Any) -> None:
         """Write the GPS sidecar of `path` (when there is an origin), append its manifest
         entry (`info`: format-specific keys; ``total_bytes`` replaces the file's size) and
-        emit its ``<fmt>_bytes`` metric and artifacts."""
+        emit its ``<fmt>_bytes`` metric and artifacts.
+
+        Raises:
+            OSError: the sidecar cannot be written or `path` does not exist.
+        """
         config, events = self.config, self.events
         side = None
         if self.origin is not None:
@@ -464,7 +468,7 @@ class ExportRun:
 
 def check_export_options(config: ExportConfig) -> tuple[list[str], dict[str, Any], str]:
     """The formats (:func:`parse_formats`), the filter options (:func:`filter_options`) and
-    the base name of `config`; reads and writes nothing.
+    the base name of `config`; reads and writes no file.
 
     Raises:
         ConfigError: an unknown format or mesh method, a malformed crop box, a value out of
@@ -488,7 +492,7 @@ def check_export_options(config: ExportConfig) -> tuple[list[str], dict[str, Any
 
 def export_source(project: Project, config: ExportConfig, events: Emitter) -> Path:
     """The splat file to export: the edited version ``config.source`` names (logged), else
-    ``train/splat.ply``.
+    ``train/splat.ply``; reads ``edits/versions.json`` for an edited version, writes nothing.
 
     Raises:
         InputError: that file does not exist (for the trained splat: "run the train stage
@@ -506,7 +510,8 @@ def export_source(project: Project, config: ExportConfig, events: Emitter) -> Pa
 def georeferenced_formats(formats: list[str], config: ExportConfig, origin: GeoOrigin | None,
                           events: Emitter) -> list[str]:
     """`formats` without ``3dtiles`` when it came from ``all`` and there is no GPS `origin`
-    (with a warning); warns that the exports are not georeferenced without an origin.
+    (with a warning); warns that the exports are not georeferenced without an origin. Reads
+    and writes no file.
 
     Raises:
         ConfigError: ``3dtiles`` was named explicitly and there is no origin.
@@ -527,7 +532,8 @@ def georeferenced_formats(formats: list[str], config: ExportConfig, origin: GeoO
 
 def plan_export(project: Project, config: ExportConfig, events: Emitter) -> ExportRun:
     """Check everything that can fail before any work: the options, the source splat, the
-    origin (``ingest/manifest.json``), the converter; creates the output folder.
+    origin (``ingest/manifest.json``), the converter; creates the output folder (nothing
+    else is written).
 
     Raises:
         ConfigError: invalid options (:func:`check_export_options`, :func:`converter_command`,
@@ -551,7 +557,8 @@ def plan_export(project: Project, config: ExportConfig, events: Emitter) -> Expo
 
 
 def read_filtered_splat(run: ExportRun) -> tuple[Any, Any, dict[str, Any]]:
-    """Read ``run.source`` (PLY) and apply the filters; emits the ``gaussians`` metric.
+    """Read ``run.source`` (PLY) and apply the filters; emits the ``gaussians`` metric;
+    writes nothing.
 
     Returns:
         (the splats read, the filtered :class:`~splatstudio.splats.Splats`, the filter
@@ -583,7 +590,8 @@ def read_filtered_splat(run: ExportRun) -> tuple[Any, Any, dict[str, Any]]:
 def write_splat_files(run: ExportRun, filtered: Any) -> None:
     """Write each splat format of ``run.formats`` (:data:`SPLAT_FORMATS`) from `filtered`
     (ENU; turned into the viewer axes first where :func:`file_axes` says ``EDN``), read each
-    back (:func:`verify_splat_file`) and record it.
+    back (:func:`verify_splat_file`) and record it (:meth:`ExportRun.record`: a sidecar next
+    to each file, its manifest entry).
 
     Raises:
         StageError: a file does not read back within its format's quantisation.
@@ -621,7 +629,8 @@ def write_splat_files(run: ExportRun, filtered: Any) -> None:
 
 def write_tiles(run: ExportRun, filtered: Any) -> None:
     """Write the 3D Tiles tileset of `filtered` when ``3dtiles`` is asked for (and there is
-    an origin), check it (:func:`verify_tileset`) and record its ``tileset.json``.
+    an origin) into ``<name>-3dtiles/``, check it (:func:`verify_tileset`) and record its
+    ``tileset.json``.
 
     Raises:
         StageError: the writer refused the splats or a check failed.
@@ -664,7 +673,7 @@ def write_meshes(run: ExportRun, filtered: Any) -> None:
     """Build one textured mesh of `filtered` (:func:`splatstudio.mesh.build_textured_mesh`,
     from the capture's cameras when there are any: :func:`capture_cameras`) when ``glb`` or
     ``obj`` is asked for, write it in each and record them; emits ``faces`` and the
-    ``mesh_<phase>_s`` timings.
+    ``mesh_<phase>_s`` timings. Reads ``georef/sparse`` for the cameras.
 
     Raises:
         StageError: the mesh cannot be built.
@@ -743,7 +752,8 @@ def export_manifest(run: ExportRun, splats: Any, report: dict[str, Any]) -> dict
 
 def convert(run: ExportRun, manifest: dict[str, Any]) -> StageError | None:
     """Run the external converter, if any (:func:`run_converter`), and put its run (or the
-    error that kept it from running) into ``manifest["converter"]``.
+    error that kept it from running) into ``manifest["converter"]``. The converter may
+    write files into the output folder (listed as ``new_files``).
 
     Returns:
         The :class:`StageError` to raise once the manifest is written (the converter exited

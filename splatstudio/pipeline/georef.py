@@ -30,7 +30,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -515,7 +515,7 @@ def read_sfm_inputs(project: Project) -> tuple[Any, Frames]:
 
 def gps_pairs(rec: Any, inputs: Frames) -> GpsPairs:
     """The frames of `inputs` that `rec` registered and that have GPS (``enu_m``), with their
-    model centres and GPS positions, in capture order."""
+    model centres and GPS positions, in capture order. In memory only; raises nothing."""
     centres = frame_centres(rec, inputs.rig)
     by_id = {f["id"]: f for f in inputs.frames}
     # in capture order (frames.json), for the path lengths of the GPS check
@@ -526,7 +526,8 @@ def gps_pairs(rec: Any, inputs: Frames) -> GpsPairs:
 
 
 def new_report(origin: dict[str, float] | None, config: GeorefConfig) -> dict[str, Any]:
-    """The head of ``georef.json``: schema version, origin (WGS84), frame, mode."""
+    """The head of ``georef.json``: schema version, origin (WGS84), frame, mode (a new dict;
+    writes nothing)."""
     return {
         "schema_version": 1,
         "origin": origin,
@@ -572,7 +573,8 @@ def fit_similarity(
 
 def align_to_gps(pairs: GpsPairs, config: GeorefConfig, events: Emitter) -> GpsFit:
     """Fit ``enu_from_sfm`` (:func:`fit_similarity`), measure the residuals of every frame
-    and run the GPS check (:func:`gps_check`) on the aligned centres.
+    and run the GPS check (:func:`gps_check`) on the aligned centres. In memory; the model
+    is not moved (the caller applies ``fit.sim``).
 
     Raises:
         StageError: from :func:`fit_similarity`.
@@ -594,7 +596,8 @@ def align_to_gps(pairs: GpsPairs, config: GeorefConfig, events: Emitter) -> GpsF
 
 def fit_report(fit: GpsFit, pairs: GpsPairs) -> dict[str, Any]:
     """The keys of ``georef.json`` for a georeferenced model: levelled_by (gravity mode),
-    status, the Sim3, the RMS residuals, inliers, gps_frames and the GPS check."""
+    status, the Sim3, the RMS residuals, inliers, gps_frames and the GPS check, in the file's
+    key order (a new dict; writes nothing)."""
     s, r, t, res = fit.scale, fit.rotation, fit.translation, fit.residuals
     out: dict[str, Any] = {} if fit.levelled_by is None else {"levelled_by": fit.levelled_by}
     out.update(
@@ -621,7 +624,8 @@ def fit_report(fit: GpsFit, pairs: GpsPairs) -> dict[str, Any]:
 
 def frame_fits(fit: GpsFit, pairs: GpsPairs) -> dict[str, dict[str, Any]]:
     """Per frame of `pairs` (capture order): its GPS and aligned positions (ENU metres),
-    residual, inlier flag and whether it agrees with the GPS check's tolerance."""
+    residual, inlier flag and whether it agrees with the GPS check's tolerance (a new dict;
+    writes nothing)."""
     per = {}
     for k, fid in enumerate(pairs.ids):
         per[fid] = {
@@ -637,7 +641,8 @@ def frame_fits(fit: GpsFit, pairs: GpsPairs) -> dict[str, dict[str, Any]]:
 
 def emit_fit_metrics(fit: GpsFit, pairs: GpsPairs, events: Emitter) -> None:
     """Emit the fit's metrics: scale, gps_frames, inliers, the RMS residuals, max_residual_m,
-    gps_agree_fraction and extent_ratio (when the GPS check could judge it)."""
+    gps_agree_fraction and extent_ratio (when the GPS check could judge it); writes
+    nothing."""
     events.metric("scale", fit.scale)
     events.metric("gps_frames", len(pairs.ids))
     events.metric("inliers", int(fit.inliers.sum()))
@@ -657,7 +662,7 @@ def _disagreeing(per: dict[str, dict[str, Any]]) -> list[str]:
 
 def reject_model(project: Project, out: Path, report: dict[str, Any],
                  per: dict[str, dict[str, Any]], fit: GpsFit, config: GeorefConfig,
-                 events: Emitter) -> None:
+                 events: Emitter) -> NoReturn:
     """The GPS check rejected the model: write ``georef/georef.json`` with status
     ``rejected: <reason>`` and the frames of `per` (the model itself is not written), then
     raise. Reads ``sfm/sfm.json`` for the mappers the sfm stage tried.
@@ -693,7 +698,7 @@ def warn_about_fit(fit: GpsFit, pairs: GpsPairs, per: dict[str, dict[str, Any]],
                    config: GeorefConfig, events: Emitter) -> None:
     """Warn about what the GPS check found (a rejection while ``georef.check`` is off, noisy
     GPS, nothing to check) and about GPS outliers; emit ``georeferenced`` = 1 and log the
-    fit."""
+    fit. Writes nothing; raises nothing."""
     check, n_in = fit.check, int(fit.inliers.sum())
     if check["verdict"] == "reject":
         events.warning(f"GPS check failed but georef.check is off: {check['reason']}")
@@ -713,7 +718,7 @@ def warn_about_fit(fit: GpsFit, pairs: GpsPairs, per: dict[str, dict[str, Any]],
 def unaligned_report(pairs: GpsPairs, config: GeorefConfig, events: Emitter) -> dict[str, Any]:
     """Too few registered frames have GPS: the keys of ``georef.json`` for a model that keeps
     its SfM frame (check, status, no Sim3); emits ``georeferenced`` = 0, ``gps_frames`` and a
-    warning."""
+    warning. Writes nothing."""
     n = len(pairs.ids)
     events.metric("georeferenced", 0)
     events.metric("gps_frames", n)
@@ -735,7 +740,7 @@ def frame_report(frames: list[dict[str, Any]], centres: dict[str, Any],
                  per: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """``georef.json``'s ``frames``: every frame of ``frames.json`` in its order, from `per`
     (:func:`frame_fits`) where the fit placed it, else whether the model registered it and
-    its GPS (no residual)."""
+    its GPS (no residual). A new dict; writes nothing."""
     out = {}
     for f in frames:
         out[f["id"]] = per.get(f["id"]) or {
@@ -751,7 +756,11 @@ def write_georef_model(rec: Any, out: Path, project_root: Path, config: GeorefCo
                        events: Emitter) -> None:
     """Write the model (in ENU after the fit) to ``georef/sparse`` (COLMAP binary, replaced
     atomically) and, as the options ask, ``sparse_text/`` (:func:`write_text_model`) and
-    ``transforms.json`` (:func:`write_transforms`); one artifact each."""
+    ``transforms.json`` (:func:`write_transforms`); one artifact each.
+
+    Raises:
+        OSError: a file cannot be written.
+    """
     tmp = out / "sparse.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -769,7 +778,7 @@ def write_georef_model(rec: Any, out: Path, project_root: Path, config: GeorefCo
 
 def registered_images(rec: Any) -> dict[str, Any]:
     """``georef.json``'s ``images``: how many images the model registered and which frames
-    they belong to (sorted ids)."""
+    they belong to (sorted ids); reads only `rec`."""
     return {
         "registered": int(rec.num_reg_images()),
         "frames_registered": sorted({frame_of_image(im.name) for im in rec.images.values()
