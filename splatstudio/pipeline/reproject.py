@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ReprojectConfig, SfmRig, config_hash
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..events import Emitter
 from ..lifeline import tie_to_parent
 from ..pano.partial import PanoCrop, pad_to_full, valid_mask
@@ -292,6 +292,9 @@ def make_sfm_rig(config: ReprojectConfig, panos: list[dict[str, Any]]) -> Rig | 
     """
     if SfmRig(config.sfm_rig) == SfmRig.TRAINING or not panos:
         return None
+    if 0 < config.sfm_size < 16:
+        raise ConfigError(f"reproject.sfm_size must be 0 (automatic) or at least 16 pixels, "
+                          f"got {config.sfm_size}")
     size = config.sfm_size or min(min(_native_size(e, SFM_FOV_DEG) for e in panos),
                                   SFM_MAX_SIZE)
     rig = make_rig(str(config.sfm_rig), SFM_FOV_DEG, size)

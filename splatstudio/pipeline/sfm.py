@@ -61,7 +61,7 @@ from ..config import Mapper, SfmConfig
 from ..errors import Cancelled, InputError, StageError
 from ..events import Emitter
 from ..project import Project, read_json, write_json_atomic
-from .artifacts import RIG, SFM_RIG_MODEL, read_frames
+from .artifacts import RIG, SFM_RIG_MODEL, Frames, read_frames
 
 PHOTO_DIR = "photos"
 
@@ -138,6 +138,17 @@ def prepare_images(
                     mp.parent.mkdir(parents=True, exist_ok=True)
                     mp.write_bytes(combined[view])
     return images, masks
+
+
+def sfm_views(inputs: Frames) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """(frames, rig) that SfM runs on: reproject's frames and training rig, or, with SfM's own
+    rig (``reproject.sfm_rig``), that rig and the frames with each panorama's ``images``
+    replaced by its ``sfm_images`` (the training views get their poses after mapping,
+    :func:`expand_to_rig`)."""
+    if inputs.sfm_rig is None:
+        return inputs.frames, inputs.rig
+    return ([{**f, "images": f["sfm_images"]} if f["kind"] == "equirect" else f
+             for f in inputs.frames], inputs.sfm_rig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1438,13 +1449,7 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
     _quiet_glog()
     pycolmap.set_random_seed(config.seed)
     inputs = read_frames(project.root)
-    frames, rig = inputs.frames, inputs.rig
-    if inputs.sfm_rig is not None:
-        # SfM on its own rig (reproject.sfm_rig): its views stand in for the training views
-        # until the model is mapped; then expand_to_rig gives the training views their poses
-        rig = inputs.sfm_rig
-        frames = [{**f, "images": f["sfm_images"]} if f["kind"] == "equirect" else f
-                  for f in frames]
+    frames, rig = sfm_views(inputs)
     out = project.stage_dir("sfm")
     db_path = out / "database.db"
     state_path = out / "state.json"

@@ -212,3 +212,7 @@ def test_sfm_rig_size_and_sift_octave():
     assert sift_first_octave(1024, 1024, sfm, native=1440) == 0  # shrunk: not upsampled back
     assert sift_first_octave(512, 512, sfm, native=512) == -1  # at the panorama's resolution
     assert sift_first_octave(1024, 1024, sfm) == -1
+    from splatstudio.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reproject.sfm_size must be 0"):
+        make_sfm_rig(ReprojectConfig(sfm_rig=SfmRig.CUBE6, sfm_size=8), full)
