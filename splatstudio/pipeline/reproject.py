@@ -269,6 +269,9 @@ SFM_FOV_DEG = 90.0
 SFM_MAX_SIZE = 1024
 """Largest automatic view size of SfM's own rig, pixels (``reproject.sfm_size`` = 0)."""
 
+SFM_MIN_KEEP = 0.25
+"""A view of SfM's own rig whose pixels the masks keep for less than this share is left out."""
+
 SFM_VIEW_PREFIX = "s"
 """SfM's own views are named ``s00``, ``s01`` ...: COLMAP image names ``s00/<pano id>.jpg``
 never meet the training views' ``00/<pano id>.jpg``."""
@@ -302,28 +305,40 @@ def make_sfm_rig(config: ReprojectConfig, panos: list[dict[str, Any]]) -> Rig | 
     return Rig(rig.layout, views)
 
 
-def _write_rig_masks(out: Path, rig: Rig, config: ReprojectConfig,
-                     platform: np.ndarray) -> dict[str, Any]:
+def _write_rig_masks(out: Path, rig: Rig, config: ReprojectConfig, platform: np.ndarray,
+                     min_keep: float = 0.0) -> tuple[dict[str, Any], Rig]:
     """Write the ownership, nadir and keep (nadir AND `platform`, the equirect keep mask
-    [256, 512] uint8) masks of every view of `rig` into ``out/masks``; returns the rig's JSON
-    form with each view's ``masks`` (paths relative to `out`), ``nadir_deg`` and
-    ``platform_mask``."""
+    [256, 512] uint8) masks of the views of `rig` into ``out/masks``.
+
+    A view whose owned pixels are kept (keep AND ownership) for less than `min_keep` of its
+    area is left out (SfM's own rig: the cube face looking down at the operator, 21 % kept
+    with the 45 deg nadir mask, is not worth its SIFT and matching); ownership is computed
+    on the whole rig, so what such a view owned stays unowned.
+
+    Returns:
+        (the rig's JSON form with each view's ``masks`` (paths relative to `out`),
+        ``nadir_deg`` and ``platform_mask``, the rig of the views kept).
+    """
     rig_dict = rig.to_dict()
     (out / "masks").mkdir(exist_ok=True)
+    kept = []
     for i, view in enumerate(rig.views):
-        own = f"masks/{view.name}.ownership.png"
-        nad = f"masks/{view.name}.nadir.png"
-        _write_png(out / own, ownership_mask(rig, i))
+        own = ownership_mask(rig, i)
         nadir = nadir_mask(view, config.nadir_deg) if config.nadir_mask else None
         if nadir is None:
             nadir = np.full((view.size, view.size), 255, np.uint8)
-        _write_png(out / nad, nadir)
-        keep = f"masks/{view.name}.keep.png"
-        _write_png(out / keep, np.minimum(nadir, platform_view(platform, view)))
-        rig_dict["views"][i]["masks"] = {"ownership": own, "nadir": nad, "keep": keep}
+        keep = np.minimum(nadir, platform_view(platform, view))
+        if min_keep > 0 and ((keep >= 128) & (own >= 128)).mean() < min_keep:
+            continue
+        paths = {kind: f"masks/{view.name}.{kind}.png" for kind in ("ownership", "nadir", "keep")}
+        for kind, mask in (("ownership", own), ("nadir", nadir), ("keep", keep)):
+            _write_png(out / paths[kind], mask)
+        rig_dict["views"][i]["masks"] = paths
+        kept.append(i)
+    rig_dict["views"] = [rig_dict["views"][i] for i in kept]
     rig_dict["nadir_deg"] = config.nadir_deg if config.nadir_mask else None
     rig_dict["platform_mask"] = "platform_mask.png"
-    return rig_dict
+    return rig_dict, Rig(rig.layout, tuple(rig.views[i] for i in kept))
 
 
 def _done(folder: Path, fingerprint: str) -> bool:
@@ -366,7 +381,7 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
             platform_keep_mask(project, panos, input_dir, config, events, covered), covered)
         _write_png(out / "platform_mask.png", platform)
         events.artifact("reproject/platform_mask.png")
-        rig_dict = _write_rig_masks(out, rig, config, platform)
+        rig_dict, _ = _write_rig_masks(out, rig, config, platform)
         write_json_atomic(out / "rig.json", rig_dict)
         events.artifact("reproject/rig.json")
         events.artifact("reproject/masks")
@@ -376,14 +391,20 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
         )
         sfm_rig = make_sfm_rig(config, panos)
         if sfm_rig is not None:
-            sfm_dict = _write_rig_masks(out, sfm_rig, config, platform)
+            for p in (out / "masks").glob(f"{SFM_VIEW_PREFIX}*.png"):
+                p.unlink()  # of views an earlier run kept
+            sfm_dict, sfm_rig = _write_rig_masks(out, sfm_rig, config, platform, SFM_MIN_KEEP)
+            if not sfm_rig.views:
+                raise InputError(out / "platform_mask.png", "the nadir and platform masks hide "
+                                 "every view of SfM's own rig (reproject.sfm_rig)")
             sfm_dict["native_size"] = min(_native_size(e, SFM_FOV_DEG) for e in panos)
             write_json_atomic(SFM_RIG.path(project.root), sfm_dict)
             events.artifact(SFM_RIG.rel)
             events.log(
                 f"SfM rig {sfm_rig.layout}: {len(sfm_rig.views)} views of {sfm_rig.size}x"
-                f"{sfm_rig.size} px (SfM poses the panoramas on them; training keeps the "
-                f"{len(rig.views)} views above)")
+                f"{sfm_rig.size} px ({', '.join(v.name for v in sfm_rig.views)}; views the "
+                f"masks hide for {100 * (1 - SFM_MIN_KEEP):.0f} % or more are left out); SfM "
+                f"poses the panoramas on them, training keeps the {len(rig.views)} views above")
     if sfm_rig is None:  # SfM on the training views: nothing of an earlier SfM rig stays
         SFM_RIG.path(project.root).unlink(missing_ok=True)
         shutil.rmtree(SFM_VIEWS.path(project.root), ignore_errors=True)

@@ -131,10 +131,12 @@ def test_sfm_rig_views_masks_resume_and_removal(tmp_path, panos_2048):
     data = json.loads((out / "frames.json").read_text())
     assert data["sfm_rig"] == "sfm_rig.json"
     sfm_rig = json.loads((out / "sfm_rig.json").read_text())
-    assert [v["name"] for v in sfm_rig["views"]] == [f"s{i:02d}" for i in range(6)]
+    # the face looking down is 79 % inside the 45 deg nadir mask (pi / 4 of it): left out
+    assert [v["name"] for v in sfm_rig["views"]] == [f"s{i:02d}" for i in range(5)]
+    assert not list((out / "masks").glob("s05.*"))
     assert sfm_rig["native_size"] == 512 and sfm_rig["views"][0]["camera"]["width"] == 256
     for f in data["frames"]:
-        assert len(f["images"]) == 18 and len(f["sfm_images"]) == 6
+        assert len(f["images"]) == 18 and len(f["sfm_images"]) == 5
         for rel in f["sfm_images"]:
             h = read_image_header(out / rel)
             assert (h.width, h.height) == (256, 256)
@@ -149,8 +151,13 @@ def test_sfm_rig_views_masks_resume_and_removal(tmp_path, panos_2048):
         view = View(v["name"], v["yaw_deg"], v["pitch_deg"], v["fov_deg"], 256)
         assert np.array_equal(keep, np.minimum(nadir, platform_view(platform, view)))
         assert (own == 255).all()  # cube faces do not overlap: each owns all its pixels
-    down = cv2.imread(str(out / "masks" / "s05.keep.png"), 0)  # the face looking down
-    assert 0.75 < (down == 0).mean() < 0.85  # inside 45 deg of the nadir: pi / 4 of it
+    up = cv2.imread(str(out / "masks" / "s04.keep.png"), 0)  # the face looking up
+    assert (up == 255).all()
+    # with the nadir mask off, the face looking down stays
+    project.config.reproject = update_config(project.config.reproject, {"nadir_mask": False})
+    project.save()
+    assert PipelineRunner(project).run(until="reproject").ok
+    assert len(json.loads((out / "sfm_rig.json").read_text())["views"]) == 6
     # back to SfM on the training views: SfM's own rig is removed
     project.config.reproject = update_config(project.config.reproject, {"sfm_rig": "training"})
     project.save()

@@ -33,7 +33,7 @@ def _run(root, src, reproject=None, sfm=None):
 def walks(tmp_path_factory, panos_2048):
     tmp = tmp_path_factory.mktemp("sfm_rig")
     standard = _run(tmp / "standard", panos_2048)
-    own = _run(tmp / "cube6", panos_2048, {"sfm_rig": "cube6"}, {"view_overlap_deg": 60.0})
+    own = _run(tmp / "cube6", panos_2048, {"sfm_rig": "cube6"})
     return standard, own
 
 
@@ -44,11 +44,12 @@ def _json(project, rel):
 def test_every_training_view_is_posed_and_the_path_is_the_standard_one(walks):
     standard, own = walks
     sj = _json(own, "sfm/sfm.json")
-    assert sj["sfm_rig"]["layout"] == "cube6" and sj["sfm_rig"]["views"] == 6
+    # 5 cube faces: the one looking down is left out (the nadir mask hides 79 % of it)
+    assert sj["sfm_rig"]["layout"] == "cube6" and sj["sfm_rig"]["views"] == 5
     assert sj["sfm_rig"]["size"] == 512  # what a 2048 panorama gives a 90 deg view
-    assert sj["images"] == 30 and sj["registered_images"] == 30
+    assert sj["images"] == 25 and sj["registered_images"] == 25
     assert sj["training_views"] == {"images": 90, "registered": 90}
-    # far fewer pairs than 18 x 18 per panorama pair
+    assert sj["pairs"] == 10 * 5 * 5  # against 10 * 18 * 18
     assert sj["pairs"] < _json(standard, "sfm/sfm.json")["pairs"] / 10
     geo = _json(own, "georef/georef.json")
     assert geo["check"]["verdict"] == "pass" and geo["images"]["registered"] == 90
@@ -105,7 +106,7 @@ def test_training_poses_follow_the_rig_and_points_land_where_sift_saw_them(walks
     axes = {n: r[2] for n, r in rots.items()}
     keep = {n: cv2.imread(str(own.root / "reproject" / v["masks"]["keep"]), 0)
             for n, v in zip(rots, rig["views"], strict=True)}
-    dists, masked, n_obs = [], 0, 0
+    dists, masked, n_obs, other_owner = [], 0, 0, 0
     for p in rec.points3D.values():
         spid = pts[tuple(np.round(p.xyz, 9))]
         for e in p.track.elements:
@@ -113,7 +114,9 @@ def test_training_poses_follow_the_rig_and_points_land_where_sift_saw_them(walks
             view, fid = im.name[:-4].split("/")
             xy = np.asarray(im.points2D[e.point2D_idx].xy)
             ray = skp[(spid, fid)]
-            assert view == max(axes, key=lambda n: axes[n] @ ray)  # the owning view
+            # the view that owns the point's direction; the keypoint's ray, off by the
+            # reprojection error, may fall just across an ownership border
+            other_owner += view != max(axes, key=lambda n: axes[n] @ ray)
             cam = rots[view] @ ray
             f, c = rig["views"][0]["camera"]["params"][0], rig["views"][0]["camera"]["params"][2]
             dists.append(np.linalg.norm(cam[:2] / cam[2] * f + c - xy))
@@ -122,7 +125,8 @@ def test_training_poses_follow_the_rig_and_points_land_where_sift_saw_them(walks
     dists = np.array(dists)
     print(f"\n{n_obs} training-view observations of {rec.num_points3D()} points: SIFT keypoint "
           f"to reprojection median {np.median(dists):.2f} px, 95 % {np.quantile(dists, 0.95):.2f}"
-          f" px; {masked} in a masked pixel")
+          f" px; {masked} in a masked pixel, {other_owner} with the keypoint's ray owned by "
+          "another view")
     assert rec.num_points3D() >= 0.95 * src.num_points3D() and n_obs > 2 * rec.num_points3D()
     assert np.median(dists) < 1.0 and np.quantile(dists, 0.95) < 4.0
-    assert masked <= 0.01 * n_obs
+    assert masked <= 0.01 * n_obs and other_owner <= 0.05 * n_obs
