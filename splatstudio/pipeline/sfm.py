@@ -14,6 +14,13 @@ Reads ``reproject/frames.json``, ``reproject/rig.json``, the masks and the image
                                   to ENU metres, else arbitrary scale)
     sfm.json                      metrics, per frame registered or not, other models, timings
     state.json                    fingerprints of the feature and matching steps (resume)
+    sparse_sfm_rig/               with SfM's own rig (``reproject.sfm_rig``): the model on its
+                                  views as mapped; ``sparse/`` then holds the training views,
+                                  posed from the panoramas (:func:`expand_to_rig`)
+
+With SfM's own rig (``reproject/sfm_rig.json``, :func:`sfm_views`), everything above runs on
+its views (``s00/<pano id>.jpg`` ... linked to ``reproject/sfm_views``) instead of the training
+views, and the training views get their poses after mapping.
 
 Every panorama is one *frame* of a rig whose sensors are the virtual views, with the known
 ``cam_from_rig`` rotations of ``rig.json`` and fixed PINHOLE intrinsics (COLMAP 4 rigs,
