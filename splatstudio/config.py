@@ -210,6 +210,11 @@ class SfmConfig:
         0.0, "match only the views of two panoramas whose axes are within this angle once the "
         "panoramas' relative heading is known (estimated from their features); 0: every view "
         "pair", added=True)
+    sift_device: str = opt(
+        "auto", "SIFT extraction and matching on: auto (the GPU when the installed pycolmap has "
+        "CUDA; pip's wheels have not), cpu, cuda. GPU and CPU SIFT give different features: the "
+        "device used is part of what a resume checks", choices=("auto", "cpu", "cuda"),
+        added=True)
     mapper: Mapper = opt(Mapper.AUTO, "mapper: auto, incremental or global (GLOMAP)")
     gps_priors: bool = opt(
         True, "use GPS positions as pose priors (global mapper: a pose-prior bundle adjustment "

@@ -597,7 +597,8 @@ def extract(
     ext.sift.peak_threshold = config.peak_threshold
     # -1 ran one extraction thread here (pycolmap 4.2 CPU SIFT): ask for every core.
     ext.num_threads = config.num_threads if config.num_threads > 0 else (os.cpu_count() or 1)
-    ext.use_gpu = False
+    dev = sift_device(config)
+    ext.use_gpu = dev == "cuda"
 
     for names, c, mode, mask_path, upright in _camera_groups(frames, rig, masks):
         # One extract_features call for images sharing camera `c` (model, params, size).
@@ -615,7 +616,7 @@ def extract(
             camera_mode=mode,
             reader_options=_reader_options(c, mask_path),
             extraction_options=ext,
-            device=pycolmap.Device.cpu,
+            device=pycolmap.Device.cuda if dev == "cuda" else pycolmap.Device.cpu,
             cancellation_token=pycolmap.CancellationToken(),
         )
 
@@ -727,12 +728,40 @@ def _on_farm(project: Project, events: Emitter, what: str, span: tuple[float, fl
 
 
 def _item_config(config: SfmConfig) -> dict[str, Any]:
-    """`config` for a farm item: the peer uses all its cores unless a thread count was set."""
+    """`config` for a farm item: the peer uses all its cores unless a thread count was set,
+    and the device this machine resolved (a peer never picks another: GPU and CPU SIFT give
+    different features)."""
     import dataclasses
 
     from ..config import config_to_dict
 
-    return config_to_dict(dataclasses.replace(config, num_threads=max(0, config.num_threads)))
+    return config_to_dict(dataclasses.replace(config, num_threads=max(0, config.num_threads),
+                                              sift_device=sift_device(config)))
+
+
+def _item_resources(config: SfmConfig) -> dict[str, float]:
+    """dask resources of a SIFT or matching item: a machine slot, and a GPU slot when SIFT runs
+    on CUDA."""
+    return {"MACHINE": 1, **({"GPU": 1} if sift_device(config) == "cuda" else {})}
+
+
+def sift_device(config: SfmConfig) -> str:
+    """``"cuda"`` or ``"cpu"``: where SIFT extraction and matching run for
+    ``config.sift_device`` (auto: CUDA when the installed pycolmap was built with it,
+    ``pycolmap.has_cuda``).
+
+    Raises:
+        StageError: cuda asked for and this pycolmap has no CUDA.
+    """
+    import pycolmap
+
+    has = bool(getattr(pycolmap, "has_cuda", False))
+    if config.sift_device == "cuda" and not has:
+        raise StageError("sfm: sfm.sift_device=cuda was asked for, but the installed pycolmap "
+                         "has no CUDA (the PyPI wheels are CPU-only; build pycolmap with CUDA, "
+                         "or use sfm.sift_device=auto or cpu)")
+    want = config.sift_device
+    return "cuda" if want == "cuda" or (want == "auto" and has) else "cpu"
 
 
 def farm_extract(db_path: Path, images: Path, masks: Path | None, frames: list[dict[str, Any]],
@@ -784,7 +813,7 @@ def farm_extract(db_path: Path, images: Path, masks: Path | None, frames: list[d
         items.append(WorkItem(kind="sift", item_id=f"sift-{i:03d}",
                               spec={"frames": group, "rig": rig, "config": spec_cfg,
                                     "masks": masks is not None},
-                              inputs=inputs, resources={"MACHINE": 1},
+                              inputs=inputs, resources=_item_resources(config),
                               cost=float(sum(len(g["images"]) for g in group))))  # fmt: skip
     written = 0
 
@@ -850,7 +879,8 @@ def match(db_path: Path, pairs_path: Path, config: SfmConfig, rig_verification: 
 
     mo = pycolmap.FeatureMatchingOptions()
     mo.num_threads = config.num_threads
-    mo.use_gpu = False
+    dev = sift_device(config)
+    mo.use_gpu = dev == "cuda"
     mo.rig_verification = rig_verification
     mo.skip_image_pairs_in_same_frame = True
     po = pycolmap.ImportedPairingOptions()
@@ -865,7 +895,7 @@ def match(db_path: Path, pairs_path: Path, config: SfmConfig, rig_verification: 
         matching_options=mo,
         pairing_options=po,
         verification_options=vo,
-        device=pycolmap.Device.cpu,
+        device=pycolmap.Device.cuda if dev == "cuda" else pycolmap.Device.cpu,
         cancellation_token=pycolmap.CancellationToken(),
     )
 
@@ -989,7 +1019,7 @@ def farm_match(db_path: Path, pairs: list[tuple[str, str]], config: SfmConfig,
         items.append(WorkItem(kind="match", item_id=f"match-{i:03d}",
                               spec={**rel, "config": spec_cfg, "rig_verification": rig_verification},
                               inputs={r: sha256_file(project_root / r) for r in rel.values()},
-                              resources={"MACHINE": 1}, cost=float(len(chunk))))  # fmt: skip
+                              resources=_item_resources(config), cost=float(len(chunk))))
     written = 0
 
     def store(item: WorkItem, files: dict[str, bytes]) -> None:
@@ -1474,6 +1504,7 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
          "max_image_size": config.max_image_size, "max_num_features": config.max_num_features,
          "peak": config.peak_threshold, "ownership": config.ownership_mask,
          "upsample_below": config.upsample_below, "upright": config.upright,
+         **({"device": "cuda"} if sift_device(config) == "cuda" else {}),
          "sizes": sorted((p.relative_to(images).as_posix(), p.stat().st_size)
                         for p in images.rglob("*.jpg"))}
     )
