@@ -99,7 +99,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    "to stop before its processes are killed (default 10)")
     p.add_argument("--farm", metavar="DIR", nargs="?", const="",
                    help="switch the LAN farm on for this run (the folder of `farm init`, "
-                   "default ~/.config/splatstudio/farm): SfM features are spread over its peers")
+                   "default ~/.config/splatstudio/farm): SfM features and matching, and the "
+                   "blocks of train.blocks, are spread over its peers")
 
 
 def build_parser() -> argparse.ArgumentParser:

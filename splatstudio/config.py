@@ -63,6 +63,24 @@ class RigLayout(enum.StrEnum):
     CUSTOM = "custom"
 
 
+class SfmRig(enum.StrEnum):
+    """The views structure-from-motion runs on, for panoramas (training keeps ``reproject.rig``).
+
+    - ``training``: the training rig's views themselves (SIFT, matching and mapping on all of
+      them, at their size).
+    - ``cube6``: a smaller rig of its own, the 6 faces of a cube (90 deg, no overlap, so every
+      pixel is owned: no SIFT work thrown away by the ownership masks), at
+      ``reproject.sfm_size``. SfM gives the panoramas' poses; the training views get theirs
+      from the panorama's pose and their ``cam_from_rig`` (``sfm.expand_to_rig``). Measured on
+      the full-resolution walk: README "Structure from motion", ``benchmarks/results/sfm_cost.json``.
+    - ``colmap12``: COLMAP 4's 12-view overlapping layout at ``reproject.sfm_size``.
+    """
+
+    TRAINING = "training"
+    CUBE6 = "cube6"
+    COLMAP12 = "colmap12"
+
+
 class Device(enum.StrEnum):
     AUTO = "auto"
     CPU = "cpu"
@@ -103,6 +121,13 @@ class ReprojectConfig:
     platform_mask_file: str = opt(
         "", "your own platform mask: an equirect image of any size, black where the platform "
         "is (replaces the automatic one)", added=True)
+    sfm_rig: SfmRig = opt(
+        SfmRig.TRAINING, "the views SfM runs on: the training views, or a smaller rig of its "
+        "own (cube6: 6 views; the training views then get their poses from the panorama's)",
+        added=True)
+    sfm_size: int = opt(
+        0, "view size of SfM's own rig, pixels (0: what the panorama supports, at most 1024; "
+        "views shrunk below that are not upsampled by SIFT)", min=0, added=True)
     jpeg_quality: int = opt(95, "JPEG quality of the written views (1..100)")
     workers: int = opt(0, "worker processes (0: one per core)", hash=False)
 
@@ -185,6 +210,11 @@ class SfmConfig:
         0.0, "match only the views of two panoramas whose axes are within this angle once the "
         "panoramas' relative heading is known (estimated from their features); 0: every view "
         "pair", added=True)
+    sift_device: str = opt(
+        "auto", "SIFT extraction and matching on: auto (the GPU when the installed pycolmap has "
+        "CUDA; pip's wheels have not), cpu, cuda. GPU and CPU SIFT give different features: the "
+        "device used is part of what a resume checks", choices=("auto", "cpu", "cuda"),
+        added=True)
     mapper: Mapper = opt(Mapper.AUTO, "mapper: auto, incremental or global (GLOMAP)")
     gps_priors: bool = opt(
         True, "use GPS positions as pose priors (global mapper: a pose-prior bundle adjustment "

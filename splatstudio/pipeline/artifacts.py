@@ -67,6 +67,10 @@ VIEWS = Output("reproject", "reproject/views", "views/<id>/NN.jpg: the perspecti
 PHOTOS = Output("reproject", "reproject/photos", "perspective photos, unchanged")
 FRAMES = Output("reproject", "reproject/frames.json",
                 "per frame (panorama or photo): images, camera, GPS, ENU, time; origin; rig")
+SFM_RIG = Output("reproject", "reproject/sfm_rig.json",
+                 "with reproject.sfm_rig: SfM's own rig (views s00, s01 ...), as rig.json")
+SFM_VIEWS = Output("reproject", "reproject/sfm_views",
+                   "sfm_views/<id>/sNN.jpg: SfM's own views (with reproject.sfm_rig)")
 # -- sfm ---------------------------------------------------------------------------------------
 SFM_IMAGES = Output("sfm", "sfm/images", "links to the views and photos, by COLMAP image name")
 SFM_MASKS = Output("sfm", "sfm/masks", "SIFT masks by COLMAP image name")
@@ -75,6 +79,8 @@ SFM_STATE = Output("sfm", "sfm/state.json", "what the features and matches were 
 SFM_PAIRS = Output("sfm", "sfm/pairs.txt", "the image pairs matched")
 SFM_REPORT = Output("sfm", "sfm/sfm.json", "mapper, registered images, points, timings")
 SFM_MODEL = Output("sfm", "sfm/sparse", "COLMAP binary model in the SfM frame")
+SFM_RIG_MODEL = Output("sfm", "sfm/sparse_sfm_rig",
+                       "with reproject.sfm_rig: the model on SfM's own views, as mapped")
 SFM_FARM = Output("sfm", "sfm/farm", "with a farm: sift.items.json, matching.items.json (per "
                   "item: state, peer, seconds, bytes, SHA-256 of each output)")
 # -- georef ------------------------------------------------------------------------------------
@@ -188,12 +194,16 @@ class Frames:
             None.
         rig: ``reproject/rig.json`` (per view: name, yaw, pitch, camera, cam_from_rig, masks),
             None when there are no panoramas.
+        sfm_rig: ``reproject/sfm_rig.json``, SfM's own rig (same form, views ``s00`` ...;
+            each panorama frame then lists its views in ``sfm_images``), None when SfM runs
+            on the training views.
     """
 
     path: Path
     frames: list[dict[str, Any]]
     origin: dict[str, float] | None
     rig: dict[str, Any] | None
+    sfm_rig: dict[str, Any] | None = None
 
 
 def read_frames(root: str | Path) -> Frames:
@@ -215,7 +225,13 @@ def read_frames(root: str | Path) -> Frames:
         if not rj.exists():
             raise InputError(rj, "missing; run the reproject stage again")
         rig = read_json(rj)
-    return Frames(fj, frames, data.get("origin"), rig)
+    sfm_rig = None
+    if rig is not None and data.get("sfm_rig"):
+        sj = fj.parent / data["sfm_rig"]
+        if not sj.exists():
+            raise InputError(sj, "missing; run the reproject stage again")
+        sfm_rig = read_json(sj)
+    return Frames(fj, frames, data.get("origin"), rig, sfm_rig)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -359,12 +360,13 @@ def _rel(path: Path, project: Project) -> str:
 
 
 def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[str, Any]:
-    """Export the trained splat (see the module docstring for what is written where).
+    """Export the trained splat (see the module docstring for what is written where): plan
+    the run, read and filter the splat, write the splat files, the tileset and the mesh, run
+    the converter, write the manifest.
 
     Args:
         project: the project; reads ``train/splat.ply`` (ENU metres; or the edited version
-            ``config.source`` names) and
-            ``ingest/manifest.json``.
+            ``config.source`` names) and ``ingest/manifest.json``.
         config: export options (formats, filters, mesh and converter settings).
         events: progress, logs, metrics (``gaussians``, ``faces``, ``<format>_bytes``) and one
             artifact per file written.
@@ -384,8 +386,94 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
             records its output, are written).
         Cancelled: the user cancelled (files already written stay).
     """
-    from ..splats import apply_filters, load_splats, save_splats
+    run = plan_export(project, config, events)
+    splats, filtered, report = read_filtered_splat(run)
+    write_splat_files(run, filtered)
+    write_tiles(run, filtered)
+    write_meshes(run, filtered)
+    manifest = export_manifest(run, splats, report)
+    failure = convert(run, manifest)
+    return finish_export(run, manifest, failure)
 
+
+@dataclass(eq=False)
+class ExportRun:
+    """What one export run writes, settled by :func:`plan_export` before any work, and the
+    manifest entries of the files written so far (the state the export phases share).
+
+    Attributes:
+        project: the project.
+        config: the export options.
+        events: where progress, logs, metrics and artifacts go.
+        formats: the formats to write (``all`` expanded, ``3dtiles`` dropped from ``all``
+            without a GPS origin), in :data:`ALL_FORMATS` spelling.
+        filters: the :func:`~splatstudio.splats.apply_filters` options (:func:`filter_options`).
+        name: base name of the files (``ExportConfig.name``, default ``scene``).
+        source: the splat file exported (``train/splat.ply`` or an edited version).
+        origin: the project's ENU origin, None when the input had no GPS.
+        out_dir: the output folder (absolute).
+        converter: the converter's argument list (:func:`converter_command`) or None.
+        entries: one manifest entry per file written (:meth:`record`).
+    """
+
+    project: Project
+    config: ExportConfig
+    events: Emitter
+    formats: list[str]
+    filters: dict[str, Any]
+    name: str
+    source: Path
+    origin: GeoOrigin | None
+    out_dir: Path
+    converter: list[str] | None
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_steps(self) -> int:
+        """Progress steps: one per format, one for the converter."""
+        return len(self.formats) + (1 if self.config.converter.strip() else 0)
+
+    def path(self, fmt: str) -> Path:
+        """The file (a folder for ``3dtiles``) format `fmt` is written to."""
+        return self.out_dir / f"{self.name}{_SUFFIX[fmt]}"
+
+    def record(self, fmt: str, path: Path, seconds: float, **info: Any) -> None:
+        """Write the GPS sidecar of `path` (when there is an origin), append its manifest
+        entry (`info`: format-specific keys; ``total_bytes`` replaces the file's size) and
+        emit its ``<fmt>_bytes`` metric and artifacts.
+
+        Raises:
+            OSError: the sidecar cannot be written or `path` does not exist.
+        """
+        config, events = self.config, self.events
+        side = None
+        if self.origin is not None:
+            side = write_sidecar(path, self.origin, axes=file_axes(fmt, config.axes), format=fmt)
+        nbytes = info.pop("total_bytes", None)
+        entry = {
+            "format": fmt,
+            "path": path.relative_to(self.out_dir).as_posix(),  # relative to the manifest's folder
+            **info,
+            "bytes": path.stat().st_size if nbytes is None else nbytes,
+            "seconds": round(seconds, 4),
+            "axes": file_axes(fmt, config.axes),
+            "sidecar": None if side is None else side.relative_to(self.out_dir).as_posix(),
+        }
+        self.entries.append(entry)
+        events.metric(f"{fmt}_bytes", entry["bytes"])
+        events.artifact(_rel(path, self.project))
+        if side is not None:
+            events.artifact(_rel(side, self.project))
+
+
+def check_export_options(config: ExportConfig) -> tuple[list[str], dict[str, Any], str]:
+    """The formats (:func:`parse_formats`), the filter options (:func:`filter_options`) and
+    the base name of `config`; reads and writes no file.
+
+    Raises:
+        ConfigError: an unknown format or mesh method, a malformed crop box, a value out of
+            range, or a name that is not a plain file name.
+    """
     formats = parse_formats(config.formats)
     fopts = filter_options(config)  # checks every option's range and choices too
     if any(f in MESH_FORMATS for f in formats):
@@ -399,18 +487,38 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     name = config.name.strip() or "scene"
     if os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
         raise ConfigError(f"ExportConfig.name must be a plain file name, got {name!r}")
+    return formats, fopts, name
 
+
+def export_source(project: Project, config: ExportConfig, events: Emitter) -> Path:
+    """The splat file to export: the edited version ``config.source`` names (logged), else
+    ``train/splat.ply``; reads ``edits/versions.json`` for an edited version, writes nothing.
+
+    Raises:
+        InputError: that file does not exist (for the trained splat: "run the train stage
+            first").
+    """
     if config.source.strip():  # an edited version saved from the viewer
         from .versions import resolve_source
 
         src = resolve_source(project.root, config.source)
         events.log(f"exporting the edited version {_rel(src, project)}")
-    else:
-        src = trained_splat(project.root)
-    origin = read_origin(project)
+        return src
+    return trained_splat(project.root)
+
+
+def georeferenced_formats(formats: list[str], config: ExportConfig, origin: GeoOrigin | None,
+                          events: Emitter) -> list[str]:
+    """`formats` without ``3dtiles`` when it came from ``all`` and there is no GPS `origin`
+    (with a warning); warns that the exports are not georeferenced without an origin. Reads
+    and writes no file.
+
+    Raises:
+        ConfigError: ``3dtiles`` was named explicitly and there is no origin.
+    """
     named = [str(f) for f in config.formats]
     if origin is None and "3dtiles" in formats and "3dtiles" not in named:  # from "all"
-        formats.remove("3dtiles")
+        formats = [f for f in formats if f != "3dtiles"]
         events.warning("3dtiles skipped: the project has no GPS origin (not georeferenced)")
     if origin is None and "3dtiles" in formats:
         raise ConfigError(
@@ -419,6 +527,24 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
         )
     if origin is None:
         events.warning("the input has no GPS origin: exports are not georeferenced (no sidecars)")
+    return formats
+
+
+def plan_export(project: Project, config: ExportConfig, events: Emitter) -> ExportRun:
+    """Check everything that can fail before any work: the options, the source splat, the
+    origin (``ingest/manifest.json``), the converter; creates the output folder (nothing
+    else is written).
+
+    Raises:
+        ConfigError: invalid options (:func:`check_export_options`, :func:`converter_command`,
+            ``3dtiles`` without an origin).
+        InputError: the source splat or the ingest manifest is missing or malformed.
+        StageError: the converter's executable does not exist.
+    """
+    formats, fopts, name = check_export_options(config)
+    src = export_source(project, config, events)
+    origin = read_origin(project)
+    formats = georeferenced_formats(formats, config, origin, events)
     if not config.output_dir:
         project.stage_dir("export")
     out_dir = export_dir(project.root, config.output_dir).resolve()
@@ -426,47 +552,59 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
     if config.converter.strip():  # checked first: a missing converter fails before any work
         converter = converter_command(config.converter, formats, out_dir, name)
     out_dir.mkdir(parents=True, exist_ok=True)
+    return ExportRun(project, config, events, formats, fopts, name, src, origin, out_dir,
+                     converter)  # fmt: skip
 
+
+def read_filtered_splat(run: ExportRun) -> tuple[Any, Any, dict[str, Any]]:
+    """Read ``run.source`` (PLY) and apply the filters; emits the ``gaussians`` metric;
+    writes nothing.
+
+    Returns:
+        (the splats read, the filtered :class:`~splatstudio.splats.Splats`, the filter
+        report of :func:`~splatstudio.splats.apply_filters`).
+
+    Raises:
+        InputError: the splat does not read ("run train again").
+        StageError: no gaussian is left after the filters.
+    """
+    from ..splats import apply_filters, load_splats
+
+    events = run.events
     events.progress(0.0, "reading splat")
     try:
-        splats = load_splats(src, format="ply")
+        splats = load_splats(run.source, format="ply")
     except (ValueError, OSError) as e:
-        raise InputError(src, f"cannot read the trained splat ({e}); run train again") from None
+        raise InputError(
+            run.source, f"cannot read the trained splat ({e}); run train again"
+        ) from None
     t0 = time.perf_counter()
-    filtered, report = apply_filters(splats, **fopts)
+    filtered, report = apply_filters(splats, **run.filters)
     events.log(f"filters: {report} ({time.perf_counter() - t0:.2f} s)")
     events.metric("gaussians", filtered.n)
     if filtered.n == 0:
         raise StageError("no gaussians left after the filters (crop box / opacity threshold)")
+    return splats, filtered, report
 
-    entries: list[dict[str, Any]] = []
-    n_steps = len(formats) + (1 if config.converter.strip() else 0)
 
-    def record(fmt: str, path: Path, seconds: float, **info: Any) -> None:
-        side = None
-        if origin is not None:
-            side = write_sidecar(path, origin, axes=file_axes(fmt, config.axes), format=fmt)
-        nbytes = info.pop("total_bytes", None)
-        entry = {
-            "format": fmt,
-            "path": path.relative_to(out_dir).as_posix(),  # relative to the manifest's folder
-            **info,
-            "bytes": path.stat().st_size if nbytes is None else nbytes,
-            "seconds": round(seconds, 4),
-            "axes": file_axes(fmt, config.axes),
-            "sidecar": None if side is None else side.relative_to(out_dir).as_posix(),
-        }
-        entries.append(entry)
-        events.metric(f"{fmt}_bytes", entry["bytes"])
-        events.artifact(_rel(path, project))
-        if side is not None:
-            events.artifact(_rel(side, project))
+def write_splat_files(run: ExportRun, filtered: Any) -> None:
+    """Write each splat format of ``run.formats`` (:data:`SPLAT_FORMATS`) from `filtered`
+    (ENU; turned into the viewer axes first where :func:`file_axes` says ``EDN``), read each
+    back (:func:`verify_splat_file`) and record it (:meth:`ExportRun.record`: a sidecar next
+    to each file, its manifest entry).
 
+    Raises:
+        StageError: a file does not read back within its format's quantisation.
+        Cancelled: the user cancelled.
+    """
+    from ..splats import save_splats
+
+    config, events = run.config, run.events
     viewer = None  # the scene in the viewer axes, made on first use
-    for i, fmt in enumerate(f for f in formats if f in SPLAT_FORMATS):
+    for i, fmt in enumerate(f for f in run.formats if f in SPLAT_FORMATS):
         events.check_cancelled()
-        events.progress(i / n_steps, f"writing {fmt}")
-        path = out_dir / f"{name}{_SUFFIX[fmt]}"
+        events.progress(i / run.n_steps, f"writing {fmt}")
+        path = run.path(fmt)
         opts: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         content, coords = filtered, "ENU"
@@ -484,120 +622,181 @@ def run_export(project: Project, config: ExportConfig, events: Emitter) -> dict[
         save_splats(content, path, format=fmt, **opts)
         seconds = time.perf_counter() - t
         check = verify_splat_file(path, fmt, content, spz_coordinates=coords)
-        record(fmt, path, seconds, gaussians=filtered.n, verified=check, **extra)
-        events.log(f"{path.name}: {entries[-1]['bytes']} bytes, verified ({check['max_error']})")
+        run.record(fmt, path, seconds, gaussians=filtered.n, verified=check, **extra)
+        events.log(f"{path.name}: {run.entries[-1]['bytes']} bytes, verified "
+                   f"({check['max_error']})")  # fmt: skip
 
-    if "3dtiles" in formats and origin is not None:
-        from ..geo.enu import enu_to_ecef_matrix
-        from ..splats.tiles3d import write_tileset
 
-        events.check_cancelled()
-        done = len([f for f in formats if f in SPLAT_FORMATS])
-        events.progress(done / n_steps, "writing 3dtiles")
-        folder = out_dir / f"{name}{_SUFFIX['3dtiles']}"
-        t = time.perf_counter()
-        try:
-            tiles = write_tileset(
-                filtered, folder, enu_to_ecef_matrix(origin),
-                max_per_tile=config.tiles_max_gaussians,
-                sh_degree=min(config.tiles_sh_degree, config.max_sh_degree),
-                min_opacity=config.tiles_min_opacity,
-            )  # fmt: skip
-        except ValueError as e:
-            raise StageError(f"3dtiles export failed: {e}") from None
-        seconds = time.perf_counter() - t
-        written = tiles["splats"].subset(tiles["order"])
-        check = verify_tileset(folder, written, origin, max_per_tile=config.tiles_max_gaussians)
-        record("3dtiles", folder / "tileset.json", seconds, gaussians=tiles["gaussians"],
+def write_tiles(run: ExportRun, filtered: Any) -> None:
+    """Write the 3D Tiles tileset of `filtered` when ``3dtiles`` is asked for (and there is
+    an origin) into ``<name>-3dtiles/``, check it (:func:`verify_tileset`) and record its
+    ``tileset.json``.
+
+    Raises:
+        StageError: the writer refused the splats or a check failed.
+        Cancelled: the user cancelled.
+    """
+    if "3dtiles" not in run.formats or run.origin is None:
+        return
+    from ..geo.enu import enu_to_ecef_matrix
+    from ..splats.tiles3d import write_tileset
+
+    config, events, origin = run.config, run.events, run.origin
+    events.check_cancelled()
+    done = len([f for f in run.formats if f in SPLAT_FORMATS])
+    events.progress(done / run.n_steps, "writing 3dtiles")
+    folder = run.path("3dtiles")
+    t = time.perf_counter()
+    try:
+        tiles = write_tileset(
+            filtered, folder, enu_to_ecef_matrix(origin),
+            max_per_tile=config.tiles_max_gaussians,
+            sh_degree=min(config.tiles_sh_degree, config.max_sh_degree),
+            min_opacity=config.tiles_min_opacity,
+        )  # fmt: skip
+    except ValueError as e:
+        raise StageError(f"3dtiles export failed: {e}") from None
+    seconds = time.perf_counter() - t
+    written = tiles["splats"].subset(tiles["order"])
+    check = verify_tileset(folder, written, origin, max_per_tile=config.tiles_max_gaussians)
+    run.record("3dtiles", folder / "tileset.json", seconds, gaussians=tiles["gaussians"],
                tiles=tiles["tiles"], leaves=tiles["leaves"], depth=tiles["depth"],
                content_gaussians=tiles["content_gaussians"], total_bytes=tiles["bytes"],
                geometric_error=tiles["geometric_error"], verified=check)  # fmt: skip
-        events.metric("3dtiles_tiles", tiles["tiles"])
-        events.log(f"{folder.name}: {tiles['tiles']} tiles ({tiles['leaves']} leaves), "
-                   f"{tiles['bytes']} bytes, root {check['position_error_m']:.2g} m from the "
-                   f"origin, verified ({check['max_error']})")  # fmt: skip
+    events.metric("3dtiles_tiles", tiles["tiles"])
+    events.log(f"{folder.name}: {tiles['tiles']} tiles ({tiles['leaves']} leaves), "
+               f"{tiles['bytes']} bytes, root {check['position_error_m']:.2g} m from the "
+               f"origin, verified ({check['max_error']})")  # fmt: skip
 
-    mesh_formats = [f for f in formats if f in MESH_FORMATS]
-    if mesh_formats:
-        from ..mesh import MeshOptions, build_textured_mesh, write_glb, write_obj
 
+def write_meshes(run: ExportRun, filtered: Any) -> None:
+    """Build one textured mesh of `filtered` (:func:`splatstudio.mesh.build_textured_mesh`,
+    from the capture's cameras when there are any: :func:`capture_cameras`) when ``glb`` or
+    ``obj`` is asked for, write it in each and record them; emits ``faces`` and the
+    ``mesh_<phase>_s`` timings. Reads ``georef/sparse`` for the cameras.
+
+    Raises:
+        StageError: the mesh cannot be built.
+        Cancelled: the user cancelled.
+    """
+    mesh_formats = [f for f in run.formats if f in MESH_FORMATS]
+    if not mesh_formats:
+        return
+    from ..mesh import MeshOptions, build_textured_mesh, write_glb, write_obj
+
+    config, events, project = run.config, run.events, run.project
+    events.check_cancelled()
+    done = len([f for f in run.formats if f in SPLAT_FORMATS or f in TILES_FORMATS])
+    events.progress(done / run.n_steps, "building the mesh")
+    mopts = MeshOptions(
+        method=config.mesh_method,
+        target_faces=config.mesh_faces,
+        min_opacity=config.mesh_min_opacity,
+        texture_size=config.texture_size,
+        bake_views=config.bake_views,
+    )
+    cameras = capture_cameras(project, events)
+    t = time.perf_counter()
+    try:
+        mesh = build_textured_mesh(filtered, mopts, events=events, cameras=cameras)
+    except ValueError as e:
+        raise StageError(f"mesh export failed: {e}") from None
+    build_s = time.perf_counter() - t
+    events.metric("faces", mesh.faces.shape[0])
+    for timing, sec in mesh.timings.items():
+        events.metric(f"mesh_{timing}_s", sec)
+    for fmt in mesh_formats:
         events.check_cancelled()
-        done = len([f for f in formats if f in SPLAT_FORMATS or f in TILES_FORMATS])
-        events.progress(done / n_steps, "building the mesh")
-        mopts = MeshOptions(
-            method=config.mesh_method,
-            target_faces=config.mesh_faces,
-            min_opacity=config.mesh_min_opacity,
-            texture_size=config.texture_size,
-            bake_views=config.bake_views,
-        )
-        cameras = capture_cameras(project, events)
+        path = run.path(fmt)
         t = time.perf_counter()
-        try:
-            mesh = build_textured_mesh(filtered, mopts, events=events, cameras=cameras)
-        except ValueError as e:
-            raise StageError(f"mesh export failed: {e}") from None
-        build_s = time.perf_counter() - t
-        events.metric("faces", mesh.faces.shape[0])
-        for timing, sec in mesh.timings.items():
-            events.metric(f"mesh_{timing}_s", sec)
-        for fmt in mesh_formats:
-            events.check_cancelled()
-            path = out_dir / f"{name}{_SUFFIX[fmt]}"
-            t = time.perf_counter()
-            extra_files = (write_glb if fmt == "glb" else write_obj)(mesh, path)
-            seconds = time.perf_counter() - t
-            info: dict[str, Any] = {
-                "faces": int(mesh.faces.shape[0]),
-                "vertices": int(mesh.vertices.shape[0]),
-                "texture_size": int(mesh.texture.shape[0]),
-                "mesh_seconds": round(build_s, 3),
-                "mesh_timings": {k: round(v, 3) for k, v in mesh.timings.items()},
-                "mesh_method": mesh.method,
-            }
-            if extra_files:
-                info["files"] = [
-                    {"path": p.name, "bytes": p.stat().st_size} for p in extra_files
-                ]  # fmt: skip
-                for p in extra_files:
-                    events.artifact(_rel(p, project))
-            record(fmt, path, seconds, **info)
+        extra_files = (write_glb if fmt == "glb" else write_obj)(mesh, path)
+        seconds = time.perf_counter() - t
+        info: dict[str, Any] = {
+            "faces": int(mesh.faces.shape[0]),
+            "vertices": int(mesh.vertices.shape[0]),
+            "texture_size": int(mesh.texture.shape[0]),
+            "mesh_seconds": round(build_s, 3),
+            "mesh_timings": {k: round(v, 3) for k, v in mesh.timings.items()},
+            "mesh_method": mesh.method,
+        }
+        if extra_files:
+            info["files"] = [
+                {"path": p.name, "bytes": p.stat().st_size} for p in extra_files
+            ]  # fmt: skip
+            for p in extra_files:
+                events.artifact(_rel(p, project))
+        run.record(fmt, path, seconds, **info)
 
+
+def export_manifest(run: ExportRun, splats: Any, report: dict[str, Any]) -> dict[str, Any]:
+    """The export manifest (module docstring) of the files recorded so far, JSON-ready;
+    ``converter`` is None until :func:`convert` fills it in. Writes nothing.
+
+    Args:
+        splats: the splats read (before the filters); report: the filter report.
+    """
     manifest: dict[str, Any] = {
         "created": now_iso(),
-        "source": _rel(src, project),
+        "source": _rel(run.source, run.project),
         "source_gaussians": splats.n,
-        "filters": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in fopts.items()},
+        "filters": {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                    for k, v in run.filters.items()},  # fmt: skip
         "filter_report": report,
-        "origin": origin.to_dict() if origin else None,
-        "output_dir": str(out_dir),
-        "files": entries,
+        "origin": run.origin.to_dict() if run.origin else None,
+        "output_dir": str(run.out_dir),
+        "files": run.entries,
         "converter": None,
     }
-    manifest = _json_ready(manifest)
-    failure: StageError | None = None
-    if converter is not None:
-        events.check_cancelled()
-        events.progress((n_steps - 1) / n_steps, "external converter")
-        try:
-            result = run_converter(converter, out_dir, events)
-            manifest["converter"] = result
-            if result["returncode"] != 0:
-                tail = result["stderr"].strip().splitlines()[-3:]
-                failure = StageError(
-                    f"converter {Path(converter[0]).name!r} exited with code "
-                    f"{result['returncode']}" + (f": {' | '.join(tail)}" if tail else "")
-                )
-        except StageError as e:
-            manifest["converter"] = {"command": converter, "error": str(e), "returncode": None}
-            failure = e
-    mpath = out_dir / EXPORT_MANIFEST_NAME
+    return _json_ready(manifest)
+
+
+def convert(run: ExportRun, manifest: dict[str, Any]) -> StageError | None:
+    """Run the external converter, if any (:func:`run_converter`), and put its run (or the
+    error that kept it from running) into ``manifest["converter"]``. The converter may
+    write files into the output folder (listed as ``new_files``).
+
+    Returns:
+        The :class:`StageError` to raise once the manifest is written (the converter exited
+        non-zero, ran too long or could not start), else None.
+
+    Raises:
+        Cancelled: the user cancelled before the converter ran.
+    """
+    converter, events = run.converter, run.events
+    if converter is None:
+        return None
+    events.check_cancelled()
+    events.progress((run.n_steps - 1) / run.n_steps, "external converter")
+    try:
+        result = run_converter(converter, run.out_dir, events)
+    except StageError as e:
+        manifest["converter"] = {"command": converter, "error": str(e), "returncode": None}
+        return e
+    manifest["converter"] = result
+    if result["returncode"] == 0:
+        return None
+    tail = result["stderr"].strip().splitlines()[-3:]
+    return StageError(
+        f"converter {Path(converter[0]).name!r} exited with code "
+        f"{result['returncode']}" + (f": {' | '.join(tail)}" if tail else "")
+    )
+
+
+def finish_export(run: ExportRun, manifest: dict[str, Any],
+                  failure: StageError | None) -> dict[str, Any]:
+    """Write ``manifest.json`` into the output folder (atomically), then raise `failure`
+    (logged as an error) or report the stage done; returns `manifest`.
+
+    Raises:
+        StageError: `failure`, from :func:`convert`.
+    """
+    mpath = run.out_dir / EXPORT_MANIFEST_NAME
     write_json_atomic(mpath, manifest)
-    events.artifact(_rel(mpath, project))
+    run.events.artifact(_rel(mpath, run.project))
     if failure is not None:
-        events.log(str(failure), "error")
+        run.events.log(str(failure), "error")
         raise failure
-    events.progress(1.0, "done")
+    run.events.progress(1.0, "done")
     return manifest
 
 

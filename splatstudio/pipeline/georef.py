@@ -28,8 +28,9 @@ import itertools
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -37,7 +38,7 @@ from ..config import AlignMode, GeorefConfig
 from ..errors import StageError
 from ..events import Emitter
 from ..project import Project, read_json, write_json_atomic
-from .artifacts import PHOTOS, SFM_REPORT, VIEWS, read_frames, sfm_model
+from .artifacts import PHOTOS, SFM_REPORT, VIEWS, Frames, read_frames, sfm_model
 from .reproject import view_keep_mask
 from .sfm import PHOTO_DIR, frame_centres, frame_of_image
 
@@ -402,177 +403,364 @@ def _list(ids: list[str], n: int = 20) -> str:
 
 
 def run_georef(project: Project, config: GeorefConfig, events: Emitter) -> dict[str, Any]:
-    """Geo-registration stage (see the module docstring for the outputs).
+    """Geo-registration stage (see the module docstring for the outputs): read the SfM model
+    and the frames' GPS, fit ``enu_from_sfm`` and check it against the GPS, move the model
+    into ENU, write it and ``georef.json``.
 
     Metrics: gps_frames (registered frames with GPS), inliers, rms_residual_m (inliers),
     rms_residual_all_m, rms_horizontal_m and rms_vertical_m (inliers), max_residual_m, scale
     (metres per SfM unit), georeferenced (1/0).
 
     Raises:
-        InputError: no SfM model.
-        StageError: the alignment failed (positions coincide).
+        InputError: no SfM model, or no frames (reproject has not run).
+        StageError: the alignment failed (positions coincide), or the model contradicts its
+            GPS (:func:`gps_check` rejects it) while ``georef.check`` is on.
+        Cancelled: the user cancelled before the model was written.
+    """
+    rec, inputs = read_sfm_inputs(project)
+    out = project.stage_dir("georef")
+    events.progress(0.1, "aligning the model to GPS")
+    pairs = gps_pairs(rec, inputs)
+    report = new_report(inputs.origin, config)
+    if len(pairs.ids) >= max(2, config.min_positions):
+        fit = align_to_gps(pairs, config, events)
+        rec.transform(fit.sim)
+        report.update(fit_report(fit, pairs))
+        per = frame_fits(fit, pairs)
+        emit_fit_metrics(fit, pairs, events)
+        if fit.check["verdict"] == "reject" and config.check:
+            reject_model(project, out, report, per, fit, config, events)
+        warn_about_fit(fit, pairs, per, config, events)
+    else:
+        report.update(unaligned_report(pairs, config, events))
+        per = {}
+    report["frames"] = frame_report(inputs.frames, pairs.centres, per)
+    events.check_cancelled()
+    events.progress(0.5, "writing the model")
+    write_georef_model(rec, out, project.root, config, events)
+    report["images"] = registered_images(rec)
+    write_json_atomic(out / "georef.json", report)
+    events.artifact("georef/georef.json")
+    events.progress(1.0, report["status"])
+    return report
+
+
+@dataclass(eq=False)
+class GpsPairs:
+    """The registered frames that have a GPS position, as pairs of points for the fit.
+
+    Attributes:
+        centres: :func:`splatstudio.pipeline.sfm.frame_centres` of the model (every registered
+            frame: centre [3] and rotation R [3, 3] in the SfM frame, kind).
+        ids: frame ids of the rows below, in capture order (``frames.json``), for the path
+            lengths of the GPS check.
+        src: [N, 3] their centres in the SfM frame.
+        dst: [N, 3] their GPS positions, ENU metres.
+    """
+
+    centres: dict[str, dict[str, Any]]
+    ids: list[str]
+    src: np.ndarray
+    dst: np.ndarray
+
+
+@dataclass(eq=False)
+class GpsFit:
+    """``enu_from_sfm`` fitted to the GPS and how well the frames agree with it.
+
+    Attributes:
+        sim: the similarity as a ``pycolmap.Sim3d`` (ENU metres from the SfM frame).
+        scale: metres per SfM unit; rotation: [3, 3]; translation: [3] metres.
+        levelled_by: the up direction used (``gravity`` mode, :func:`align_gravity`), None in
+            ``sim3`` mode.
+        aligned: [N, 3] the frame centres after the fit, ENU metres (rows of :class:`GpsPairs`).
+        residuals: [N] their distances to their GPS positions, metres.
+        inliers: [N] bool, residual under ``max_error_m``.
+        rms_inliers: RMS residual of the inliers (NaN without any); rms_all: of all frames;
+            rms_horizontal, rms_vertical: its horizontal and vertical parts over the inliers
+            (all frames without any), metres.
+        check: :func:`gps_check` of the aligned centres.
+    """
+
+    sim: Any
+    scale: float
+    rotation: np.ndarray
+    translation: np.ndarray
+    levelled_by: str | None
+    aligned: np.ndarray
+    residuals: np.ndarray
+    inliers: np.ndarray
+    rms_inliers: float
+    rms_all: float
+    rms_horizontal: float
+    rms_vertical: float
+    check: dict[str, Any]
+
+
+def read_sfm_inputs(project: Project) -> tuple[Any, Frames]:
+    """The SfM model (``sfm/sparse``, a ``pycolmap.Reconstruction`` in the SfM frame) and the
+    frames, rig and origin of ``reproject/frames.json``; writes nothing.
+
+    Raises:
+        ImportError: pycolmap is missing.
+        InputError: no SfM model; reproject has not run or left no frames, or its rig is
+            missing.
     """
     import pycolmap
 
     model = sfm_model(project.root).require()
     inputs = read_frames(project.root)
-    frames, rig, origin = inputs.frames, inputs.rig, inputs.origin
-    rec = pycolmap.Reconstruction(str(model.path))
-    out = project.stage_dir("georef")
-    events.progress(0.1, "aligning the model to GPS")
-    centres = frame_centres(rec, rig)
-    by_id = {f["id"]: f for f in frames}
+    return pycolmap.Reconstruction(str(model.path)), inputs
+
+
+def gps_pairs(rec: Any, inputs: Frames) -> GpsPairs:
+    """The frames of `inputs` that `rec` registered and that have GPS (``enu_m``), with their
+    model centres and GPS positions, in capture order. In memory only; raises nothing."""
+    centres = frame_centres(rec, inputs.rig)
+    by_id = {f["id"]: f for f in inputs.frames}
     # in capture order (frames.json), for the path lengths of the GPS check
-    ids = [f["id"] for f in frames if f["id"] in centres and f.get("enu_m") is not None]
+    ids = [f["id"] for f in inputs.frames if f["id"] in centres and f.get("enu_m") is not None]
     src = np.array([centres[i]["centre"] for i in ids]).reshape(-1, 3)
     dst = np.array([by_id[i]["enu_m"] for i in ids], dtype=np.float64).reshape(-1, 3)
+    return GpsPairs(centres, ids, src, dst)
 
-    report: dict[str, Any] = {
+
+def new_report(origin: dict[str, float] | None, config: GeorefConfig) -> dict[str, Any]:
+    """The head of ``georef.json``: schema version, origin (WGS84), frame, mode (a new dict;
+    writes nothing)."""
+    return {
         "schema_version": 1,
         "origin": origin,
         "frame": "ENU metres about origin (x east, y north, z up); poses cam_from_world",
         "mode": str(config.mode),
     }
-    georeferenced = len(ids) >= max(2, config.min_positions)
-    if georeferenced:
-        if config.mode == AlignMode.GRAVITY:
-            label, s, r, t, inl = align_gravity(centres, ids, src, dst, config.max_error_m)
-            if len(up_candidates(centres, ids)) > 1:
-                events.log(f"levelled {label} (the alignment the GPS agrees with best)")
-            report["levelled_by"] = label
-            sim = pycolmap.Sim3d(s, pycolmap.Rotation3d(r), t.reshape(3, 1))
-        else:
-            ro = pycolmap.RANSACOptions()
-            ro.max_error = config.max_error_m
-            ro.random_seed = 0
-            found = pycolmap.estimate_sim3d_robust(src, dst, ro)
-            sim = found.get("tgt_from_src") if isinstance(found, dict) else found
-            if sim is None:
-                raise StageError(
-                    "georef: no similarity fits the GPS positions (try sim3 -> gravity mode, "
-                    "or a larger georef.max_error_m)"
-                )
-            s = float(sim.scale)
-            r = np.asarray(sim.rotation.matrix())
-            t = np.asarray(sim.translation).reshape(3)
-        aligned = s * src @ r.T + t
-        res = np.linalg.norm(aligned - dst, axis=1)
-        inl = res < config.max_error_m
-        rms_in = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else float("nan")
-        rms_all = float(np.sqrt(np.mean(res**2)))
-        # Horizontal and vertical parts over the inliers: consumer GPS altitude is usually the
-        # worse one, and a gravity-levelled model does not tilt to follow it.
-        d = (aligned - dst)[inl] if inl.any() else aligned - dst
-        rms_h = float(np.sqrt(np.mean(np.sum(d[:, :2] ** 2, axis=1))))
-        rms_v = float(np.sqrt(np.mean(d[:, 2] ** 2)))
-        check = gps_check(aligned, dst, config)
-        rec.transform(sim)
-        report.update(
-            {
-                "status": "georeferenced",
-                "sim3_enu_from_sfm": {
-                    "scale": s,
-                    "rotation_matrix": r.tolist(),
-                    "translation_m": t.tolist(),
-                    "matrix_3x4": np.hstack([s * r, t.reshape(3, 1)]).tolist(),
-                },
-                "rms_residual_m": rms_in,
-                "rms_residual_all_m": rms_all,
-                "rms_horizontal_m": rms_h,
-                "rms_vertical_m": rms_v,
-                "max_residual_m": float(res.max()),
-                "inliers": int(inl.sum()),
-                "gps_frames": len(ids),
-                "check": {k: v for k, v in check.items() if k != "within"},
-            }
-        )
-        per = {}
-        for k, fid in enumerate(ids):
-            per[fid] = {
-                "registered": True,
-                "gps_enu_m": dst[k].tolist(),
-                "sfm_enu_m": aligned[k].tolist(),
-                "residual_m": float(res[k]),
-                "inlier": bool(inl[k]),
-                "agrees": bool(check["within"][k]),
-            }
-        events.metric("scale", s)
-        events.metric("gps_frames", len(ids))
-        events.metric("inliers", int(inl.sum()))
-        events.metric("rms_residual_m", rms_in)
-        events.metric("rms_residual_all_m", rms_all)
-        events.metric("rms_horizontal_m", rms_h)
-        events.metric("rms_vertical_m", rms_v)
-        events.metric("max_residual_m", float(res.max()))
-        events.metric("gps_agree_fraction", check["fraction"])
-        if check["extent_ratio"] is not None:
-            events.metric("extent_ratio", check["extent_ratio"])
-        off = [fid for fid, p in per.items() if not p["agrees"]]
-        if check["verdict"] == "reject" and config.check:
-            sfm_json = SFM_REPORT.path(project.root)
-            tried = [t.get("mapper") for t in
-                     (read_json(sfm_json).get("gps_check") or [] if sfm_json.exists() else [])]
-            mappers = (f" (the sfm stage tried the {' and the '.join(tried)} mapper)"
-                       if len(tried) > 1 else "")
-            report["status"] = f"rejected: {check['reason']}"
-            report["frames"] = per
-            write_json_atomic(out / "georef.json", report)
-            events.artifact("georef/georef.json")
-            raise StageError(
-                f"georef: the SfM model contradicts its GPS: {check['reason']} (RMS over all "
-                f"{rms_all:.1f} m, scale {s:.3f} m/unit){mappers}; frames off by more than "
-                f"{check['tolerance_m']:g} m: {_list(off)}. This happens when something fixed "
-                "to the camera (a vehicle, a helmet, a pole, the operator) is matched across "
-                "frames, or when a stretch of the capture does not overlap. Try masking it "
-                "(your own mask: reproject.platform_mask_file; a larger nadir mask: "
-                "reproject.nadir_deg), removing that stretch from the input folder, the other "
-                "mapper (sfm.mapper=incremental), or, if you trust the model more than the "
-                "GPS, georef.check=false (details per frame in georef/georef.json)"
-            )
-        if check["verdict"] == "reject":
-            events.warning(f"GPS check failed but georef.check is off: {check['reason']}")
-        elif check["verdict"] == "noisy-gps":
-            events.warning(f"GPS check: {check['reason']} ({_list(off)})")
-        elif check["verdict"] == "no-check":
-            events.warning(f"GPS check: {check['reason']}")
-        events.metric("georeferenced", 1)
-        outl = [fid for fid, p in per.items() if not p["inlier"]]
-        if outl:
-            events.warning(f"GPS outliers (residual > {config.max_error_m:g} m): {', '.join(outl)}")
-        events.log(f"aligned {len(ids)} frames to GPS: RMS {rms_in:.2f} m over {int(inl.sum())} "
-                   f"inliers (horizontal {rms_h:.2f} m, vertical {rms_v:.2f} m), "
-                   f"scale {s:.3f} m/unit")
-    else:
-        report["check"] = {"verdict": "no-check",
-                           "reason": "no GPS to check the model against"}
-        report.update(
-            {
-                "status": f"not georeferenced: {len(ids)} registered frames with GPS, "
-                f"{max(2, config.min_positions)} needed; the model keeps its SfM frame",
-                "sim3_enu_from_sfm": None,
-                "rms_residual_m": None,
-                "gps_frames": len(ids),
-            }
-        )
-        per = {}
-        events.metric("georeferenced", 0)
-        events.metric("gps_frames", len(ids))
-        events.warning(
-            f"not georeferenced: only {len(ids)} registered frames have GPS; the model keeps its "
-            "own frame (arbitrary scale and orientation)"
-        )
-    for f in frames:
-        if f["id"] not in per:
-            per[f["id"]] = {
-                "registered": f["id"] in centres,
-                "gps_enu_m": f.get("enu_m"),
-                "residual_m": None,
-                "inlier": None,
-            }
-    report["frames"] = {f["id"]: per[f["id"]] for f in frames}
-    events.check_cancelled()
 
-    events.progress(0.5, "writing the model")
+
+def fit_similarity(
+    pairs: GpsPairs, config: GeorefConfig, events: Emitter
+) -> tuple[Any, float, np.ndarray, np.ndarray, str | None]:
+    """Fit ``enu_from_sfm`` to `pairs` in ``config.mode``: ``gravity`` (:func:`align_gravity`;
+    logs the up direction chosen when there was a choice) or ``sim3``
+    (``pycolmap.estimate_sim3d_robust``, LO-RANSAC, seed 0).
+
+    Returns:
+        (``pycolmap.Sim3d``, scale, rotation [3, 3], translation [3], up label or None).
+
+    Raises:
+        StageError: no similarity fits (positions coincide, or RANSAC found none).
+    """
+    import pycolmap
+
+    centres, ids, src, dst = pairs.centres, pairs.ids, pairs.src, pairs.dst
+    if config.mode == AlignMode.GRAVITY:
+        label, s, r, t, _ = align_gravity(centres, ids, src, dst, config.max_error_m)
+        if len(up_candidates(centres, ids)) > 1:
+            events.log(f"levelled {label} (the alignment the GPS agrees with best)")
+        return pycolmap.Sim3d(s, pycolmap.Rotation3d(r), t.reshape(3, 1)), s, r, t, label
+    ro = pycolmap.RANSACOptions()
+    ro.max_error = config.max_error_m
+    ro.random_seed = 0
+    found = pycolmap.estimate_sim3d_robust(src, dst, ro)
+    sim = found.get("tgt_from_src") if isinstance(found, dict) else found
+    if sim is None:
+        raise StageError(
+            "georef: no similarity fits the GPS positions (try sim3 -> gravity mode, "
+            "or a larger georef.max_error_m)"
+        )
+    s = float(sim.scale)
+    return sim, s, np.asarray(sim.rotation.matrix()), np.asarray(sim.translation).reshape(3), None
+
+
+def align_to_gps(pairs: GpsPairs, config: GeorefConfig, events: Emitter) -> GpsFit:
+    """Fit ``enu_from_sfm`` (:func:`fit_similarity`), measure the residuals of every frame
+    and run the GPS check (:func:`gps_check`) on the aligned centres. In memory; the model
+    is not moved (the caller applies ``fit.sim``).
+
+    Raises:
+        StageError: from :func:`fit_similarity`.
+    """
+    sim, s, r, t, label = fit_similarity(pairs, config, events)
+    aligned = s * pairs.src @ r.T + t
+    res = np.linalg.norm(aligned - pairs.dst, axis=1)
+    inl = res < config.max_error_m
+    rms_in = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else float("nan")
+    rms_all = float(np.sqrt(np.mean(res**2)))
+    # Horizontal and vertical parts over the inliers: consumer GPS altitude is usually the
+    # worse one, and a gravity-levelled model does not tilt to follow it.
+    d = (aligned - pairs.dst)[inl] if inl.any() else aligned - pairs.dst
+    rms_h = float(np.sqrt(np.mean(np.sum(d[:, :2] ** 2, axis=1))))
+    rms_v = float(np.sqrt(np.mean(d[:, 2] ** 2)))
+    check = gps_check(aligned, pairs.dst, config)
+    return GpsFit(sim, s, r, t, label, aligned, res, inl, rms_in, rms_all, rms_h, rms_v, check)
+
+
+def fit_report(fit: GpsFit, pairs: GpsPairs) -> dict[str, Any]:
+    """The keys of ``georef.json`` for a georeferenced model: levelled_by (gravity mode),
+    status, the Sim3, the RMS residuals, inliers, gps_frames and the GPS check, in the file's
+    key order (a new dict; writes nothing)."""
+    s, r, t, res = fit.scale, fit.rotation, fit.translation, fit.residuals
+    out: dict[str, Any] = {} if fit.levelled_by is None else {"levelled_by": fit.levelled_by}
+    out.update(
+        {
+            "status": "georeferenced",
+            "sim3_enu_from_sfm": {
+                "scale": s,
+                "rotation_matrix": r.tolist(),
+                "translation_m": t.tolist(),
+                "matrix_3x4": np.hstack([s * r, t.reshape(3, 1)]).tolist(),
+            },
+            "rms_residual_m": fit.rms_inliers,
+            "rms_residual_all_m": fit.rms_all,
+            "rms_horizontal_m": fit.rms_horizontal,
+            "rms_vertical_m": fit.rms_vertical,
+            "max_residual_m": float(res.max()),
+            "inliers": int(fit.inliers.sum()),
+            "gps_frames": len(pairs.ids),
+            "check": {k: v for k, v in fit.check.items() if k != "within"},
+        }
+    )
+    return out
+
+
+def frame_fits(fit: GpsFit, pairs: GpsPairs) -> dict[str, dict[str, Any]]:
+    """Per frame of `pairs` (capture order): its GPS and aligned positions (ENU metres),
+    residual, inlier flag and whether it agrees with the GPS check's tolerance (a new dict;
+    writes nothing)."""
+    per = {}
+    for k, fid in enumerate(pairs.ids):
+        per[fid] = {
+            "registered": True,
+            "gps_enu_m": pairs.dst[k].tolist(),
+            "sfm_enu_m": fit.aligned[k].tolist(),
+            "residual_m": float(fit.residuals[k]),
+            "inlier": bool(fit.inliers[k]),
+            "agrees": bool(fit.check["within"][k]),
+        }
+    return per
+
+
+def emit_fit_metrics(fit: GpsFit, pairs: GpsPairs, events: Emitter) -> None:
+    """Emit the fit's metrics: scale, gps_frames, inliers, the RMS residuals, max_residual_m,
+    gps_agree_fraction and extent_ratio (when the GPS check could judge it); writes
+    nothing."""
+    events.metric("scale", fit.scale)
+    events.metric("gps_frames", len(pairs.ids))
+    events.metric("inliers", int(fit.inliers.sum()))
+    events.metric("rms_residual_m", fit.rms_inliers)
+    events.metric("rms_residual_all_m", fit.rms_all)
+    events.metric("rms_horizontal_m", fit.rms_horizontal)
+    events.metric("rms_vertical_m", fit.rms_vertical)
+    events.metric("max_residual_m", float(fit.residuals.max()))
+    events.metric("gps_agree_fraction", fit.check["fraction"])
+    if fit.check["extent_ratio"] is not None:
+        events.metric("extent_ratio", fit.check["extent_ratio"])
+
+
+def _disagreeing(per: dict[str, dict[str, Any]]) -> list[str]:
+    return [fid for fid, p in per.items() if not p["agrees"]]
+
+
+def reject_model(project: Project, out: Path, report: dict[str, Any],
+                 per: dict[str, dict[str, Any]], fit: GpsFit, config: GeorefConfig,
+                 events: Emitter) -> NoReturn:
+    """The GPS check rejected the model: write ``georef/georef.json`` with status
+    ``rejected: <reason>`` and the frames of `per` (the model itself is not written), then
+    raise. Reads ``sfm/sfm.json`` for the mappers the sfm stage tried.
+
+    Raises:
+        StageError: always; the message gives the reason, the RMS, the scale, the frames off
+            and what to try.
+    """
+    check = fit.check
+    sfm_json = SFM_REPORT.path(project.root)
+    tried = [t.get("mapper") for t in
+             (read_json(sfm_json).get("gps_check") or [] if sfm_json.exists() else [])]
+    mappers = (f" (the sfm stage tried the {' and the '.join(tried)} mapper)"
+               if len(tried) > 1 else "")
+    report["status"] = f"rejected: {check['reason']}"
+    report["frames"] = per
+    write_json_atomic(out / "georef.json", report)
+    events.artifact("georef/georef.json")
+    raise StageError(
+        f"georef: the SfM model contradicts its GPS: {check['reason']} (RMS over all "
+        f"{fit.rms_all:.1f} m, scale {fit.scale:.3f} m/unit){mappers}; frames off by more than "
+        f"{check['tolerance_m']:g} m: {_list(_disagreeing(per))}. This happens when something "
+        "fixed to the camera (a vehicle, a helmet, a pole, the operator) is matched across "
+        "frames, or when a stretch of the capture does not overlap. Try masking it "
+        "(your own mask: reproject.platform_mask_file; a larger nadir mask: "
+        "reproject.nadir_deg), removing that stretch from the input folder, the other "
+        "mapper (sfm.mapper=incremental), or, if you trust the model more than the "
+        "GPS, georef.check=false (details per frame in georef/georef.json)"
+    )
+
+
+def warn_about_fit(fit: GpsFit, pairs: GpsPairs, per: dict[str, dict[str, Any]],
+                   config: GeorefConfig, events: Emitter) -> None:
+    """Warn about what the GPS check found (a rejection while ``georef.check`` is off, noisy
+    GPS, nothing to check) and about GPS outliers; emit ``georeferenced`` = 1 and log the
+    fit. Writes nothing; raises nothing."""
+    check, n_in = fit.check, int(fit.inliers.sum())
+    if check["verdict"] == "reject":
+        events.warning(f"GPS check failed but georef.check is off: {check['reason']}")
+    elif check["verdict"] == "noisy-gps":
+        events.warning(f"GPS check: {check['reason']} ({_list(_disagreeing(per))})")
+    elif check["verdict"] == "no-check":
+        events.warning(f"GPS check: {check['reason']}")
+    events.metric("georeferenced", 1)
+    outl = [fid for fid, p in per.items() if not p["inlier"]]
+    if outl:
+        events.warning(f"GPS outliers (residual > {config.max_error_m:g} m): {', '.join(outl)}")
+    events.log(f"aligned {len(pairs.ids)} frames to GPS: RMS {fit.rms_inliers:.2f} m over "
+               f"{n_in} inliers (horizontal {fit.rms_horizontal:.2f} m, vertical "
+               f"{fit.rms_vertical:.2f} m), scale {fit.scale:.3f} m/unit")  # fmt: skip
+
+
+def unaligned_report(pairs: GpsPairs, config: GeorefConfig, events: Emitter) -> dict[str, Any]:
+    """Too few registered frames have GPS: the keys of ``georef.json`` for a model that keeps
+    its SfM frame (check, status, no Sim3); emits ``georeferenced`` = 0, ``gps_frames`` and a
+    warning. Writes nothing."""
+    n = len(pairs.ids)
+    events.metric("georeferenced", 0)
+    events.metric("gps_frames", n)
+    events.warning(
+        f"not georeferenced: only {n} registered frames have GPS; the model keeps its "
+        "own frame (arbitrary scale and orientation)"
+    )
+    return {
+        "check": {"verdict": "no-check", "reason": "no GPS to check the model against"},
+        "status": f"not georeferenced: {n} registered frames with GPS, "
+        f"{max(2, config.min_positions)} needed; the model keeps its SfM frame",
+        "sim3_enu_from_sfm": None,
+        "rms_residual_m": None,
+        "gps_frames": n,
+    }
+
+
+def frame_report(frames: list[dict[str, Any]], centres: dict[str, Any],
+                 per: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``georef.json``'s ``frames``: every frame of ``frames.json`` in its order, from `per`
+    (:func:`frame_fits`) where the fit placed it, else whether the model registered it and
+    its GPS (no residual). A new dict; writes nothing."""
+    out = {}
+    for f in frames:
+        out[f["id"]] = per.get(f["id"]) or {
+            "registered": f["id"] in centres,
+            "gps_enu_m": f.get("enu_m"),
+            "residual_m": None,
+            "inlier": None,
+        }
+    return out
+
+
+def write_georef_model(rec: Any, out: Path, project_root: Path, config: GeorefConfig,
+                       events: Emitter) -> None:
+    """Write the model (in ENU after the fit) to ``georef/sparse`` (COLMAP binary, replaced
+    atomically) and, as the options ask, ``sparse_text/`` (:func:`write_text_model`) and
+    ``transforms.json`` (:func:`write_transforms`); one artifact each.
+
+    Raises:
+        OSError: a file cannot be written.
+    """
     tmp = out / "sparse.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -584,14 +772,15 @@ def run_georef(project: Project, config: GeorefConfig, events: Emitter) -> dict[
         write_text_model(rec, out / "sparse_text")
         events.artifact("georef/sparse_text")
     if config.export_transforms:
-        write_transforms(rec, out / "transforms.json", project.root)
+        write_transforms(rec, out / "transforms.json", project_root)
         events.artifact("georef/transforms.json")
-    report["images"] = {
+
+
+def registered_images(rec: Any) -> dict[str, Any]:
+    """``georef.json``'s ``images``: how many images the model registered and which frames
+    they belong to (sorted ids); reads only `rec`."""
+    return {
         "registered": int(rec.num_reg_images()),
         "frames_registered": sorted({frame_of_image(im.name) for im in rec.images.values()
                                      if im.has_pose}),
     }
-    write_json_atomic(out / "georef.json", report)
-    events.artifact("georef/georef.json")
-    events.progress(1.0, report["status"])
-    return report

@@ -12,9 +12,17 @@ Reads ``ingest/manifest.json``; writes into ``reproject/``::
     views/<pano id>/<view>.jpg  the views, with the panorama's GPS and time in their EXIF
     photos/<id>.<ext>         perspective photos, passed through unchanged
     frames.json               per image: frame id, kind, image paths, camera, GPS/ENU, time
+                              (with an SfM rig: ``sfm_images`` per panorama, ``sfm_rig``)
+    sfm_rig.json              with ``reproject.sfm_rig`` other than ``training``: SfM's own
+                              rig (views ``s00``, ``s01`` ..., their masks in masks/ as
+                              above, ``native_size``: the view size at the panoramas' own
+                              resolution)
+    sfm_views/<pano id>/<view>.jpg  SfM's own views
 
 One rig serves every panorama: the view size is what the smallest panorama supports
-(width x fov / 360, capped by max_size) unless set. Rendering runs in a process pool over
+(width x fov / 360, capped by max_size) unless set. SfM may run on a smaller rig of its own
+(:func:`make_sfm_rig`), rendered from the same decoded panorama; training keeps the views of
+``rig.json``. Rendering runs in a process pool over
 panoramas with ``cv2.remap`` tables cached per (pano size, view). Each panorama is written to a
 temporary folder and renamed when complete, with a fingerprint, so a killed or cancelled run
 resumes where it stopped and a changed config redoes only what it changes.
@@ -23,6 +31,7 @@ resumes where it stopped and a changed config redoes only what it changes.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import hashlib
 import json
 import multiprocessing as mp
@@ -33,14 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ReprojectConfig, config_hash
-from ..errors import InputError
+from ..config import ReprojectConfig, SfmRig, config_hash
+from ..errors import ConfigError, InputError
 from ..events import Emitter
 from ..lifeline import tie_to_parent
 from ..pano.partial import PanoCrop, pad_to_full, valid_mask
 from ..pano.rig import Rig, View, auto_view_size, make_rig, nadir_mask, ownership_mask, render_view
 from ..project import Project, read_json, write_json_atomic
-from .artifacts import MASKS, read_manifest
+from .artifacts import MASKS, SFM_RIG, SFM_VIEWS, read_manifest
 
 _MARKER = "view_set.json"
 
@@ -108,17 +117,20 @@ def _init_worker() -> None:
 
 
 def render_panorama(
-    src: str, out_dir: str, views: list[View], quality: int, exif: bytes, expect: tuple[int, int],
-    crop: dict[str, int] | None = None,
+    src: str, out_dir: str | None, views: list[View], quality: int, exif: bytes,
+    expect: tuple[int, int], crop: dict[str, int] | None = None,
+    extra: tuple[tuple[str, list[View], bytes], ...] = (),
 ) -> list[str]:
     """Decode one panorama, render and write every view of the rig as JPEG.
 
     A partial panorama (`crop`, :class:`splatstudio.pano.partial.PanoCrop` as a dict) is
-    padded to its full sphere first. Writes into ``out_dir + ".tmp"`` and renames to `out_dir`
-    when all views are written.
+    padded to its full sphere first. Writes into ``out_dir + ".tmp"`` (nothing when `out_dir`
+    is None) and into each ``folder + ".tmp"`` of `extra` (``(folder, views, exif)``: another
+    rig rendered from the same decoded panorama, SfM's own rig); the caller renames each
+    folder when its views are written.
 
     Returns:
-        the written file names.
+        the file names written into `out_dir` ([] when it is None).
 
     Raises:
         InputError: the file cannot be decoded or its size differs from the manifest's.
@@ -134,19 +146,23 @@ def render_panorama(
         )
     if crop is not None:
         img = pad_to_full(img, PanoCrop.from_dict(crop))
-    tmp = Path(out_dir + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    names = []
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
-    for view in views:
-        ok, buf = cv2.imencode(".jpg", render_view(img, view), params)
-        if not ok:
-            raise RuntimeError(f"JPEG encoding failed for view {view.name} of {src}")
-        name = f"{view.name}.jpg"
-        (tmp / name).write_bytes(insert_exif(buf.tobytes(), exif))
-        names.append(name)
-    return names
+    jobs = ([(out_dir, views, exif)] if out_dir is not None else []) + list(extra)
+    written: list[list[str]] = []
+    for folder, job_views, job_exif in jobs:
+        tmp = Path(folder + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        names = []
+        for view in job_views:
+            ok, buf = cv2.imencode(".jpg", render_view(img, view), params)
+            if not ok:
+                raise RuntimeError(f"JPEG encoding failed for view {view.name} of {src}")
+            name = f"{view.name}.jpg"
+            (tmp / name).write_bytes(insert_exif(buf.tobytes(), job_exif))
+            names.append(name)
+        written.append(names)
+    return written[0] if out_dir is not None else []
 
 
 def _pano_fingerprint(entry: dict[str, Any], src: Path, rig: Rig, config: ReprojectConfig) -> str:
@@ -247,6 +263,84 @@ def platform_view(keep: np.ndarray, view: View) -> np.ndarray:
     return np.where(render_view(keep, view) >= 128, 255, 0).astype(np.uint8)
 
 
+SFM_FOV_DEG = 90.0
+"""Field of view of every view of SfM's own rig (cube faces; COLMAP's panorama layout too)."""
+
+SFM_MAX_SIZE = 1024
+"""Largest automatic view size of SfM's own rig, pixels (``reproject.sfm_size`` = 0)."""
+
+SFM_MIN_KEEP = 0.25
+"""A view of SfM's own rig whose pixels the masks keep for less than this share is left out."""
+
+SFM_VIEW_PREFIX = "s"
+"""SfM's own views are named ``s00``, ``s01`` ...: COLMAP image names ``s00/<pano id>.jpg``
+never meet the training views' ``00/<pano id>.jpg``."""
+
+
+def _native_size(entry: dict[str, Any], fov_deg: float) -> int:
+    """View size, pixels, at the panorama's own resolution for a view of `fov_deg`."""
+    return auto_view_size(entry.get("crop", {}).get("full_width", entry["width"]), fov_deg,
+                          1 << 30)
+
+
+def make_sfm_rig(config: ReprojectConfig, panos: list[dict[str, Any]]) -> Rig | None:
+    """SfM's own rig (``reproject.sfm_rig``), or None when SfM runs on the training views.
+
+    Every view has a :data:`SFM_FOV_DEG` field of view and the size ``reproject.sfm_size``,
+    else what the smallest panorama supports at that field of view, capped at
+    :data:`SFM_MAX_SIZE`; views are named ``s00``, ``s01`` ... (:data:`SFM_VIEW_PREFIX`).
+
+    Raises:
+        ConfigError: a size below 16 pixels.
+    """
+    if SfmRig(config.sfm_rig) == SfmRig.TRAINING or not panos:
+        return None
+    if 0 < config.sfm_size < 16:
+        raise ConfigError(f"reproject.sfm_size must be 0 (automatic) or at least 16 pixels, "
+                          f"got {config.sfm_size}")
+    size = config.sfm_size or min(min(_native_size(e, SFM_FOV_DEG) for e in panos),
+                                  SFM_MAX_SIZE)
+    rig = make_rig(str(config.sfm_rig), SFM_FOV_DEG, size)
+    views = tuple(dataclasses.replace(v, name=SFM_VIEW_PREFIX + v.name) for v in rig.views)
+    return Rig(rig.layout, views)
+
+
+def _write_rig_masks(out: Path, rig: Rig, config: ReprojectConfig, platform: np.ndarray,
+                     min_keep: float = 0.0) -> tuple[dict[str, Any], Rig]:
+    """Write the ownership, nadir and keep (nadir AND `platform`, the equirect keep mask
+    [256, 512] uint8) masks of the views of `rig` into ``out/masks``.
+
+    A view whose owned pixels are kept (keep AND ownership) for less than `min_keep` of its
+    area is left out (SfM's own rig: the cube face looking down at the operator, 21 % kept
+    with the 45 deg nadir mask, is not worth its SIFT and matching); ownership is computed
+    on the whole rig, so what such a view owned stays unowned.
+
+    Returns:
+        (the rig's JSON form with each view's ``masks`` (paths relative to `out`),
+        ``nadir_deg`` and ``platform_mask``, the rig of the views kept).
+    """
+    rig_dict = rig.to_dict()
+    (out / "masks").mkdir(exist_ok=True)
+    kept = []
+    for i, view in enumerate(rig.views):
+        own = ownership_mask(rig, i)
+        nadir = nadir_mask(view, config.nadir_deg) if config.nadir_mask else None
+        if nadir is None:
+            nadir = np.full((view.size, view.size), 255, np.uint8)
+        keep = np.minimum(nadir, platform_view(platform, view))
+        if min_keep > 0 and ((keep >= 128) & (own >= 128)).mean() < min_keep:
+            continue
+        paths = {kind: f"masks/{view.name}.{kind}.png" for kind in ("ownership", "nadir", "keep")}
+        for kind, mask in (("ownership", own), ("nadir", nadir), ("keep", keep)):
+            _write_png(out / paths[kind], mask)
+        rig_dict["views"][i]["masks"] = paths
+        kept.append(i)
+    rig_dict["views"] = [rig_dict["views"][i] for i in kept]
+    rig_dict["nadir_deg"] = config.nadir_deg if config.nadir_mask else None
+    rig_dict["platform_mask"] = "platform_mask.png"
+    return rig_dict, Rig(rig.layout, tuple(rig.views[i] for i in kept))
+
+
 def _done(folder: Path, fingerprint: str) -> bool:
     marker = folder / _MARKER
     if not marker.exists():
@@ -275,34 +369,19 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
     photos = [e for e in manifest["images"] if e["kind"] == "perspective"]
 
     frames: list[dict[str, Any]] = []
-    rig = None
+    rig = sfm_rig = None
     if panos:
         size = config.size or min(
             auto_view_size(e.get("crop", {}).get("full_width", e["width"]), config.fov_deg,
                            config.max_size) for e in panos
         )
         rig = make_rig(config.rig, config.fov_deg, size, config.views)
-        rig_dict = rig.to_dict()
         covered = covered_mask(panos, events)  # partial panoramas: the sphere they cover
         platform = np.minimum(
             platform_keep_mask(project, panos, input_dir, config, events, covered), covered)
         _write_png(out / "platform_mask.png", platform)
         events.artifact("reproject/platform_mask.png")
-        mask_dir = out / "masks"
-        mask_dir.mkdir(exist_ok=True)
-        for i, view in enumerate(rig.views):
-            own = f"masks/{view.name}.ownership.png"
-            nad = f"masks/{view.name}.nadir.png"
-            _write_png(out / own, ownership_mask(rig, i))
-            nadir = nadir_mask(view, config.nadir_deg) if config.nadir_mask else None
-            if nadir is None:
-                nadir = np.full((view.size, view.size), 255, np.uint8)
-            _write_png(out / nad, nadir)
-            keep = f"masks/{view.name}.keep.png"
-            _write_png(out / keep, np.minimum(nadir, platform_view(platform, view)))
-            rig_dict["views"][i]["masks"] = {"ownership": own, "nadir": nad, "keep": keep}
-        rig_dict["nadir_deg"] = config.nadir_deg if config.nadir_mask else None
-        rig_dict["platform_mask"] = "platform_mask.png"
+        rig_dict, _ = _write_rig_masks(out, rig, config, platform)
         write_json_atomic(out / "rig.json", rig_dict)
         events.artifact("reproject/rig.json")
         events.artifact("reproject/masks")
@@ -310,31 +389,62 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
             f"rig {rig.layout}: {len(rig.views)} views of {size}x{size} px at "
             f"{config.fov_deg:g} deg for {len(panos)} panoramas"
         )
+        sfm_rig = make_sfm_rig(config, panos)
+        if sfm_rig is not None:
+            for p in (out / "masks").glob(f"{SFM_VIEW_PREFIX}*.png"):
+                p.unlink()  # of views an earlier run kept
+            sfm_dict, sfm_rig = _write_rig_masks(out, sfm_rig, config, platform, SFM_MIN_KEEP)
+            if not sfm_rig.views:
+                raise InputError(out / "platform_mask.png", "the nadir and platform masks hide "
+                                 "every view of SfM's own rig (reproject.sfm_rig)")
+            sfm_dict["native_size"] = min(_native_size(e, SFM_FOV_DEG) for e in panos)
+            write_json_atomic(SFM_RIG.path(project.root), sfm_dict)
+            events.artifact(SFM_RIG.rel)
+            events.log(
+                f"SfM rig {sfm_rig.layout}: {len(sfm_rig.views)} views of {sfm_rig.size}x"
+                f"{sfm_rig.size} px ({', '.join(v.name for v in sfm_rig.views)}; views the "
+                f"masks hide for {100 * (1 - SFM_MIN_KEEP):.0f} % or more are left out); SfM "
+                f"poses the panoramas on them, training keeps the {len(rig.views)} views above")
+    if sfm_rig is None:  # SfM on the training views: nothing of an earlier SfM rig stays
+        SFM_RIG.path(project.root).unlink(missing_ok=True)
+        shutil.rmtree(SFM_VIEWS.path(project.root), ignore_errors=True)
+        for p in (out / "masks").glob(f"{SFM_VIEW_PREFIX}*.png"):
+            p.unlink()
 
-    # Panoramas still to render.
+    # Panoramas still to render: per panorama its training views' folder and, with an SfM rig
+    # of its own, that rig's folder, each done or not (resume).
     views_dir = out / "views"
     views_dir.mkdir(exist_ok=True)
+    sfm_views_dir = SFM_VIEWS.path(project.root)
     todo = []
     for e in panos:
         src = input_dir / e["file"]
         if not src.exists():
             raise InputError(src, "file gone since ingest; run ingest again")
-        fp = _pano_fingerprint(e, src, rig, config)
-        folder = views_dir / e["id"]
-        if not _done(folder, fp):
-            shutil.rmtree(folder, ignore_errors=True)
-            todo.append((e, src, folder, fp))
-        frames.append(
-            {
-                "id": e["id"],
-                "kind": "equirect",
-                "source": e["file"],
-                "images": [f"views/{e['id']}/{v.name}.jpg" for v in rig.views],
-                "gps": e["gps"],
-                "enu_m": e["enu_m"],
-                "time": e["time"],
-            }
-        )
+        jobs = []
+        for r, base in ((rig, views_dir), (sfm_rig, sfm_views_dir)):
+            if r is None:
+                continue
+            fp = _pano_fingerprint(e, src, r, config)
+            folder = base / e["id"]
+            if not _done(folder, fp):
+                shutil.rmtree(folder, ignore_errors=True)
+                jobs.append((r, folder, fp))
+        if jobs:
+            todo.append((e, src, jobs))
+        frame = {
+            "id": e["id"],
+            "kind": "equirect",
+            "source": e["file"],
+            "images": [f"views/{e['id']}/{v.name}.jpg" for v in rig.views],
+            "gps": e["gps"],
+            "enu_m": e["enu_m"],
+            "time": e["time"],
+        }
+        if sfm_rig is not None:
+            rel = sfm_views_dir.relative_to(out).as_posix()
+            frame["sfm_images"] = [f"{rel}/{e['id']}/{v.name}.jpg" for v in sfm_rig.views]
+        frames.append(frame)
     done_before = len(panos) - len(todo)
     if done_before:
         events.log(f"{done_before} panoramas already reprojected (resumed)")
@@ -343,35 +453,31 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
     if todo:
         workers = config.workers or os.cpu_count() or 1
         workers = max(1, min(workers, len(todo)))
-        focal_35 = rig.views[0].focal / rig.size * 36.0
         ctx = mp.get_context("spawn")
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-            futs = {
-                pool.submit(
-                    render_panorama,
-                    str(src),
-                    str(folder),
-                    list(rig.views),
-                    config.jpeg_quality,
-                    _exif_for_views(e, focal_35),
-                    (e["width"], e["height"]),
-                    e.get("crop"),
-                ): (e, folder, fp)
-                for e, src, folder, fp in todo
-            }
+            futs = {}
+            for e, src, jobs in todo:
+                args = [(str(folder), list(r.views),
+                         _exif_for_views(e, r.views[0].focal / r.size * 36.0))
+                        for r, folder, _ in jobs]
+                main = args.pop(0) if jobs[0][0] is rig else (None, list(rig.views), b"")
+                futs[pool.submit(render_panorama, str(src), main[0], main[1],
+                                 config.jpeg_quality, main[2], (e["width"], e["height"]),
+                                 e.get("crop"), tuple(args))] = (e, jobs)
             pending = set(futs)
             k = 0
             try:
                 while pending:
                     done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
                     for fut in done:
-                        e, folder, fp = futs[fut]
-                        names = fut.result()
-                        tmp = Path(str(folder) + ".tmp")
-                        write_json_atomic(
-                            tmp / _MARKER, {"fingerprint": fp, "source": e["file"], "views": names}
-                        )
-                        os.replace(tmp, folder)
+                        e, jobs = futs[fut]
+                        fut.result()
+                        for r, folder, fp in jobs:
+                            tmp = Path(str(folder) + ".tmp")
+                            write_json_atomic(tmp / _MARKER, {
+                                "fingerprint": fp, "source": e["file"],
+                                "views": [f"{v.name}.jpg" for v in r.views]})
+                            os.replace(tmp, folder)
                         k += 1
                         events.progress(
                             (done_before + k) / len(panos),
@@ -420,9 +526,10 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
 
     # Outputs of images no longer in the manifest are ours to remove.
     keep = {e["id"] for e in panos}
-    for d in views_dir.iterdir():
-        if d.is_dir() and d.name not in keep:
-            shutil.rmtree(d, ignore_errors=True)
+    for base in (views_dir, sfm_views_dir):
+        for d in base.iterdir() if base.exists() else ():
+            if d.is_dir() and d.name not in keep:
+                shutil.rmtree(d, ignore_errors=True)
     if photo_dir.exists():
         keep_photos = {Path(f["images"][0]).name for f in frames if f["kind"] == "perspective"}
         for p in photo_dir.iterdir():
@@ -434,6 +541,7 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
         {
             "schema_version": 1,
             "rig": "rig.json" if rig else None,
+            **({"sfm_rig": Path(SFM_RIG.rel).name} if sfm_rig else {}),
             "origin": manifest["origin"],
             "config_hash": config_hash(config),
             "frames": frames,
@@ -442,6 +550,8 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
     events.artifact("reproject/frames.json")
     if panos:
         events.artifact("reproject/views")
+    if sfm_rig:
+        events.artifact(SFM_VIEWS.rel)
     if photos:
         events.artifact("reproject/photos")
     n_views = sum(len(f["images"]) for f in frames)

@@ -14,6 +14,13 @@ Reads ``reproject/frames.json``, ``reproject/rig.json``, the masks and the image
                                   to ENU metres, else arbitrary scale)
     sfm.json                      metrics, per frame registered or not, other models, timings
     state.json                    fingerprints of the feature and matching steps (resume)
+    sparse_sfm_rig/               with SfM's own rig (``reproject.sfm_rig``): the model on its
+                                  views as mapped; ``sparse/`` then holds the training views,
+                                  posed from the panoramas (:func:`expand_to_rig`)
+
+With SfM's own rig (``reproject/sfm_rig.json``, :func:`sfm_views`), everything above runs on
+its views (``s00/<pano id>.jpg`` ... linked to ``reproject/sfm_views``) instead of the training
+views, and the training views get their poses after mapping.
 
 Every panorama is one *frame* of a rig whose sensors are the virtual views, with the known
 ``cam_from_rig`` rotations of ``rig.json`` and fixed PINHOLE intrinsics (COLMAP 4 rigs,
@@ -61,7 +68,7 @@ from ..config import Mapper, SfmConfig
 from ..errors import Cancelled, InputError, StageError
 from ..events import Emitter
 from ..project import Project, read_json, write_json_atomic
-from .artifacts import RIG, read_frames
+from .artifacts import RIG, SFM_RIG_MODEL, Frames, read_frames
 
 PHOTO_DIR = "photos"
 
@@ -138,6 +145,17 @@ def prepare_images(
                     mp.parent.mkdir(parents=True, exist_ok=True)
                     mp.write_bytes(combined[view])
     return images, masks
+
+
+def sfm_views(inputs: Frames) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """(frames, rig) that SfM runs on: reproject's frames and training rig, or, with SfM's own
+    rig (``reproject.sfm_rig``), that rig and the frames with each panorama's ``images``
+    replaced by its ``sfm_images`` (the training views get their poses after mapping,
+    :func:`expand_to_rig`)."""
+    if inputs.sfm_rig is None:
+        return inputs.frames, inputs.rig
+    return ([{**f, "images": f["sfm_images"]} if f["kind"] == "equirect" else f
+             for f in inputs.frames], inputs.sfm_rig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,14 +557,20 @@ def heal_database(db_path: Path, expected: set[str], events: Emitter) -> dict[st
 # ---------------------------------------------------------------------------------------------
 # Steps
 # ---------------------------------------------------------------------------------------------
-def sift_first_octave(width: int, height: int, config: SfmConfig) -> int:
+def sift_first_octave(width: int, height: int, config: SfmConfig,
+                      native: int | None = None) -> int:
     """COLMAP SIFT ``first_octave`` for images of this size (pixels, before
     ``max_image_size``): -1 (upsample x2) below ``upsample_below`` on the longest side, else 0.
     An image that ``max_image_size`` shrinks is never upsampled: the cap is there to cut the
     cost, and upsampling the shrunk image would bring it back (a 1440 px view capped at 1024
-    would be searched at 2048)."""
+    would be searched at 2048). Nor is a view of SfM's own rig rendered smaller than the
+    panorama supports (`native`, pixels: ``sfm_rig.json``'s ``native_size``), for the same
+    reason (measured on a 5760 px GoPro MAX panorama: the 6 cube faces at 1024 px take 1.2 s of
+    SIFT as they are, 5.5 s upsampled)."""
     side = max(width, height)
     if 0 < config.max_image_size < side:
+        return 0
+    if native is not None and side < native:
         return 0
     return -1 if side < config.upsample_below else 0
 
@@ -573,12 +597,15 @@ def extract(
     ext.sift.peak_threshold = config.peak_threshold
     # -1 ran one extraction thread here (pycolmap 4.2 CPU SIFT): ask for every core.
     ext.num_threads = config.num_threads if config.num_threads > 0 else (os.cpu_count() or 1)
-    ext.use_gpu = False
+    dev = sift_device(config)
+    ext.use_gpu = dev == "cuda"
 
     for names, c, mode, mask_path, upright in _camera_groups(frames, rig, masks):
         # One extract_features call for images sharing camera `c` (model, params, size).
         events.check_cancelled()
-        ext.sift.first_octave = sift_first_octave(int(c["width"]), int(c["height"]), config)
+        ext.sift.first_octave = sift_first_octave(
+            int(c["width"]), int(c["height"]), config,
+            (rig or {}).get("native_size") if upright else None)
         ext.sift.upright = config.upright and upright
         _run_cancellable(
             events,
@@ -589,7 +616,7 @@ def extract(
             camera_mode=mode,
             reader_options=_reader_options(c, mask_path),
             extraction_options=ext,
-            device=pycolmap.Device.cpu,
+            device=pycolmap.Device.cuda if dev == "cuda" else pycolmap.Device.cpu,
             cancellation_token=pycolmap.CancellationToken(),
         )
 
@@ -701,12 +728,40 @@ def _on_farm(project: Project, events: Emitter, what: str, span: tuple[float, fl
 
 
 def _item_config(config: SfmConfig) -> dict[str, Any]:
-    """`config` for a farm item: the peer uses all its cores unless a thread count was set."""
+    """`config` for a farm item: the peer uses all its cores unless a thread count was set,
+    and the device this machine resolved (a peer never picks another: GPU and CPU SIFT give
+    different features)."""
     import dataclasses
 
     from ..config import config_to_dict
 
-    return config_to_dict(dataclasses.replace(config, num_threads=max(0, config.num_threads)))
+    return config_to_dict(dataclasses.replace(config, num_threads=max(0, config.num_threads),
+                                              sift_device=sift_device(config)))
+
+
+def _item_resources(config: SfmConfig) -> dict[str, float]:
+    """dask resources of a SIFT or matching item: a machine slot, and a GPU slot when SIFT runs
+    on CUDA."""
+    return {"MACHINE": 1, **({"GPU": 1} if sift_device(config) == "cuda" else {})}
+
+
+def sift_device(config: SfmConfig) -> str:
+    """``"cuda"`` or ``"cpu"``: where SIFT extraction and matching run for
+    ``config.sift_device`` (auto: CUDA when the installed pycolmap was built with it,
+    ``pycolmap.has_cuda``).
+
+    Raises:
+        StageError: cuda asked for and this pycolmap has no CUDA.
+    """
+    import pycolmap
+
+    has = bool(getattr(pycolmap, "has_cuda", False))
+    if config.sift_device == "cuda" and not has:
+        raise StageError("sfm: sfm.sift_device=cuda was asked for, but the installed pycolmap "
+                         "has no CUDA (the PyPI wheels are CPU-only; build pycolmap with CUDA, "
+                         "or use sfm.sift_device=auto or cpu)")
+    want = config.sift_device
+    return "cuda" if want == "cuda" or (want == "auto" and has) else "cpu"
 
 
 def farm_extract(db_path: Path, images: Path, masks: Path | None, frames: list[dict[str, Any]],
@@ -758,7 +813,7 @@ def farm_extract(db_path: Path, images: Path, masks: Path | None, frames: list[d
         items.append(WorkItem(kind="sift", item_id=f"sift-{i:03d}",
                               spec={"frames": group, "rig": rig, "config": spec_cfg,
                                     "masks": masks is not None},
-                              inputs=inputs, resources={"MACHINE": 1},
+                              inputs=inputs, resources=_item_resources(config),
                               cost=float(sum(len(g["images"]) for g in group))))  # fmt: skip
     written = 0
 
@@ -824,7 +879,8 @@ def match(db_path: Path, pairs_path: Path, config: SfmConfig, rig_verification: 
 
     mo = pycolmap.FeatureMatchingOptions()
     mo.num_threads = config.num_threads
-    mo.use_gpu = False
+    dev = sift_device(config)
+    mo.use_gpu = dev == "cuda"
     mo.rig_verification = rig_verification
     mo.skip_image_pairs_in_same_frame = True
     po = pycolmap.ImportedPairingOptions()
@@ -839,7 +895,7 @@ def match(db_path: Path, pairs_path: Path, config: SfmConfig, rig_verification: 
         matching_options=mo,
         pairing_options=po,
         verification_options=vo,
-        device=pycolmap.Device.cpu,
+        device=pycolmap.Device.cuda if dev == "cuda" else pycolmap.Device.cpu,
         cancellation_token=pycolmap.CancellationToken(),
     )
 
@@ -963,7 +1019,7 @@ def farm_match(db_path: Path, pairs: list[tuple[str, str]], config: SfmConfig,
         items.append(WorkItem(kind="match", item_id=f"match-{i:03d}",
                               spec={**rel, "config": spec_cfg, "rig_verification": rig_verification},
                               inputs={r: sha256_file(project_root / r) for r in rel.values()},
-                              resources={"MACHINE": 1}, cost=float(len(chunk))))  # fmt: skip
+                              resources=_item_resources(config), cost=float(len(chunk))))
     written = 0
 
     def store(item: WorkItem, files: dict[str, bytes]) -> None:
@@ -1263,6 +1319,152 @@ def frame_centres(rec: Any, rig: dict[str, Any] | None) -> dict[str, dict[str, A
 
 
 # ---------------------------------------------------------------------------------------------
+# SfM's own rig -> the training rig
+# ---------------------------------------------------------------------------------------------
+def expand_to_rig(rec: Any, sfm_rig: dict[str, Any], rig: dict[str, Any]) -> Any:
+    """The model `rec`, mapped on SfM's own rig (``reproject/sfm_rig.json``), with the
+    training rig's views (``reproject/rig.json``) in place of SfM's: a new
+    ``pycolmap.Reconstruction``.
+
+    Poses: every registered panorama frame keeps its pose. Its ``pano_from_world`` rotation and
+    centre come from any of its SfM views (:func:`frame_centres`); training view v gets
+    ``cam_from_world = cam_from_rig_v * pano_from_world`` (COLMAP rigs:
+    ``cam_from_world = sensor_from_rig * rig_from_world``, the rig frame being the reference
+    view's camera, :func:`reference_view`, with ``sensor_from_rig = cam_from_rig_v
+    cam_from_rig_ref^T``). The views share the panorama's centre, so every relative pose of
+    two training views of one frame is exactly the rig's. Cameras: one PINHOLE per training
+    view with rig.json's intrinsics (pixels).
+
+    Points: every 3D point keeps its position (world frame of `rec`), colour and error. Its
+    observations by SfM views become observations by training views: for each panorama that
+    saw it, the training view that owns the point's direction (nearest optical axis, as the
+    ownership masks give SIFT) at the point's projection (pixels), when it falls inside that
+    view; so a point reprojects exactly onto its observations (no detection error in them).
+    A point of a panorama direction no training view covers (the 18-view rig leaves the
+    poles' 10 deg caps out) loses that observation, and a point with none left is dropped.
+    Photos (mixed captures) are copied as they are: camera, pose, keypoints, observations.
+
+    Raises:
+        StageError: `rec` has an image of a view that `sfm_rig` does not name.
+    """
+    import pycolmap
+
+    sviews = {v["name"] for v in sfm_rig["views"]}
+    for im in rec.images.values():
+        head = im.name.split("/")[0]
+        if head != PHOTO_DIR and head not in sviews:
+            raise StageError(f"sfm: image {im.name} of the SfM model is not a view of "
+                             "reproject/sfm_rig.json; run reproject and sfm again")
+    centres = frame_centres(rec, sfm_rig)
+    panos = sorted((fid for fid, c in centres.items() if c["kind"] == "pano"),
+                   key=lambda f: (len(f), f))
+    views = rig["views"]
+    rots = np.array([np.asarray(v["cam_from_rig"]["rotation_matrix"], np.float64)
+                     for v in views])
+    axes = rots[:, 2, :]  # optical axes in the panorama frame
+    Ks = np.array([[[v["camera"]["params"][0], 0, v["camera"]["params"][2]],
+                    [0, v["camera"]["params"][1], v["camera"]["params"][3]], [0, 0, 1]]
+                   for v in views], np.float64)
+    sizes = np.array([[v["camera"]["width"], v["camera"]["height"]] for v in views], np.float64)
+    ref = reference_view(rig)
+
+    # Observations: per (panorama, training view) the points it sees and where.
+    pano_of = {im.image_id: frame_of_image(im.name) for im in rec.images.values()
+               if im.name.split("/")[0] != PHOTO_DIR}
+    seen: dict[str, list[int]] = {fid: [] for fid in panos}
+    for pid, p in rec.points3D.items():
+        for fid in {pano_of[e.image_id] for e in p.track.elements if e.image_id in pano_of}:
+            if fid in seen:
+                seen[fid].append(pid)
+    obs: dict[tuple[str, int], list[tuple[int, np.ndarray]]] = {}
+    for fid in panos:
+        pids = seen[fid]
+        if not pids:
+            continue
+        xyz = np.array([rec.points3D[p].xyz for p in pids], np.float64)
+        d = (xyz - centres[fid]["centre"]) @ centres[fid]["R"].T  # panorama frame
+        owner = np.argmax(d @ axes.T, axis=1)
+        cam = np.einsum("nij,nj->ni", rots[owner], d)
+        uvw = np.einsum("nij,nj->ni", Ks[owner], cam)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = uvw[:, :2] / uvw[:, 2:3]
+        ok = (cam[:, 2] > 0) & np.all((uv >= 0) & (uv < sizes[owner]), axis=1)
+        for k in np.nonzero(ok)[0]:
+            obs.setdefault((fid, int(owner[k])), []).append((pids[k], uv[k]))
+
+    out = pycolmap.Reconstruction()
+    for i, v in enumerate(views):
+        c = v["camera"]
+        camera = pycolmap.Camera.create_from_model_name(
+            i + 1, c["model"], float(c["params"][0]), int(c["width"]), int(c["height"]))
+        camera.params = np.asarray(c["params"], np.float64)
+        out.add_camera(camera)
+    trig = pycolmap.Rig()
+    trig.rig_id = 1
+    trig.add_ref_sensor(pycolmap.sensor_t(pycolmap.SensorType.CAMERA, ref + 1))
+    for i in range(len(views)):
+        if i != ref:
+            trig.add_sensor(pycolmap.sensor_t(pycolmap.SensorType.CAMERA, i + 1),
+                            pycolmap.Rigid3d(pycolmap.Rotation3d(rots[i] @ rots[ref].T),
+                                             np.zeros(3)))
+    out.add_rig(trig)
+    track_of: dict[int, list[tuple[int, int]]] = {}  # point id -> (new image id, point2D idx)
+    image_id = 0
+    for k, fid in enumerate(panos):
+        r = rots[ref] @ centres[fid]["R"]
+        frame = pycolmap.Frame()
+        frame.frame_id = k + 1
+        frame.rig_id = 1
+        frame.rig_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(r),
+                                                -r @ centres[fid]["centre"])
+        images = []
+        for i, v in enumerate(views):
+            image_id += 1
+            pts = obs.get((fid, i), [])
+            kp = np.array([uv for _, uv in pts], np.float64).reshape(-1, 2)
+            images.append(pycolmap.Image(name=f"{v['name']}/{fid}.jpg", keypoints=kp,
+                                         camera_id=i + 1, image_id=image_id))
+            frame.add_data_id(pycolmap.data_t(
+                pycolmap.sensor_t(pycolmap.SensorType.CAMERA, i + 1), image_id))
+            for j, (pid, _) in enumerate(pts):
+                track_of.setdefault(pid, []).append((image_id, j))
+        out.add_frame(frame)
+        for im in images:
+            im.frame_id = k + 1
+            out.add_image(im)
+        out.register_frame(k + 1)
+    photo_ids: dict[int, int] = {}
+    for im in sorted(rec.images.values(), key=lambda im: im.name):
+        if im.name.split("/")[0] != PHOTO_DIR or not im.has_pose:
+            continue
+        image_id += 1
+        cam = rec.cameras[im.camera_id]
+        camera = pycolmap.Camera.create_from_model_name(
+            len(views) + len(photo_ids) + 1, cam.model_name, 1.0, cam.width, cam.height)
+        camera.params = np.asarray(cam.params, np.float64)
+        out.add_camera_with_trivial_rig(camera)
+        kp = np.array([p.xy for p in im.points2D], np.float64).reshape(-1, 2)
+        out.add_image_with_trivial_frame(
+            pycolmap.Image(name=im.name, keypoints=kp, camera_id=camera.camera_id,
+                           image_id=image_id), im.cam_from_world())
+        photo_ids[im.image_id] = image_id
+    dropped = 0
+    for pid, p in sorted(rec.points3D.items()):
+        elems = list(track_of.get(pid, []))
+        elems += [(photo_ids[e.image_id], e.point2D_idx) for e in p.track.elements
+                  if e.image_id in photo_ids]
+        if not elems:
+            dropped += 1
+            continue
+        track = pycolmap.Track()
+        for image, idx in elems:
+            track.add_element(image, idx)
+        new = out.add_point3D(np.asarray(p.xyz, np.float64), track, np.asarray(p.color))
+        out.points3D[new].error = p.error
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The stage
 # ---------------------------------------------------------------------------------------------
 def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, Any]:
@@ -1284,7 +1486,7 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
     _quiet_glog()
     pycolmap.set_random_seed(config.seed)
     inputs = read_frames(project.root)
-    frames, rig = inputs.frames, inputs.rig
+    frames, rig = sfm_views(inputs)
     out = project.stage_dir("sfm")
     db_path = out / "database.db"
     state_path = out / "state.json"
@@ -1302,6 +1504,7 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
          "max_image_size": config.max_image_size, "max_num_features": config.max_num_features,
          "peak": config.peak_threshold, "ownership": config.ownership_mask,
          "upsample_below": config.upsample_below, "upright": config.upright,
+         **({"device": "cuda"} if sift_device(config) == "cuda" else {}),
          "sizes": sorted((p.relative_to(images).as_posix(), p.stat().st_size)
                         for p in images.rglob("*.jpg"))}
     )
@@ -1413,15 +1616,25 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
         else:
             events.warning("the incremental model contradicts its GPS too; the global one is "
                            "kept and georef will say what to try")
+    sfm_rec = None
+    if inputs.sfm_rig is not None:
+        t1 = time.monotonic()
+        sfm_rec, rec = rec, expand_to_rig(rec, rig, inputs.rig)
+        timings["expansion"] = time.monotonic() - t1
+        events.log(f"training rig: {rec.num_reg_images()} views of {len(model_frames(rec))} "
+                   f"panoramas posed from the SfM rig's {sfm_rec.num_reg_images()}, "
+                   f"{rec.num_points3D()} of {sfm_rec.num_points3D()} points seen by them "
+                   f"({timings['expansion']:.2f} s)")
+    mapped = sfm_rec if sfm_rec is not None else rec  # the model on the views SfM used
     total_views = n_images
-    reg = model_frames(rec)
+    reg = model_frames(mapped)
     frame_ids = [f["id"] for f in frames]
     others = []
     for k, r in recs.items():
         if k != best:
             others.append(sorted(model_frames(r)))
     failed = [fid for fid in frame_ids if fid not in reg]
-    n_reg = rec.num_reg_images()
+    n_reg = mapped.num_reg_images()
     frac = n_reg / max(1, total_views)
     n_pano = sum(1 for f in frames if f["kind"] == "equirect")
     events.metric("models", len(recs))
@@ -1433,7 +1646,10 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
         events.metric("registered_panoramas", sum(1 for f in frames
                                                   if f["kind"] == "equirect" and f["id"] in reg))
     events.metric("points3D", rec.num_points3D())
-    events.metric("mean_reprojection_error_px", float(rec.compute_mean_reprojection_error()))
+    events.metric("mean_reprojection_error_px", float(mapped.compute_mean_reprojection_error()))
+    n_train = sum(len(f["images"]) for f in inputs.frames)
+    events.metric("training_views", n_train)
+    events.metric("registered_training_views", rec.num_reg_images())
     for k, v in timings.items():
         events.metric(f"seconds_{k}", round(v, 3))
     if others:
@@ -1448,6 +1664,11 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
                  "arbitrary scale and orientation); poses cam_from_world",
         "images": n_images,
         "registered_images": n_reg,
+        "sfm_rig": None if inputs.sfm_rig is None else {
+            "layout": rig["layout"], "views": len(rig["views"]),
+            "size": rig["views"][0]["camera"]["width"], "native_size": rig.get("native_size"),
+            "points3D": sfm_rec.num_points3D()},
+        "training_views": {"images": n_train, "registered": rec.num_reg_images()},
         "frames": {
             fid: {"registered": fid in reg, "registered_images": reg.get(fid, 0)}
             for fid in frame_ids
@@ -1485,6 +1706,15 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
     rec.write(tmp_sparse)
     shutil.rmtree(sparse, ignore_errors=True)
     os.replace(tmp_sparse, sparse)
+    own = SFM_RIG_MODEL.path(project.root)
+    shutil.rmtree(own, ignore_errors=True)
+    if sfm_rec is not None:
+        tmp_own = own.with_name(own.name + ".tmp")
+        shutil.rmtree(tmp_own, ignore_errors=True)
+        tmp_own.mkdir()
+        sfm_rec.write(tmp_own)
+        os.replace(tmp_own, own)
+        events.artifact(SFM_RIG_MODEL.rel)
     shutil.rmtree(work, ignore_errors=True)
     events.artifact("sfm/sparse")
     events.artifact("sfm/database.db")

@@ -51,6 +51,11 @@ training seconds nor in steps/s. The GUI's Pause button creates the file; from a
 ``touch PROJECT/train/pause`` pauses a running ``splatstudio train`` and ``rm`` resumes it. A run
 started while the file exists starts paused.
 
+The loop itself is a :class:`~splatstudio.pipeline.train_session.TrainSession` (checkpoints,
+evaluations, previews, the CPU estimate, pause and the memory tiers are its hooks); with
+``train.blocks`` > 1 the stage trains spatial blocks and merges them
+(:mod:`splatstudio.pipeline.blocks`, ``train/blocks/``).
+
 A re-run after a kill or a cancel resumes from the latest checkpoint when the stage's
 fingerprint (its config and everything upstream) is unchanged; otherwise it starts over. The
 two latest checkpoints are kept (``latest.json`` names both): when the latest does not load

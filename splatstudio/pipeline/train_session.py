@@ -426,38 +426,44 @@ class CurveHook(TrainHook):
             f.write(json.dumps({k: round(v, 6) for k, v in point.items()}) + "\n")
 
 
-class EvalHook(TrainHook):
+class PeriodicHook(TrainHook):
+    """Does :meth:`run` every `every` steps before the last (0: never; the start and the end
+    are the session's own)."""
+
+    def __init__(self, every: int):
+        self.every = int(every)
+
+    def after_step(self, session, stats, step_seconds):
+        s = session.trainer.step
+        if self.every and s % self.every == 0 and s < session.config.steps:
+            self.run(session)
+
+    def run(self, session: TrainSession) -> None:
+        raise NotImplementedError
+
+
+class EvalHook(PeriodicHook):
     """An evaluation every `every` steps (0: only at the start and the end)."""
 
-    def __init__(self, every: int):
-        self.every = int(every)
-
-    def after_step(self, session, stats, step_seconds):
-        s = session.trainer.step
-        if self.every and s % self.every == 0 and s < session.config.steps:
-            session.evals.evaluate(session)
+    def run(self, session):
+        session.evals.evaluate(session)
 
 
-class CheckpointHook(TrainHook):
+class CheckpointHook(PeriodicHook):
     """A checkpoint every `every` steps (0: only on cancel, memory tiers and the end)."""
 
-    def __init__(self, every: int):
-        self.every = int(every)
-
-    def after_step(self, session, stats, step_seconds):
-        s = session.trainer.step
-        if self.every and s % self.every == 0 and s < session.config.steps:
-            session.save_checkpoint()
+    def run(self, session):
+        session.save_checkpoint()
 
 
-class PreviewHook(TrainHook):
+class PreviewHook(PeriodicHook):
     """``preview.png`` every `every` steps (0: only at the start and the end), rendered from
     the GUI's ``preview_camera.json`` in the folder when present, else from `default`; a
     preview event names the file. A CUDA out-of-memory error skips the preview with a
     warning."""
 
     def __init__(self, every: int, default: PinholeCamera):
-        self.every = int(every)
+        super().__init__(every)
         self.default = default
 
     def camera(self, out: Path) -> PinholeCamera:
@@ -483,10 +489,8 @@ class PreviewHook(TrainHook):
         write_png(session.out / "preview.png", rgb8)
         session.events.preview(str(session.out / "preview.png"), trainer.step)
 
-    def after_step(self, session, stats, step_seconds):
-        s = session.trainer.step
-        if self.every and s % self.every == 0 and s < session.config.steps:
-            self.render(session)
+    def run(self, session):
+        self.render(session)
 
 
 class CpuEstimateHook(TrainHook):

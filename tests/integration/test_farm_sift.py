@@ -213,3 +213,47 @@ def test_farm_matching_equals_local_matching(walk, farm, tmp_path):
     assert ours_raw == theirs_raw  # the putative matches, pair by pair
     assert ours == theirs  # the geometries: configuration, inliers, pair by pair
     assert not list((project.root / "sfm" / "farm").glob("match-*"))  # chunk files cleaned up
+
+
+def test_farm_sift_and_matching_on_the_sfm_rig(farm, tmp_path, panos_2048):
+    """SfM's own rig (reproject.sfm_rig): the farm items extract and match its views as here."""
+    from splatstudio.config import update_config
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in sorted(panos_2048.glob("*.jpg"))[:2]:
+        shutil.copy(p, src / p.name)
+    cfg = ProjectConfig.from_preset("test")
+    cfg.reproject = update_config(cfg.reproject, {"sfm_rig": "cube6", "sfm_size": 256})
+    project = Project.create(tmp_path / "proj", src, cfg)
+    assert PipelineRunner(project).run(until="reproject").ok
+    frames, rig = sfm.sfm_views(read_frames(project.root))
+    assert rig["layout"] == "cube6" and all(len(f["images"]) == 5 for f in frames)
+    config = project.config.sfm
+    images, masks = sfm.prepare_images(project, frames, rig, config.ownership_mask)
+    host, client = farm
+    dbs = {name: tmp_path / f"{name}.db" for name in ("local", "farm")}
+    sfm.extract(dbs["local"], images, masks, frames, rig, config, null_emitter("sfm"))
+    got = sfm.farm_extract(dbs["farm"], images, masks, frames, rig, config,
+                           Dispatcher(client, project.root, null_emitter("sfm")),
+                           project.root, chunk_images=5)
+    assert got == {"items": 2, "images": 10}
+    ours, _ = _features(dbs["farm"])
+    theirs, _ = _features(dbs["local"])
+    assert ours == theirs and {n.split("/")[0] for n in ours} == {f"s{i:02d}" for i in range(5)}
+    pairs = sfm.image_pairs(frames, rig, sfm.frame_pairs(frames))
+    pairs_txt = tmp_path / "pairs.txt"
+    pairs_txt.write_text("".join(f"{a} {b}\n" for a, b in pairs))
+    # matching from the same features and image ids (the farm's SIFT numbers images in
+    # another order): a copy of the local database each
+    shutil.copyfile(dbs["local"], dbs["farm"])
+    for db in dbs.values():
+        sfm.setup_database(db, frames, rig, config.gps_priors)
+    sfm.match(dbs["local"], pairs_txt, config, True, null_emitter("sfm"))
+    got = sfm.farm_match(dbs["farm"], pairs, config, True,
+                         Dispatcher(client, project.root, null_emitter("sfm")), project.root,
+                         chunk_pairs=25)
+    assert got == {"items": 1, "pairs": 25}
+    theirs = _matches(dbs["local"])
+    assert _matches(dbs["farm"]) == theirs
+    assert sum(1 for v in theirs[0].values() if v[1] >= config.min_num_inliers) >= 3

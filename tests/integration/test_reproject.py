@@ -113,3 +113,55 @@ def test_photos_pass_through(tmp_path, lund):
     assert f["camera"]["params"][0] == pytest.approx(35 / 36 * 1024)
     assert f["camera"]["focal_source"] == "exif"
     assert not (project.root / "reproject" / "rig.json").exists()
+
+
+def test_sfm_rig_views_masks_resume_and_removal(tmp_path, panos_2048):
+    from splatstudio.pano.rig import View
+    from splatstudio.pipeline.reproject import platform_view
+
+    project = _run(tmp_path, panos_2048)
+    out = project.root / "reproject"
+    marker = (out / "views" / "1" / "view_set.json").stat().st_mtime_ns
+    project.config.reproject = update_config(project.config.reproject,
+                                             {"sfm_rig": "cube6", "sfm_size": 256})
+    project.save()
+    assert PipelineRunner(project).run(until="reproject").ok
+    # the training views were done: only SfM's own views are rendered
+    assert (out / "views" / "1" / "view_set.json").stat().st_mtime_ns == marker
+    data = json.loads((out / "frames.json").read_text())
+    assert data["sfm_rig"] == "sfm_rig.json"
+    sfm_rig = json.loads((out / "sfm_rig.json").read_text())
+    # the face looking down is 79 % inside the 45 deg nadir mask (pi / 4 of it): left out
+    assert [v["name"] for v in sfm_rig["views"]] == [f"s{i:02d}" for i in range(5)]
+    assert not list((out / "masks").glob("s05.*"))
+    assert sfm_rig["native_size"] == 512 and sfm_rig["views"][0]["camera"]["width"] == 256
+    for f in data["frames"]:
+        assert len(f["images"]) == 18 and len(f["sfm_images"]) == 5
+        for rel in f["sfm_images"]:
+            h = read_image_header(out / rel)
+            assert (h.width, h.height) == (256, 256)
+            assert parse_exif(h.exif).gps is not None  # the panorama's GPS, as for training
+    # keep = nadir AND the platform mask (with partial panoramas: AND their coverage) seen
+    # by the view, the same equirect mask the training views' keep masks come from
+    platform = cv2.imread(str(out / "platform_mask.png"), 0)
+    for v in sfm_rig["views"]:
+        keep = cv2.imread(str(out / v["masks"]["keep"]), 0)
+        nadir = cv2.imread(str(out / v["masks"]["nadir"]), 0)
+        own = cv2.imread(str(out / v["masks"]["ownership"]), 0)
+        view = View(v["name"], v["yaw_deg"], v["pitch_deg"], v["fov_deg"], 256)
+        assert np.array_equal(keep, np.minimum(nadir, platform_view(platform, view)))
+        assert (own == 255).all()  # cube faces do not overlap: each owns all its pixels
+    up = cv2.imread(str(out / "masks" / "s04.keep.png"), 0)  # the face looking up: kept
+    assert (up == 0).mean() < 0.1  # (the platform mask takes 3 % of it on this walk)
+    # with the nadir mask off, the face looking down stays
+    project.config.reproject = update_config(project.config.reproject, {"nadir_mask": False})
+    project.save()
+    assert PipelineRunner(project).run(until="reproject").ok
+    assert len(json.loads((out / "sfm_rig.json").read_text())["views"]) == 6
+    # back to SfM on the training views: SfM's own rig is removed
+    project.config.reproject = update_config(project.config.reproject, {"sfm_rig": "training"})
+    project.save()
+    assert PipelineRunner(project).run(until="reproject").ok
+    assert not (out / "sfm_rig.json").exists() and not (out / "sfm_views").exists()
+    assert not list((out / "masks").glob("s*.png"))
+    assert "sfm_rig" not in json.loads((out / "frames.json").read_text())

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import threading
 import time
@@ -66,10 +65,11 @@ def _run(project: Project, got: list | None = None, cancel: threading.Event | No
 
 @pytest.fixture(scope="module")
 def local(tiny, tmp_path_factory):
-    os.environ["SPLATSTUDIO_DEVICE"] = "cpu"
     project = _copy(tiny, tmp_path_factory.mktemp("local") / "p")
     got: list = []
-    result = _run(project, got)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPLATSTUDIO_DEVICE", "cpu")
+        result = _run(project, got)
     return project, result, got
 
 
@@ -99,7 +99,7 @@ def test_blocks_partition_the_capture_and_merge_each_gaussian_once(local):
 
 
 @pytest.mark.slow
-def test_on_a_farm_the_same_splat_even_when_a_peer_dies(local, tmp_path):
+def test_on_a_farm_the_same_splat_even_when_a_peer_dies(local, tmp_path, monkeypatch):
     from splatstudio.farm.host import FarmHost
     from splatstudio.lifeline import kill_process_tree
 
@@ -119,16 +119,9 @@ def test_on_a_farm_the_same_splat_even_when_a_peer_dies(local, tmp_path):
                 killed.append(msg)
                 kill_process_tree(host.workers[1].pid)
 
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            result = _run(project, got, on_event=on_event)
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        result = _run(project, got, on_event=on_event)
     assert killed, "no segment was seen training"
     msgs = [getattr(e, "message", "") for e in got]
     # segments resume from the checkpoint shipped back after the first round
@@ -178,7 +171,8 @@ def _check_item_progress(got: list) -> None:
 
 
 @pytest.mark.slow
-def test_cancel_on_the_farm_ends_every_item_and_a_rerun_keeps_finished_segments(local, tmp_path):
+def test_cancel_on_the_farm_ends_every_item_and_a_rerun_keeps_finished_segments(local, tmp_path,
+                                                                                monkeypatch):
     from splatstudio.farm.host import FarmHost
 
     project = _copy(local[0], tmp_path / "cancel")
@@ -192,34 +186,26 @@ def test_cancel_on_the_farm_ends_every_item_and_a_rerun_keeps_finished_segments(
         client = host.client()
         host.wait_for_workers(client, 3)
         client.close()
-        old = {k: os.environ.get(k) for k in host.environment()}
-        os.environ.update(host.environment())
-        try:
-            stopped: list = []
-            with pytest.raises(Cancelled):
-                _run(project, stopped, cancel=token, on_event=on_event)
-            from splatstudio.events import ItemProgress, ItemState
+        for k, v in host.environment().items():
+            monkeypatch.setenv(k, v)
+        stopped: list = []
+        with pytest.raises(Cancelled):
+            _run(project, stopped, cancel=token, on_event=on_event)
+        from splatstudio.events import ItemProgress, ItemState
 
-            last = {e.item: e.state for e in stopped if isinstance(e, ItemProgress)}
-            assert {k: v for k, v in last.items() if k.endswith("40")} == {
-                "block01-to0000040": ItemState.CANCELLED, "block02-to0000040": ItemState.CANCELLED}
-            t0 = time.monotonic()
-            while _item_processes() and time.monotonic() - t0 < 20:  # grace 10 s, then killed
-                time.sleep(0.2)
-            assert not _item_processes()
-            # the first round's checkpoints are in the project; a rerun starts from them
-            for b in (1, 2):
-                latest = json.loads((project.root / f"train/blocks/b0{b}/checkpoints/latest.json")
-                                    .read_text())
-                assert latest["step"] == 20
-            got: list = []
-            _run(project, got)
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        last = {e.item: e.state for e in stopped if isinstance(e, ItemProgress)}
+        assert {k: v for k, v in last.items() if k.endswith("40")} == {
+            "block01-to0000040": ItemState.CANCELLED, "block02-to0000040": ItemState.CANCELLED}
+        t0 = time.monotonic()
+        while _item_processes() and time.monotonic() - t0 < 20:  # grace 10 s, then killed
+            time.sleep(0.2)
+        assert not _item_processes()
+        # the first round's checkpoints are in the project; a rerun starts from them
+        for b in (1, 2):
+            latest = json.loads((project.root / f"train/blocks/b0{b}/checkpoints/latest.json")
+                                .read_text())
+            assert latest["step"] == 20
+        _run(project)
     rounds = sorted((project.root / "train/blocks/farm").glob("round*.json"))
     assert len(rounds) == 3  # round 1, the cancelled round 2, the rerun's round
     items = json.loads(rounds[-1].read_text())["items"]
