@@ -208,8 +208,8 @@ def run_blocks(project: Project, config: TrainConfig, events: Emitter) -> dict[s
     k = plan.partition.k
     write_json_atomic(root / BLOCKS_REL / "plan.json", {**plan.to_dict(),
                                                         "fingerprint": fingerprint})
-    events.log(f"train: {k} blocks of " + ", ".join(
-        f"{len(v)} views" for v in plan.views) + f" (margin {plan.partition.margin_m:.1f} m)")
+    events.log(f"train: {k} blocks of " + " + ".join(str(len(v)) for v in plan.views)
+               + f" views (expanded cells overlap by {plan.partition.margin_m:.1f} m)")
     farm = farm_from_env()
     if farm is not None:
         _run_on_farm(project, plan, config, fingerprint, events, farm)
