@@ -171,18 +171,72 @@ if numba is not None:
         return offsets, ids
 
     @njit(cache=True, inline="always")
-    def _alpha(params, g, px, py):  # pragma: no cover - jit
-        """``(alpha, vis, dx, dy)`` of Gaussian g at pixel centre (px, py); alpha = 0 where
-        gsplat skips the pair. Same float64 arithmetic in the forward and backward."""
-        dx = float(params[0, g]) - px
-        dy = float(params[1, g]) - py
-        sigma = float(params[2, g]) * dx * dx + float(params[4, g]) * dy * dy + (
-            float(params[3, g]) * dx * dy
-        )
+    def _gather(loc, s, e, ids, params, colors):  # pragma: no cover - jit
+        """Copy a tile's Gaussians into ``loc [>= e - s, 9 + D]`` rows (mx, my, a/2, b,
+        c/2, o, tau = ln(255 o), x extent, y extent, colours): contiguous reads in the
+        per-pixel loops (the role of gsplat's shared-memory batches).
+
+        The extents bound the ``alpha >= 1/255`` ellipse ``sigma <= tau``: minimised over
+        dx, ``sigma = dy^2 (4AC - B^2) / (4A)`` (A, B, C = a/2, b, c/2), so rows with
+        ``|dy| > sqrt(4 A tau / (4AC - B^2))`` (and likewise columns) hold no pair that
+        counts; widened by a relative 1e-6 + 1e-6 px against rounding, infinite for a
+        degenerate conic, negative when ``o < 1/255`` (nothing counts)."""
+        D = colors.shape[1]
+        for k in range(s, e):
+            g = ids[k]
+            r = k - s
+            for f in range(6):
+                loc[r, f] = params[f, g]
+            tau = math.log(max(params[5, g], 1e-30) * 255.0)
+            loc[r, 6] = tau
+            A = params[2, g]
+            B = params[3, g]
+            Cq = params[4, g]
+            det4 = 4.0 * A * Cq - B * B
+            if tau < 0.0:
+                xe = -1.0
+                ye = -1.0
+            elif det4 <= 0.0 or A <= 0.0 or Cq <= 0.0:
+                xe = math.inf
+                ye = math.inf
+            else:
+                xe = math.sqrt(4.0 * Cq * tau / det4) * (1.0 + 1e-6) + 1e-6
+                ye = math.sqrt(4.0 * A * tau / det4) * (1.0 + 1e-6) + 1e-6
+            loc[r, 7] = xe
+            loc[r, 8] = ye
+            for d in range(D):
+                loc[r, 9 + d] = colors[g, d]
+
+    @njit(cache=True, inline="always")
+    def _row_list(loc, n, py, rows):  # pragma: no cover - jit
+        """Entries (in order) of the tile's n whose y extent reaches pixel row py; their
+        count, the entries in ``rows[:count]``."""
+        m = 0
+        for r in range(n):
+            if abs(loc[r, 1] - py) <= loc[r, 8]:
+                rows[m] = r
+                m += 1
+        return m
+
+    @njit(cache=True, inline="always")
+    def _alpha(loc, r, px, py):  # pragma: no cover - jit
+        """``(alpha, vis, dx, dy)`` of tile entry r at pixel centre (px, py); alpha = 0
+        where gsplat skips the pair (sigma < 0 or alpha < 1/255). The same float64
+        arithmetic in the forward and backward. ``sigma > tau (1 + 1e-9) + 1e-12`` means
+        ``o exp(-sigma) < 1/255`` with a margin far above the rounding of either side, so
+        the exp is skipped there without changing which pairs count."""
+        dx = loc[r, 0] - px
+        dy = loc[r, 1] - py
+        if abs(dx) > loc[r, 7]:
+            return 0.0, 0.0, dx, dy
+        sigma = loc[r, 2] * dx * dx + loc[r, 4] * dy * dy + loc[r, 3] * dx * dy
         if sigma < 0.0:
             return 0.0, 0.0, dx, dy
+        tau = loc[r, 6]
+        if sigma > tau + abs(tau) * 1e-9 + 1e-12:
+            return 0.0, 0.0, dx, dy
         vis = math.exp(-sigma)
-        a = min(_MAX_ALPHA, float(params[5, g]) * vis)
+        a = min(_MAX_ALPHA, loc[r, 5] * vis)
         if a < _ALPHA_THRESHOLD:
             return 0.0, vis, dx, dy
         return a, vis, dx, dy
@@ -190,28 +244,36 @@ if numba is not None:
     @njit(parallel=True, cache=True)
     def _forward_kernel(offsets, ids, params, colors, width, height, ts, tw, n_chunks,
                         img, T_out, end_out):  # pragma: no cover - jit
-        """Composite every tile; img ``[H, W, D]`` (dtype of colors), T_out ``[H, W]``
-        float64 final transmittance, end_out ``[H, W]`` int64 end of the list walk."""
+        """Composite every tile; img ``[H, W, D]`` float64, T_out ``[H, W]`` float64
+        final transmittance, end_out ``[H, W]`` int64 end of the list walk (absolute
+        index into ids)."""
         n_tiles = offsets.shape[0] - 1
         D = colors.shape[1]
+        kmax = 0
+        for t in range(n_tiles):
+            kmax = max(kmax, offsets[t + 1] - offsets[t])
         for j in prange(n_chunks):
             acc = np.zeros(D, np.float64)
+            loc = np.empty((kmax, 9 + D), np.float64)
+            rows = np.empty(kmax, np.int64)
             for t in range(j, n_tiles, n_chunks):
                 s = offsets[t]
-                e = offsets[t + 1]
+                n = offsets[t + 1] - s
+                _gather(loc, s, s + n, ids, params, colors)
                 tx0 = (t % tw) * ts
                 ty0 = (t // tw) * ts
                 for y in range(ty0, min(ty0 + ts, height)):
                     py = y + 0.5
+                    m = _row_list(loc, n, py, rows)
                     for x in range(tx0, min(tx0 + ts, width)):
                         px = x + 0.5
                         T = 1.0
                         for d in range(D):
                             acc[d] = 0.0
-                        end = s
-                        for k in range(s, e):
-                            g = ids[k]
-                            a, vis, dx, dy = _alpha(params, g, px, py)
+                        end = 0
+                        for q in range(m):
+                            r = rows[q]
+                            a, vis, dx, dy = _alpha(loc, r, px, py)
                             if a == 0.0:
                                 continue
                             nT = T * (1.0 - a)
@@ -219,13 +281,13 @@ if numba is not None:
                                 break
                             w = a * T
                             for d in range(D):
-                                acc[d] += w * colors[g, d]
+                                acc[d] += w * loc[r, 9 + d]
                             T = nT
-                            end = k + 1
+                            end = r + 1
                         for d in range(D):
                             img[y, x, d] = acc[d]
                         T_out[y, x] = T
-                        end_out[y, x] = end
+                        end_out[y, x] = s + end
 
     @njit(parallel=True, cache=True)
     def _backward_kernel(offsets, ids, params, colors, width, height, ts, tw, T_fin, ends,
@@ -235,15 +297,24 @@ if numba is not None:
         n_tiles = offsets.shape[0] - 1
         D = colors.shape[1]
         n_chunks = grads.shape[0]
+        kmax = 0
+        for t in range(n_tiles):
+            kmax = max(kmax, offsets[t + 1] - offsets[t])
         for j in prange(n_chunks):
             behind = np.zeros(D, np.float64)
             gc = np.zeros(D, np.float64)
+            loc = np.empty((kmax, 9 + D), np.float64)
+            rows = np.empty(kmax, np.int64)
+            gl = np.zeros((kmax, 6 + D), np.float64)  # the tile's gradients, then added
             for t in range(j, n_tiles, n_chunks):
                 s = offsets[t]
+                n = offsets[t + 1] - s
+                _gather(loc, s, s + n, ids, params, colors)
                 tx0 = (t % tw) * ts
                 ty0 = (t // tw) * ts
                 for y in range(ty0, min(ty0 + ts, height)):
                     py = y + 0.5
+                    m = _row_list(loc, n, py, rows)
                     for x in range(tx0, min(tx0 + ts, width)):
                         px = x + 0.5
                         Tf = T_fin[y, x]
@@ -252,9 +323,13 @@ if numba is not None:
                         for d in range(D):
                             behind[d] = 0.0
                             gc[d] = float(gC[y, x, d])
-                        for k in range(ends[y, x] - 1, s - 1, -1):
-                            g = ids[k]
-                            a, vis, dx, dy = _alpha(params, g, px, py)
+                        last = ends[y, x] - s  # entries r < last were composited
+                        q = m - 1
+                        while q >= 0 and rows[q] >= last:
+                            q -= 1
+                        for qq in range(q, -1, -1):
+                            r = rows[qq]
+                            a, vis, dx, dy = _alpha(loc, r, px, py)
                             if a == 0.0:
                                 continue
                             ra = 1.0 / (1.0 - a)
@@ -262,21 +337,24 @@ if numba is not None:
                             w = a * T
                             v_a = Tf * ra * ga
                             for d in range(D):
-                                c = float(colors[g, d])
-                                grads[j, g, 6 + d] += w * gc[d]
+                                c = loc[r, 9 + d]
+                                gl[r, 6 + d] += w * gc[d]
                                 v_a += (c * T - behind[d] * ra) * gc[d]
                                 behind[d] += c * w
                             if a < _MAX_ALPHA:
                                 # alpha = o vis, vis = exp(-sigma): d alpha / d sigma = -alpha
                                 v_s = -a * v_a
-                                grads[j, g, 0] += v_s * (2.0 * float(params[2, g]) * dx
-                                                         + float(params[3, g]) * dy)
-                                grads[j, g, 1] += v_s * (float(params[3, g]) * dx
-                                                         + 2.0 * float(params[4, g]) * dy)
-                                grads[j, g, 2] += v_s * 0.5 * dx * dx
-                                grads[j, g, 3] += v_s * dx * dy
-                                grads[j, g, 4] += v_s * 0.5 * dy * dy
-                                grads[j, g, 5] += vis * v_a
+                                gl[r, 0] += v_s * (2.0 * loc[r, 2] * dx + loc[r, 3] * dy)
+                                gl[r, 1] += v_s * (loc[r, 3] * dx + 2.0 * loc[r, 4] * dy)
+                                gl[r, 2] += v_s * 0.5 * dx * dx
+                                gl[r, 3] += v_s * dx * dy
+                                gl[r, 4] += v_s * 0.5 * dy * dy
+                                gl[r, 5] += vis * v_a
+                for r in range(n):
+                    g = ids[s + r]
+                    for f in range(6 + D):
+                        grads[j, g, f] += gl[r, f]
+                        gl[r, f] = 0.0
 
 
 def _n_threads() -> int:
