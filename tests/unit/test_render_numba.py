@@ -163,3 +163,40 @@ def test_bin_tiles_lists_are_front_to_back_and_match_the_twin():
         lst = ids[offsets[t]:offsets[t + 1]].tolist()
         assert lst == sorted(lst)  # V order = front to back
         assert lst == twin.get(t, []), t
+
+
+def test_numba_ssim_equals_the_torch_twin_on_a_real_photo():
+    """The compiled SSIM (forward and gradient) equals losses._FusedSSIM on a 512x384 crop
+    of a real photo (float64: to 1e-12; float32: to rounding, which E[x^2] - mu^2 amplifies
+    where the window is flat), batch of two."""
+    cv2 = pytest.importorskip("cv2")
+    from pathlib import Path
+
+    from splatstudio.train.losses import photometric_loss, ssim_map
+
+    path = Path(__file__).resolve().parents[3] / "shared/data/photos/lund"
+    bgr = cv2.imread(str(sorted(path.glob("*.jpg"))[0]))
+    assert bgr is not None
+    ref = torch.from_numpy(bgr[100:484, 200:712, ::-1].copy()).double().div(255)[None]
+    ref = torch.cat([ref, ref.flip(2)])
+    g = torch.Generator().manual_seed(0)
+    img = (ref + 0.1 * torch.randn(ref.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    wts = torch.rand(ref.shape[:3], generator=g, dtype=torch.float64)
+    for dt, tol_s, tol_g in ((torch.float64, 1e-12, 1e-10), (torch.float32, 5e-4, 1e-3)):
+        a = img.to(dt).clone().requires_grad_(True)
+        b = img.to(dt).clone().requires_grad_(True)
+        sa = ssim_map(a, ref.to(dt), kernel="numba")
+        sb = ssim_map(b, ref.to(dt), kernel="torch")
+        assert 0.2 < float(sb.mean()) < 0.95
+        assert float((sa - sb).abs().max()) < tol_s
+        (sa * wts.to(dt)).sum().backward()
+        (sb * wts.to(dt)).sum().backward()
+        assert float((a.grad - b.grad).abs().max() / b.grad.abs().max()) < tol_g
+    # the training loss takes it by default on the CPU
+    x = img.float().requires_grad_(True)
+    photometric_loss(x, ref.float()).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with pytest.raises(ValueError, match="kernel must be"):
+        ssim_map(img, ref, kernel="fast")
+    with pytest.raises(ValueError, match="CPU float32"):
+        ssim_map(img.half(), ref.half(), kernel="numba")
