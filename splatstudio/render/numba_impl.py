@@ -358,85 +358,59 @@ if numba is not None:
 
 
     @njit(parallel=True, cache=True)
-    def _ssim_fwd_kernel(x, y, w, C, c1, c2, out, mom):  # pragma: no cover - jit
-        """x, y ``[P, H, W]`` planes (P = B C), w ``[K]`` window; writes the blurred
-        moments (mu_x, mu_y, E[x^2], E[y^2], E[xy]) to mom ``[5, P, H, W]`` and the SSIM
-        mean over each group of C planes to out ``[B, H, W]``."""
-        P, H, W = x.shape
+    def _blur_v(src, w, dst):  # pragma: no cover - jit
+        """Vertical pass of the separable window w ``[K]`` over planes ``[P, H, W]``, zero
+        padded (one row per task; single-store inner loops that LLVM vectorises)."""
+        P, H, W = src.shape
         K = w.shape[0]
         r = K // 2
-        vert = np.empty((5, P, H, W), x.dtype)
-        for yy in prange(H):  # vertical pass, moments formed on the fly
-            for p in range(P):
-                v0 = vert[0, p, yy]
-                v1 = vert[1, p, yy]
-                v2 = vert[2, p, yy]
-                v3 = vert[3, p, yy]
-                v4 = vert[4, p, yy]
-                v0[:] = 0.0
-                v1[:] = 0.0
-                v2[:] = 0.0
-                v3[:] = 0.0
-                v4[:] = 0.0
-                for k in range(K):
-                    sy = yy + k - r
-                    if sy < 0 or sy >= H:
-                        continue
-                    wk = w[k]
-                    xr = x[p, sy]
-                    yr = y[p, sy]
-                    for xx in range(W):
-                        a = xr[xx]
-                        b = yr[xx]
-                        v0[xx] += wk * a
-                        v1[xx] += wk * b
-                        v2[xx] += wk * (a * a)
-                        v3[xx] += wk * (b * b)
-                        v4[xx] += wk * (a * b)
-        B = P // C
-        for yy in prange(H):  # horizontal pass, then the SSIM formula
-            for bi in range(B):
+        for i in prange(P * H):
+            p = i // H
+            yy = i - p * H
+            d = dst[p, yy]
+            d[:] = 0.0
+            for k in range(K):
+                sy = yy + k - r
+                if sy < 0 or sy >= H:
+                    continue
+                wk = w[k]
+                sr = src[p, sy]
                 for xx in range(W):
-                    out[bi, yy, xx] = 0.0
-            for p in range(P):
-                for m in range(5):
-                    dst = mom[m, p, yy]
-                    src = vert[m, p, yy]
-                    dst[:] = 0.0
-                    for k in range(K):
-                        wk = w[k]
-                        off = k - r
-                        lo = max(0, -off)
-                        hi = min(W, W - off)
-                        for xx in range(lo, hi):
-                            dst[xx] += wk * src[xx + off]
-                bi = p // C
-                for xx in range(W):
-                    mx = mom[0, p, yy, xx]
-                    my = mom[1, p, yy, xx]
-                    mxy = mx * my
-                    mx2 = mx * mx
-                    my2 = my * my
-                    a1 = 2.0 * mxy + c1
-                    a2 = 2.0 * (mom[4, p, yy, xx] - mxy) + c2
-                    b1 = mx2 + my2 + c1
-                    b2 = (mom[2, p, yy, xx] - mx2) + (mom[3, p, yy, xx] - my2) + c2
-                    out[bi, yy, xx] += (a1 * a2) / (b1 * b2) / C
+                    d[xx] += wk * sr[xx]
 
     @njit(parallel=True, cache=True)
-    def _ssim_bwd_kernel(x, y, w, C, c1, c2, mom, G, gx):  # pragma: no cover - jit
-        """d loss / d x ``[P, H, W]`` into gx from the saved moments and G ``[B, H, W]``
-        = d loss / d ssim map (the partial derivatives w.r.t. mu_x, E[x^2], E[xy] are
-        blurred once with the self-adjoint window, as ``losses._FusedSSIM``)."""
-        P, H, W = x.shape
+    def _blur_h(src, w, dst):  # pragma: no cover - jit
+        """Horizontal pass of the separable window (see :func:`_blur_v`)."""
+        P, H, W = src.shape
         K = w.shape[0]
         r = K // 2
-        gm = np.empty((3, P, H, W), x.dtype)
-        for yy in prange(H):
-            for p in range(P):
-                bi = p // C
+        for i in prange(P * H):
+            p = i // H
+            yy = i - p * H
+            d = dst[p, yy]
+            sr = src[p, yy]
+            d[:] = 0.0
+            for k in range(K):
+                wk = w[k]
+                off = k - r
+                lo = max(0, -off)
+                hi = min(W, W - off)
+                for xx in range(lo, hi):
+                    d[xx] += wk * sr[xx + off]
+
+    @njit(parallel=True, cache=True)
+    def _ssim_map_kernel(mom, C, c1, c2, out):  # pragma: no cover - jit
+        """SSIM from the blurred moments ``[5, P, H, W]`` (mu_x, mu_y, E[x^2], E[y^2],
+        E[xy]), averaged over each group of C planes into out ``[B, H, W]``."""
+        _, P, H, W = mom.shape
+        B = P // C
+        for i in prange(B * H):
+            bi = i // H
+            yy = i - bi * H
+            o = out[bi, yy]
+            o[:] = 0.0
+            for p in range(bi * C, bi * C + C):
                 for xx in range(W):
-                    g = G[bi, yy, xx] / C
                     mx = mom[0, p, yy, xx]
                     my = mom[1, p, yy, xx]
                     mxy = mx * my
@@ -446,43 +420,34 @@ if numba is not None:
                     a2 = 2.0 * (mom[4, p, yy, xx] - mxy) + c2
                     b1 = mx2 + my2 + c1
                     b2 = (mom[2, p, yy, xx] - mx2) + (mom[3, p, yy, xx] - my2) + c2
-                    inv = g / (b1 * b2)
-                    gs = g * ((a1 * a2) / (b1 * b2))
-                    gm[0, p, yy, xx] = (2.0 * my * (a2 - a1) * inv
-                                        - 2.0 * mx * gs * (1.0 / b1 - 1.0 / b2))
-                    gm[1, p, yy, xx] = -gs / b2
-                    gm[2, p, yy, xx] = 2.0 * a1 * inv
-        vert = np.empty((3, P, H, W), x.dtype)
-        for yy in prange(H):
-            for p in range(P):
-                for m in range(3):
-                    dst = vert[m, p, yy]
-                    dst[:] = 0.0
-                    for k in range(K):
-                        sy = yy + k - r
-                        if sy < 0 or sy >= H:
-                            continue
-                        wk = w[k]
-                        src = gm[m, p, sy]
-                        for xx in range(W):
-                            dst[xx] += wk * src[xx]
-        for yy in prange(H):
-            row = np.empty((3, W), x.dtype)
-            for p in range(P):
-                for m in range(3):
-                    dst = row[m]
-                    src = vert[m, p, yy]
-                    dst[:] = 0.0
-                    for k in range(K):
-                        wk = w[k]
-                        off = k - r
-                        lo = max(0, -off)
-                        hi = min(W, W - off)
-                        for xx in range(lo, hi):
-                            dst[xx] += wk * src[xx + off]
-                for xx in range(W):
-                    gx[p, yy, xx] = (row[0, xx] + 2.0 * x[p, yy, xx] * row[1, xx]
-                                     + y[p, yy, xx] * row[2, xx])
+                    o[xx] += (a1 * a2) / (b1 * b2) / C
+
+    @njit(parallel=True, cache=True)
+    def _ssim_grad_maps(mom, C, c1, c2, G, gm):  # pragma: no cover - jit
+        """d loss / d (mu_x, E[x^2], E[xy]) per pixel into gm ``[3, P, H, W]``, from the
+        moments and G ``[B, H, W]`` = d loss / d ssim map (as ``losses._FusedSSIM``)."""
+        _, P, H, W = mom.shape
+        for i in prange(P * H):
+            p = i // H
+            yy = i - p * H
+            bi = p // C
+            for xx in range(W):
+                g = G[bi, yy, xx] / C
+                mx = mom[0, p, yy, xx]
+                my = mom[1, p, yy, xx]
+                mxy = mx * my
+                mx2 = mx * mx
+                my2 = my * my
+                a1 = 2.0 * mxy + c1
+                a2 = 2.0 * (mom[4, p, yy, xx] - mxy) + c2
+                b1 = mx2 + my2 + c1
+                b2 = (mom[2, p, yy, xx] - mx2) + (mom[3, p, yy, xx] - my2) + c2
+                inv = g / (b1 * b2)
+                gs = g * ((a1 * a2) / (b1 * b2))
+                gm[0, p, yy, xx] = (2.0 * my * (a2 - a1) * inv
+                                    - 2.0 * mx * gs * (1.0 / b1 - 1.0 / b2))
+                gm[1, p, yy, xx] = -gs / b2
+                gm[2, p, yy, xx] = 2.0 * a1 * inv
 
 
 def _n_threads() -> int:
@@ -598,15 +563,26 @@ class FusedSSIMNumba(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, g):
         B, C, H, W = x.shape
+        P = B * C
         dt = x.dtype
-        xp = x.detach().contiguous().reshape(B * C, H, W).numpy()
-        yp = y.detach().to(dt).contiguous().reshape(B * C, H, W).numpy()
+        xp = x.detach().contiguous().reshape(P, H, W).numpy()
+        yp = y.detach().to(dt).contiguous().reshape(P, H, W).numpy()
         w = g.detach().to(dt).contiguous().numpy()
         np_dt = xp.dtype.type
-        out = np.empty((B, H, W), xp.dtype)
-        mom = np.empty((5, B * C, H, W), xp.dtype)
         _n_threads()
-        _ssim_fwd_kernel(xp, yp, w, C, np_dt(0.01**2), np_dt(0.03**2), out, mom)
+        m = np.empty((5, P, H, W), xp.dtype)
+        m[0] = xp
+        m[1] = yp
+        np.multiply(xp, xp, out=m[2])
+        np.multiply(yp, yp, out=m[3])
+        np.multiply(xp, yp, out=m[4])
+        m = m.reshape(5 * P, H, W)
+        v = np.empty_like(m)
+        _blur_v(m, w, v)
+        _blur_h(v, w, m)  # m now holds the blurred moments
+        mom = m.reshape(5, P, H, W)
+        out = np.empty((B, H, W), xp.dtype)
+        _ssim_map_kernel(mom, C, np_dt(0.01**2), np_dt(0.03**2), out)
         ctx.state = (xp, yp, w, C, mom)
         return torch.from_numpy(out)
 
@@ -616,7 +592,14 @@ class FusedSSIMNumba(torch.autograd.Function):
         P, H, W = xp.shape
         np_dt = xp.dtype.type
         G = grad.detach().to(torch.from_numpy(xp[:1, :1, :1]).dtype).contiguous().numpy()
-        gx = np.empty_like(xp)
         _n_threads()
-        _ssim_bwd_kernel(xp, yp, w, C, np_dt(0.01**2), np_dt(0.03**2), mom, G, gx)
-        return torch.from_numpy(gx).reshape(P // C, C, H, W), None, None
+        gm = np.empty((3, P, H, W), xp.dtype)
+        _ssim_grad_maps(mom, C, np_dt(0.01**2), np_dt(0.03**2), G, gm)
+        gm = gm.reshape(3 * P, H, W)
+        v = np.empty_like(gm)
+        _blur_v(gm, w, v)
+        _blur_h(v, w, gm)
+        b = gm.reshape(3, P, H, W)
+        gx = b[0] + 2.0 * xp * b[1] + yp * b[2]
+        return torch.from_numpy(gx.astype(xp.dtype, copy=False)).reshape(P // C, C, H, W), \
+            None, None
