@@ -44,6 +44,7 @@ first run on a machine pays it; measured by ``benchmarks/bench_vs_opensplat.py``
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -56,6 +57,30 @@ try:  # optional: the torch twin runs without it
 except ImportError:  # pragma: no cover - exercised on machines without numba
     numba = None
 
+
+def _threadsafe_layer() -> bool:
+    """Select a thread-safe numba threading layer (TBB, else OpenMP): the GUI may render a
+    preview while training runs in another thread, which numba's fallback "workqueue"
+    layer does not allow (it aborts the process). False when neither loads (then the torch
+    twin is used) or when the user forced another layer with ``NUMBA_THREADING_LAYER``."""
+    if numba is None:
+        return False
+    layer = numba.config.THREADING_LAYER
+    if layer not in ("default", "threadsafe", "safe", "tbb", "omp"):
+        return False
+    for mod in ("tbbpool", "omppool"):
+        try:
+            importlib.import_module(f"numba.np.ufunc.{mod}")
+        except (ImportError, OSError):
+            continue
+        if layer == "default":
+            numba.config.THREADING_LAYER = "threadsafe"
+        return True
+    return False
+
+
+_USABLE = _threadsafe_layer()
+
 __all__ = ["FusedSSIMNumba", "RasterizeToPixelsNumba", "bin_tiles", "numba_available"]
 
 # the same constants as torch_impl (not imported: torch_impl imports this module lazily)
@@ -66,8 +91,9 @@ _EXTEND = 3.33
 
 
 def numba_available() -> bool:
-    """True when numba imports (the compiled CPU kernels can be used)."""
-    return numba is not None
+    """True when numba imports with a thread-safe threading layer (TBB or OpenMP), so the
+    compiled CPU kernels can be used."""
+    return numba is not None and _USABLE
 
 
 if numba is not None:
