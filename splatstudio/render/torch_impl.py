@@ -32,6 +32,10 @@ model of 3D Gaussian Splatting (Kerbl et al. 2023) with EWA splatting (Zwicker e
    stop (exclusive) when ``T * (1 - alpha) <= 1e-4``;
    ``C = sum_i c_i alpha_i T_i + T_final * background``; ``render_alpha = 1 - T_final``.
 
+On CPU tensors, step 3 (with its tile binning) runs by default in the compiled, all-core
+kernels of :mod:`splatstudio.render.numba_impl` (``RasterConfig.kernel``); the version in
+this module is their reference twin and the path on every other device.
+
 Differentiability: step 1 is ordinary autograd; step 3 is a custom
 :class:`torch.autograd.Function` whose backward recomputes each block (like gsplat's
 backward kernel) and uses the analytic gradients of the compositing equation, so the
