@@ -111,7 +111,9 @@ res["forward_s"] = min(fw)
 res["forward_runs_s"] = fw
 res["n_visible"] = int((info["radii"][0] > 0).all(-1).sum())
 res["mean_alpha"] = float(alp.mean())
-res.update({k: info["cpu_stats"][k] for k in ("n_isects", "n_bands", "n_blocks")})
+# n_bands / n_blocks exist for the torch twin only; "kernel" says which one ran
+res.update({k: info["cpu_stats"][k] for k in ("kernel", "n_isects", "n_bands", "n_blocks")
+            if k in info["cpu_stats"]})
 if DO_BWD:
     fg, bw = [], []
     for r in range(REPEATS):
