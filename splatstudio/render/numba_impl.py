@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 
 import numpy as np
 import torch
@@ -64,6 +65,10 @@ def _threadsafe_layer() -> bool:
     layer does not allow (it aborts the process). False when neither loads (then the torch
     twin is used) or when the user forced another layer with ``NUMBA_THREADING_LAYER``."""
     if numba is None:
+        return False
+    if getattr(sys, "frozen", False):
+        # a PyInstaller bundle has no .py sources for numba's cache locator (cache=True
+        # fails there); untested, so the bundle keeps the torch twin
         return False
     layer = numba.config.THREADING_LAYER
     if layer not in ("default", "threadsafe", "safe", "tbb", "omp"):
