@@ -61,19 +61,27 @@ def _wrap(mod, name: str, timer: PhaseTimer, phase: str, generator: bool = False
 def profile_steps(trainer, steps: int, warmup: int = 2) -> dict:
     """Run `warmup` + `steps` training steps of `trainer` with phase timers; returns seconds per
     step of each phase (mean over the timed steps) and the total."""
+    from splatstudio.render import numba_impl as ni
     from splatstudio.render import torch_impl as ti
     from splatstudio.train import trainer as trmod
 
     timer = PhaseTimer()
     patches = []
-    for mod, name, phase, gen in [
+    wraps = [
         (ti, "_project_camera", "projection", False),
         (ti, "_tile_batches", "tile_binning", True),
         (ti, "_forward_batch", "composite_forward", False),
         (ti, "_backward_batch", "composite_backward", False),
         (trmod, "photometric_loss", "loss_forward", False),
         (ti, "eval_sh", "sh_forward", False),
-    ]:
+    ]
+    if ni.numba_available():  # the compiled kernels (RasterConfig.kernel "auto"/"numba")
+        wraps += [
+            (ni, "bin_tiles", "tile_binning", False),
+            (ni, "_forward_kernel", "composite_forward", False),
+            (ni, "_backward_kernel", "composite_backward", False),
+        ]
+    for mod, name, phase, gen in wraps:
         patches.append((mod, name, _wrap(mod, name, timer, phase, gen)))
     opt_steps = {}
     for k, o in trainer.optimizers.items():

@@ -111,7 +111,9 @@ res["forward_s"] = min(fw)
 res["forward_runs_s"] = fw
 res["n_visible"] = int((info["radii"][0] > 0).all(-1).sum())
 res["mean_alpha"] = float(alp.mean())
-res.update({k: info["cpu_stats"][k] for k in ("n_isects", "n_bands", "n_blocks")})
+# n_bands / n_blocks exist for the torch twin only; "kernel" says which one ran
+res.update({k: info["cpu_stats"][k] for k in ("kernel", "n_isects", "n_bands", "n_blocks")
+            if k in info["cpu_stats"]})
 if DO_BWD:
     fg, bw = [], []
     for r in range(REPEATS):
@@ -163,6 +165,7 @@ def main() -> None:
 
     import torch
 
+    load_start = round(os.getloadavg()[0], 2)
     results, skipped = [], []
     for threads in args.threads:
         for w, h in SIZES:
@@ -213,6 +216,8 @@ def main() -> None:
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
+            "load_avg_1min_at_start": load_start,
+            "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
         },
         "device": "cpu",
         "torch": torch.__version__,
@@ -228,7 +233,8 @@ def main() -> None:
             "synthetic_scene": "uniform in a 10x10x4 box, scales ~1.5x mean spacing "
             "(log-normal), opacity sigmoid(2 randn)",
             "loss_for_backward": "mean(img^2) + mean(alpha)",
-            "defaults": "tile_size=16, chunk_size=128, max_pairs=2**18, max_isects=2**20",
+            "defaults": "tile_size=16 (8 with gradients), kernel=auto (numba when installed; "
+            "the result rows say which), chunk_size=128, max_pairs=2**18, max_isects=2**20",
             "timing": "best of `repeats` runs (1 for N=1M); each case in a fresh process",
             "budget_s": args.budget,
         },

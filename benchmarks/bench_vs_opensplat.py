@@ -21,6 +21,9 @@ Also recorded:
   compositing forward / backward, loss, rest of the backward = projection + SH + SSIM
   backward, optimizer, densification), measured in-process with
   :func:`_step_profile.profile_steps`, per count;
+* ``numba_startup``: the compiled kernels' start-up (:func:`jit_startup`): a fresh process's
+  first differentiable render + loss with an empty numba cache (compilation) and with the
+  cache; the default cache is filled before the timed runs, as after a user's first run;
 * ``psnr``: our held-out PSNR (every 8th view) after the long run, and with ``--baseline-src``
   the same run of another SplatStudio checkout (e.g. the code before a change; same seed).
 
@@ -84,6 +87,53 @@ print(json.dumps({"t_start": t0, "t_ready": t1, "t_end": t2, "psnr": ev["psnr"],
                   "eval_cpu_s": time.process_time() - c2,
                   "ssim": ev["ssim"], "gaussians": len(t.splats["means"])}))
 """
+
+
+# The numba kernels' start-up: import + one differentiable render and SSIM of a small scene
+# in a fresh process; the first run with an empty cache compiles, the next loads the cache.
+JIT_PROBE = r"""
+import json, sys, time
+t0 = time.time()
+sys.path.insert(0, sys.argv[1])
+import torch
+from splatstudio.render import look_at, intrinsics_from_fov, rasterize
+from splatstudio.train.losses import photometric_loss
+g = torch.Generator().manual_seed(0)
+n = 500
+ps = [torch.randn(n, 3, generator=g), torch.randn(n, 4, generator=g),
+      torch.rand(n, 3, generator=g) * 0.1 + 0.01, torch.rand(n, generator=g),
+      torch.rand(n, 3, generator=g)]
+for p in ps:
+    p.requires_grad_(True)
+vm = torch.as_tensor(look_at([0.0, -4.0, 1.0], [0.0, 0.0, 0.0]), dtype=torch.float32)
+K = torch.as_tensor(intrinsics_from_fov(60.0, 64, 48), dtype=torch.float32)
+t1 = time.time()
+img, alp, info = rasterize(*ps, vm[None], K[None], 64, 48)
+photometric_loss(img, torch.rand_like(img)).backward()
+print(json.dumps({"import_s": t1 - t0, "first_step_s": time.time() - t1,
+                  "kernel": info["cpu_stats"]["kernel"]}))
+"""
+
+
+def jit_startup(src: Path) -> dict:
+    """Start-up of the compiled kernels: a fresh process with an empty numba cache (compiles
+    and writes the cache) and one with that cache; plus a run with the default cache, so the
+    timed runs do not pay the compilation."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
+        for name in ("cold_cache", "warm_cache"):
+            env = {**os.environ, **ENV, "PYTHONPATH": str(src), "NUMBA_CACHE_DIR": cache}
+            r = subprocess.run([sys.executable, "-c", JIT_PROBE, str(src)], env=env,
+                               capture_output=True, text=True)
+            if r.returncode:
+                raise SystemExit(f"the numba start-up probe failed:\n{r.stderr[-3000:]}")
+            out[name] = {k: round(v, 3) if isinstance(v, float) else v
+                         for k, v in json.loads(r.stdout.strip().splitlines()[-1]).items()}
+    env = {**os.environ, **ENV, "PYTHONPATH": str(src)}
+    subprocess.run([sys.executable, "-c", JIT_PROBE, str(src)], env=env, check=True,
+                   capture_output=True)
+    out["load_avg_1min"] = load1()
+    return out
 
 
 def load1() -> float:
@@ -163,7 +213,7 @@ def profile(project: Path, n: int, steps: int) -> dict:
     return out
 
 
-def _payload(args, have_os: bool, rows: list) -> dict:
+def _payload(args, have_os: bool, rows: list, jit: dict | None = None) -> dict:
     """The JSON payload (written after every count, so a cut run keeps what it measured)."""
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
@@ -183,6 +233,7 @@ def _payload(args, have_os: bool, rows: list) -> dict:
         "opensplat": {"binary": str(args.opensplat), "present": have_os, "commit": os_commit},
         "baseline_src": str(args.baseline_src) if args.baseline_src else None,
         "load_avg_1min_at_end": load1(),
+        "numba_startup": jit,
         "results": rows,
     }
     return payload
@@ -218,6 +269,8 @@ def main() -> None:
     project = georef_project(work)
     import numpy as np
 
+    jit = jit_startup(ROOT)
+    print("numba start-up", json.dumps(jit), flush=True)
     rows = []
     for spec in args.counts.split(","):
         n, short, long = (int(x) for x in spec.split(":"))
@@ -264,7 +317,7 @@ def main() -> None:
             row["profile"] = profile(project, n, args.profile_steps)
         print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
         rows.append(row)
-        print(write_result("vs_opensplat", _payload(args, have_os, rows)), flush=True)
+        print(write_result("vs_opensplat", _payload(args, have_os, rows, jit)), flush=True)
     if tmp is not None:
         tmp.cleanup()
 

@@ -39,7 +39,7 @@ _GSPLAT_ONLY_KW = {
 _TORCH_IGNORED_KW = ("packed", "channel_chunk")
 # torch-path knobs (RasterConfig fields)
 _TORCH_KW = ("tile_size", "chunk_size", "max_pairs", "max_isects", "save_checkpoints",
-             "max_saved_pairs")
+             "max_saved_pairs", "kernel")
 
 
 def _check_inputs(
@@ -177,7 +177,8 @@ def rasterize(
             "torch". Torch-path knobs: ``tile_size`` (8 when gradients are needed, 16
             otherwise), ``chunk_size`` (128),
             ``max_pairs`` (2**18), ``max_isects`` (2**20), ``save_checkpoints`` (True),
-            ``max_saved_pairs`` (2**24), see
+            ``max_saved_pairs`` (2**24), ``kernel`` ("auto": the compiled numba
+            compositing on CPU when numba is installed, else "torch"), see
             :class:`~splatstudio.render.torch_impl.RasterConfig`. gsplat-only features
             (``absgrad``, ``sparse_grad``, ``covars``, non-pinhole cameras, distortion,
             UT, distributed) raise ``NotImplementedError`` on the torch path; ``packed``

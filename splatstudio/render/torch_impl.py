@@ -32,6 +32,10 @@ model of 3D Gaussian Splatting (Kerbl et al. 2023) with EWA splatting (Zwicker e
    stop (exclusive) when ``T * (1 - alpha) <= 1e-4``;
    ``C = sum_i c_i alpha_i T_i + T_final * background``; ``render_alpha = 1 - T_final``.
 
+On CPU tensors, step 3 (with its tile binning) runs by default in the compiled, all-core
+kernels of :mod:`splatstudio.render.numba_impl` (``RasterConfig.kernel``); the version in
+this module is their reference twin and the path on every other device.
+
 Differentiability: step 1 is ordinary autograd; step 3 is a custom
 :class:`torch.autograd.Function` whose backward recomputes each block (like gsplat's
 backward kernel) and uses the analytic gradients of the compositing equation, so the
@@ -94,6 +98,7 @@ RADIUS_EXTEND = 3.33
 
 _RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 _RASTERIZE_MODES = ("classic", "antialiased")
+_KERNELS = ("auto", "numba", "torch")
 
 
 @dataclass
@@ -118,8 +123,14 @@ class RasterConfig:
             transmittances of the forward's blocks (8 bytes per (pixel, Gaussian) pair
             in float32) for up to this many pairs per call (default 2**24: 128 MiB), so
             the backward pass recomputes only the blocks beyond it.
+        kernel: the compositing implementation: "numba" (the compiled per-tile loops of
+            :mod:`splatstudio.render.numba_impl`, all cores; CPU tensors, numba installed),
+            "torch" (the batched-tensor twin in this module, any device; the reference),
+            or "auto" (default: "numba" when it applies, else "torch"). Same values up to
+            float rounding; ``chunk_size``, ``max_pairs``, ``max_isects`` and the saving
+            knobs apply to "torch" only.
         stats: counters filled by the last call (``n_isects``, ``n_bands``,
-            ``max_band_isects``, ``n_blocks``, ``max_block_pairs``).
+            ``max_band_isects``, ``n_blocks``, ``max_block_pairs``; ``kernel``, the one used).
     """
 
     tile_size: int = 8
@@ -128,9 +139,12 @@ class RasterConfig:
     max_isects: int = 1 << 20
     save_checkpoints: bool = True
     max_saved_pairs: int = 1 << 24
+    kernel: str = "auto"
     stats: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.kernel not in _KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(_KERNELS)}, got {self.kernel!r}")
         for name in ("tile_size", "chunk_size", "max_pairs", "max_isects", "max_saved_pairs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -897,6 +911,30 @@ def _tile(img: Tensor, th: int, tw: int, ts: int) -> Tensor:
 # ---------------------------------------------------------------------------------------
 
 
+def _compositor(cfg: RasterConfig, dev: torch.device):
+    """The autograd Function that composites: ``cfg.kernel`` resolved for device ``dev``.
+
+    Raises:
+        ValueError: ``kernel="numba"`` on a non-CPU device.
+        ImportError: ``kernel="numba"`` without numba installed.
+    """
+    if cfg.kernel == "torch":
+        cfg.stats["kernel"] = "torch"
+        return _RasterizeToPixels
+    from . import numba_impl  # lazy: numba is only loaded by the CPU path
+
+    if cfg.kernel == "numba":
+        if dev.type != "cpu":
+            raise ValueError(f"kernel='numba' runs on CPU tensors only, got device {dev}")
+        if not numba_impl.numba_available():
+            raise ImportError("kernel='numba' needs the numba package (pip install numba)")
+    elif dev.type != "cpu" or not numba_impl.numba_available():
+        cfg.stats["kernel"] = "torch"
+        return _RasterizeToPixels
+    cfg.stats["kernel"] = "numba"
+    return numba_impl.RasterizeToPixelsNumba
+
+
 def rasterize_torch(
     means: Tensor,
     quats: Tensor,
@@ -968,6 +1006,7 @@ def rasterize_torch(
     radii_info[cam_idx, gid_all] = torch.cat([p.radii for p in projs])
     depths_info = torch.stack([p.depths_all for p in projs])
 
+    composite = _compositor(cfg, dev)
     renders, alphas = [], []
     for c, p in enumerate(projs):
         gids = p.gids
@@ -992,7 +1031,7 @@ def rasterize_torch(
         elif render_mode in ("D", "ED"):
             feats = p.depths[:, None]
             bg = None
-        img, alpha = _RasterizeToPixels.apply(
+        img, alpha = composite.apply(
             m2d, p.conics, feats, p.opacities, p.radii, width, height, cfg
         )
         if bg is not None:

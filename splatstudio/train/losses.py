@@ -95,15 +95,38 @@ def no_tf32() -> Iterator[None]:
         cudnn.allow_tf32, matmul.allow_tf32 = before
 
 
-def ssim_map(img: torch.Tensor, ref: torch.Tensor, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def ssim_map(
+    img: torch.Tensor, ref: torch.Tensor, size: int = 11, sigma: float = 1.5,
+    kernel: str = "auto",
+) -> torch.Tensor:
     """Per-pixel SSIM [B, H, W] of images [B, H, W, 3] (values in [0, 1]), mean over channels.
 
     Borders use zero padding of the local statistics window ("same" size output). The
     gradient flows to `img` only (through :class:`_FusedSSIM`); `ref` is treated as data.
+    ``kernel``: "torch" (:class:`_FusedSSIM`, any device), "numba" (the same computation
+    compiled, row-parallel: ``splatstudio.render.numba_impl.FusedSSIMNumba``; CPU float32 /
+    float64 tensors), or "auto" (numba where it applies and is installed).
+
+    Raises:
+        ValueError: an unknown ``kernel``, or "numba" where it does not apply.
     """
+    if kernel not in ("auto", "numba", "torch"):
+        raise ValueError(f"ssim_map: kernel must be 'auto', 'numba' or 'torch', got {kernel!r}")
     x = img.permute(0, 3, 1, 2).contiguous()
     y = ref.detach().permute(0, 3, 1, 2).contiguous()
-    return _FusedSSIM.apply(x, y, _window1d(size, sigma, str(x.device), x.dtype))
+    g = _window1d(size, sigma, str(x.device), x.dtype)
+    if kernel != "torch":
+        ok = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+        if ok:
+            from ..render import numba_impl  # lazy: numba loads only on the CPU path
+
+            ok = numba_impl.numba_available()
+            if ok:
+                return numba_impl.FusedSSIMNumba.apply(x, y, g)
+        if kernel == "numba":
+            raise ValueError("ssim_map: kernel='numba' needs numba installed and CPU float32 "
+                             f"or float64 images, got {x.device} {x.dtype}")
+    return _FusedSSIM.apply(x, y, g)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

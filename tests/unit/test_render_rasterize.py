@@ -377,23 +377,29 @@ def test_viewmat_gradient_matches_reference():
     assert rel(v1.grad, v2.grad) < F32_GRAD
 
 
+@pytest.mark.parametrize("kernel", ["torch", "numba"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, F64_IMG)])
-def test_tiling_parameters_do_not_change_result(dtype, tol):
+def test_tiling_parameters_do_not_change_result(dtype, tol, kernel):
+    if kernel == "numba":
+        pytest.importorskip("numba")
     (means, quats, scales, opac, colors, vm, K), _ = make_scene(13, n=300, dense=True,
                                                                 dtype=dtype)
     W, H = 70, 45
     args = (means, quats, scales, opac, colors, vm[None], K[None], W, H)
-    base, base_a, info0 = rasterize(*args)
+    base, base_a, info0 = rasterize(*args, kernel=kernel)
     for kw in (
         dict(tile_size=8),
         dict(tile_size=4, chunk_size=5, max_pairs=200, max_isects=64),
         dict(tile_size=32, chunk_size=1000, max_pairs=1 << 22),
         dict(tile_size=16, chunk_size=3, max_pairs=16 * 16 * 3, max_isects=300),
     ):
-        img, alp, info = rasterize(*args, **kw)
+        img, alp, info = rasterize(*args, kernel=kernel, **kw)
         assert float((img - base).abs().max()) < tol, kw
         assert float((alp - base_a).abs().max()) < tol, kw
         st = info["cpu_stats"]
+        assert st["kernel"] == kernel
+        if kernel == "numba":  # the block and band knobs are the torch twin's
+            continue
         assert st["max_block_pairs"] <= max(kw.get("max_pairs", 1 << 18),
                                             kw.get("tile_size", 16) ** 2)  # fmt: skip
         if "max_isects" in kw:
@@ -415,7 +421,7 @@ def test_memory_is_bounded_for_large_n():
     K = torch.as_tensor(intrinsics_from_fov(60.0, 320, 240), dtype=torch.float32)
     ps = [t.requires_grad_() for t in (means, quats, scales, opac, colors)]
     img, alp, info = rasterize(*ps, vm[None], K[None], 320, 240, max_pairs=1 << 16,
-                               max_isects=20_000)  # fmt: skip
+                               max_isects=20_000, kernel="torch")  # fmt: skip
     st = info["cpu_stats"]
     assert st["max_block_pairs"] <= 1 << 16
     assert st["n_bands"] > 3
@@ -483,7 +489,8 @@ def test_recompute_backward_equals_checkpointed():
     for kw in (dict(save_checkpoints=True), dict(max_saved_pairs=1500),
                dict(save_checkpoints=False)):  # fmt: skip
         ps = [t.clone().requires_grad_() for t in (means, quats, scales, opac, colors)]
-        img, alp, info = rasterize(*ps, vm[None], K[None], W, H, chunk_size=4, **kw)
+        img, alp, info = rasterize(*ps, vm[None], K[None], W, H, chunk_size=4,
+                                   kernel="torch", **kw)
         (img.sum() + 2 * alp.sum()).backward()
         grads.append([p.grad for p in ps])
         saved.append(info["cpu_stats"].get("saved_pairs", 0))
