@@ -4,9 +4,10 @@ unpartitioned training on the same steps.
 On ``../shared/data/panos/geovisio-gopromax-2048`` with the ``test`` preset (ingest..georef
 once), then the train stage with ``--steps`` steps:
 
-- ``whole``: ``train.blocks=1`` in this process, one torch thread (one core, as a worker);
+- ``whole``: ``train.blocks=1`` in this process, one thread (torch and the numba kernels: one
+  core, as a worker);
 - ``farm_1``: ``train.blocks=2`` on a loopback farm of one ``--cpu-train`` worker (its item
-  processes run one thread: ``OMP_NUM_THREADS=1``);
+  processes run one thread: ``OMP_NUM_THREADS=NUMBA_NUM_THREADS=1``);
 - ``farm_2``: the same on two workers.
 
 Per configuration: wall seconds of the train stage, held-out PSNR/SSIM (merged for the
@@ -85,6 +86,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=300, help="training steps (per block)")
     args = ap.parse_args()
+    # one core per trainer everywhere: torch's and the numba kernels' threads (before numba loads;
+    # the farm's workers and their item processes inherit it)
+    os.environ["NUMBA_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"
 
     import torch
 

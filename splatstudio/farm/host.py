@@ -51,7 +51,8 @@ def farm_from_env() -> tuple[JoinFile, str] | None:
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS", "1")}
     with open(log, "ab") as f:
         return subprocess.Popen([sys.executable, "-m", *args], stdout=f, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, env=env)
