@@ -1,5 +1,5 @@
-"""Training in spatial blocks (issue 13): the plan, the merge by ownership, resume, and the
-same splat here and on a farm of two loopback workers, also when one peer is killed mid-block
+"""Training in spatial blocks (issue 13) on the real 2048 walk: the plan, the merge by
+ownership, resume, and the same splat here and on a farm of two loopback workers, also when one peer is killed mid-block
 (its segment reruns on the other from the last shipped checkpoint) or the run is cancelled."""
 
 from __future__ import annotations
@@ -37,17 +37,26 @@ def _item_processes() -> list:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from helpers.tiny_project import tiny_georef_project
+def walk(tmp_path_factory, panos_2048):
+    """The real 2048 walk through ingest..georef with the test preset (about a minute), set to
+    train 2 blocks of STEPS steps in segments of STEPS / 2."""
+    from splatstudio.config import ProjectConfig, update_config
+    from splatstudio.pipeline.runner import PipelineRunner
 
-    root = tmp_path_factory.mktemp("blocks") / "p"
-    return tiny_georef_project(root, views=8, size=(40, 30), gaussians=300, steps=STEPS,
-                               checkpoint_every=20, eval_every=0, preview_every=20, blocks=2)
+    cfg = ProjectConfig.from_preset("test")
+    cfg.train = update_config(cfg.train, {"steps": STEPS, "checkpoint_every": STEPS // 2,
+                                          "eval_every": 0, "preview_every": STEPS // 2,
+                                          "blocks": 2, "allow_slow": True})
+    project = Project.create(tmp_path_factory.mktemp("blocks") / "p", panos_2048, cfg)
+    result = PipelineRunner(project, device="cpu").run(until="georef")
+    assert result.ok, result.reason
+    return project
 
 
 def _copy(project: Project, dst) -> Project:
     shutil.copytree(project.root, dst, symlinks=True)
     shutil.rmtree(dst / "train", ignore_errors=True)
+    (dst / ".lock").unlink(missing_ok=True)
     return Project.open(dst)
 
 
@@ -64,8 +73,8 @@ def _run(project: Project, got: list | None = None, cancel: threading.Event | No
 
 
 @pytest.fixture(scope="module")
-def local(tiny, tmp_path_factory):
-    project = _copy(tiny, tmp_path_factory.mktemp("local") / "p")
+def local(walk, tmp_path_factory):
+    project = _copy(walk, tmp_path_factory.mktemp("local") / "p")
     got: list = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPLATSTUDIO_DEVICE", "cpu")
@@ -79,7 +88,9 @@ def test_blocks_partition_the_capture_and_merge_each_gaussian_once(local):
     plan = json.loads((root / "train/blocks/plan.json").read_text())
     assert len(plan["blocks"]) == 2 and result["blocks"] == 2
     owned = [set(b["owned_frames"]) for b in plan["blocks"]]
-    assert not owned[0] & owned[1] and len(owned[0] | owned[1]) == 8  # every frame, once
+    assert not owned[0] & owned[1] and owned[0] | owned[1] == {"1", "2", "3", "4", "5"}
+    views = [set(b["views"]) for b in plan["blocks"]]
+    assert len(views[0] | views[1]) == 90 and views[0] & views[1]  # expanded cells overlap
     merged = load_splats(root / "train/splat.ply")
     metrics = json.loads((root / "train/metrics.json").read_text())
     kept = [b["gaussians_kept"] for b in metrics["blocks"]]
