@@ -5,7 +5,7 @@ block training on two loopback farm workers started from the window shows its it
 
 README's ``docs/screenshots/farm_items.png`` comes from the slow test:
 ``SPLATSTUDIO_SCREENSHOTS=docs/screenshots xvfb-run -a -s "-screen 0 1920x1080x24"
-pytest tests/gui/test_farm_items.py -k loopback``."""
+pytest tests/gui/test_farm_item_rows.py -k loopback``."""
 
 from __future__ import annotations
 
