@@ -37,6 +37,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -352,7 +353,10 @@ def _done(folder: Path, fingerprint: str) -> bool:
 
 
 def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) -> dict[str, Any]:
-    """Reproject stage (see the module docstring for outputs).
+    """Reproject stage (see the module docstring for outputs): plan the run from the
+    manifest, write the rigs and their masks, list the panoramas still to render, render them,
+    pass the photos through, remove outputs of images no longer in the manifest, write
+    ``frames.json``.
 
     Metrics: panoramas, photos, views, view_size (px), rendered (panoramas rendered this run,
     the rest were already done), seconds_per_pano (wall time per rendered panorama).
@@ -360,78 +364,159 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
     Raises:
         InputError: no manifest, an undecodable panorama, or an input file gone since ingest.
     """
-    import time
+    run = plan_reproject(project, config, events)
+    if run.panos:
+        write_rigs(run)
+    if run.sfm_rig is None:
+        clear_sfm_rig(run)
+    list_panoramas(run)
+    render_panoramas(run)
+    pass_photos(run)
+    remove_stale_outputs(run)
+    return write_frames(run)
 
+
+@dataclass(eq=False)
+class ReprojectRun:
+    """The state the reproject phases share.
+
+    Attributes:
+        project, config, events: the stage's arguments.
+        manifest: ``ingest/manifest.json`` as a dict.
+        out: the stage folder ``reproject/`` (absolute).
+        input_dir: the folder the manifest's ``file`` paths are relative to.
+        panos, photos: the manifest's equirect and perspective entries, in its order.
+        rig: the training rig (None without panoramas); sfm_rig: SfM's own rig, views kept
+            (None when SfM runs on the training views).
+        frames: ``frames.json``'s frames so far (panoramas, then photos).
+        todo: panoramas still to render: (manifest entry, source path, [(rig, folder,
+            fingerprint)] of each folder not done).
+        done_before: panoramas already rendered by an earlier run (resume).
+        seconds: wall time of the rendering, seconds.
+    """
+
+    project: Project
+    config: ReprojectConfig
+    events: Emitter
+    manifest: dict[str, Any]
+    out: Path
+    input_dir: Path
+    panos: list[dict[str, Any]]
+    photos: list[dict[str, Any]]
+    rig: Rig | None = None
+    sfm_rig: Rig | None = None
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    todo: list[tuple[dict[str, Any], Path, list[tuple[Rig, Path, str]]]] = field(
+        default_factory=list)
+    done_before: int = 0
+    seconds: float = 0.0
+
+
+def plan_reproject(project: Project, config: ReprojectConfig, events: Emitter) -> ReprojectRun:
+    """Read ``ingest/manifest.json`` and create ``reproject/``; splits the images into
+    panoramas and photos. Writes nothing else.
+
+    Raises:
+        InputError: no manifest (ingest has not run).
+        ProjectError: the manifest is not valid JSON.
+    """
     manifest = read_manifest(project.root).data
     out = project.stage_dir("reproject")
-    input_dir = Path(manifest["input_dir"])
-    panos = [e for e in manifest["images"] if e["kind"] == "equirect"]
-    photos = [e for e in manifest["images"] if e["kind"] == "perspective"]
+    return ReprojectRun(
+        project, config, events, manifest, out, Path(manifest["input_dir"]),
+        panos=[e for e in manifest["images"] if e["kind"] == "equirect"],
+        photos=[e for e in manifest["images"] if e["kind"] == "perspective"],
+    )
 
-    frames: list[dict[str, Any]] = []
-    rig = sfm_rig = None
-    if panos:
-        size = config.size or min(
-            auto_view_size(e.get("crop", {}).get("full_width", e["width"]), config.fov_deg,
-                           config.max_size) for e in panos
-        )
-        rig = make_rig(config.rig, config.fov_deg, size, config.views)
-        covered = covered_mask(panos, events)  # partial panoramas: the sphere they cover
-        platform = np.minimum(
-            platform_keep_mask(project, panos, input_dir, config, events, covered), covered)
-        _write_png(out / "platform_mask.png", platform)
-        events.artifact("reproject/platform_mask.png")
-        rig_dict, _ = _write_rig_masks(out, rig, config, platform)
-        write_json_atomic(out / "rig.json", rig_dict)
-        events.artifact("reproject/rig.json")
-        events.artifact("reproject/masks")
-        events.log(
-            f"rig {rig.layout}: {len(rig.views)} views of {size}x{size} px at "
-            f"{config.fov_deg:g} deg for {len(panos)} panoramas"
-        )
-        sfm_rig = make_sfm_rig(config, panos)
-        if sfm_rig is not None:
-            for p in (out / "masks").glob(f"{SFM_VIEW_PREFIX}*.png"):
-                p.unlink()  # of views an earlier run kept
-            sfm_dict, sfm_rig = _write_rig_masks(out, sfm_rig, config, platform, SFM_MIN_KEEP)
-            if not sfm_rig.views:
-                raise InputError(out / "platform_mask.png", "the nadir and platform masks hide "
-                                 "every view of SfM's own rig (reproject.sfm_rig)")
-            sfm_dict["native_size"] = min(_native_size(e, SFM_FOV_DEG) for e in panos)
-            write_json_atomic(SFM_RIG.path(project.root), sfm_dict)
-            events.artifact(SFM_RIG.rel)
-            events.log(
-                f"SfM rig {sfm_rig.layout}: {len(sfm_rig.views)} views of {sfm_rig.size}x"
-                f"{sfm_rig.size} px ({', '.join(v.name for v in sfm_rig.views)}; views the "
-                f"masks hide for {100 * (1 - SFM_MIN_KEEP):.0f} % or more are left out); SfM "
-                f"poses the panoramas on them, training keeps the {len(rig.views)} views above")
-    if sfm_rig is None:  # SfM on the training views: nothing of an earlier SfM rig stays
-        SFM_RIG.path(project.root).unlink(missing_ok=True)
-        shutil.rmtree(SFM_VIEWS.path(project.root), ignore_errors=True)
-        for p in (out / "masks").glob(f"{SFM_VIEW_PREFIX}*.png"):
-            p.unlink()
 
-    # Panoramas still to render: per panorama its training views' folder and, with an SfM rig
-    # of its own, that rig's folder, each done or not (resume).
+def write_rigs(run: ReprojectRun) -> None:
+    """Settle the training rig (view size: ``reproject.size``, else what the smallest
+    panorama supports) and, with ``reproject.sfm_rig``, SfM's own rig; write
+    ``platform_mask.png``, ``rig.json``, the views' masks and ``sfm_rig.json`` (removing the
+    masks of SfM views an earlier run kept). Sets ``run.rig`` and ``run.sfm_rig``.
+
+    Raises:
+        InputError: the user's platform mask is missing or not an image, a panorama cannot be
+            decoded for the platform mask, or the masks hide every view of SfM's own rig.
+        ConfigError: ``reproject.sfm_size`` below 16 pixels.
+    """
+    project, config, events, out, panos = run.project, run.config, run.events, run.out, run.panos
+    size = config.size or min(
+        auto_view_size(e.get("crop", {}).get("full_width", e["width"]), config.fov_deg,
+                       config.max_size) for e in panos
+    )
+    rig = run.rig = make_rig(config.rig, config.fov_deg, size, config.views)
+    covered = covered_mask(panos, events)  # partial panoramas: the sphere they cover
+    platform = np.minimum(
+        platform_keep_mask(project, panos, run.input_dir, config, events, covered), covered)
+    _write_png(out / "platform_mask.png", platform)
+    events.artifact("reproject/platform_mask.png")
+    rig_dict, _ = _write_rig_masks(out, rig, config, platform)
+    write_json_atomic(out / "rig.json", rig_dict)
+    events.artifact("reproject/rig.json")
+    events.artifact("reproject/masks")
+    events.log(
+        f"rig {rig.layout}: {len(rig.views)} views of {size}x{size} px at "
+        f"{config.fov_deg:g} deg for {len(panos)} panoramas"
+    )
+    sfm_rig = make_sfm_rig(config, panos)
+    if sfm_rig is None:
+        return
+    for p in (out / "masks").glob(f"{SFM_VIEW_PREFIX}*.png"):
+        p.unlink()  # of views an earlier run kept
+    sfm_dict, sfm_rig = _write_rig_masks(out, sfm_rig, config, platform, SFM_MIN_KEEP)
+    if not sfm_rig.views:
+        raise InputError(out / "platform_mask.png", "the nadir and platform masks hide "
+                         "every view of SfM's own rig (reproject.sfm_rig)")
+    run.sfm_rig = sfm_rig
+    sfm_dict["native_size"] = min(_native_size(e, SFM_FOV_DEG) for e in panos)
+    write_json_atomic(SFM_RIG.path(project.root), sfm_dict)
+    events.artifact(SFM_RIG.rel)
+    events.log(
+        f"SfM rig {sfm_rig.layout}: {len(sfm_rig.views)} views of {sfm_rig.size}x"
+        f"{sfm_rig.size} px ({', '.join(v.name for v in sfm_rig.views)}; views the "
+        f"masks hide for {100 * (1 - SFM_MIN_KEEP):.0f} % or more are left out); SfM "
+        f"poses the panoramas on them, training keeps the {len(rig.views)} views above")
+
+
+def clear_sfm_rig(run: ReprojectRun) -> None:
+    """SfM runs on the training views: remove ``sfm_rig.json``, ``sfm_views/`` and the SfM
+    views' masks an earlier run left (nothing of an earlier SfM rig stays). Raises nothing
+    for missing files."""
+    SFM_RIG.path(run.project.root).unlink(missing_ok=True)
+    shutil.rmtree(SFM_VIEWS.path(run.project.root), ignore_errors=True)
+    for p in (run.out / "masks").glob(f"{SFM_VIEW_PREFIX}*.png"):
+        p.unlink()
+
+
+def list_panoramas(run: ReprojectRun) -> None:
+    """Append each panorama's frame to ``run.frames`` and list in ``run.todo`` those still to
+    render: per panorama its training views' folder and, with an SfM rig of its own, that
+    rig's folder, each done or not (the fingerprint in its ``view_set.json``; resume). Creates
+    ``reproject/views/`` and removes the folders to redo; logs how many were done before.
+
+    Raises:
+        InputError: a panorama's file is gone since ingest.
+    """
+    out, rig, sfm_rig = run.out, run.rig, run.sfm_rig
     views_dir = out / "views"
     views_dir.mkdir(exist_ok=True)
-    sfm_views_dir = SFM_VIEWS.path(project.root)
-    todo = []
-    for e in panos:
-        src = input_dir / e["file"]
+    sfm_views_dir = SFM_VIEWS.path(run.project.root)
+    for e in run.panos:
+        src = run.input_dir / e["file"]
         if not src.exists():
             raise InputError(src, "file gone since ingest; run ingest again")
         jobs = []
         for r, base in ((rig, views_dir), (sfm_rig, sfm_views_dir)):
             if r is None:
                 continue
-            fp = _pano_fingerprint(e, src, r, config)
+            fp = _pano_fingerprint(e, src, r, run.config)
             folder = base / e["id"]
             if not _done(folder, fp):
                 shutil.rmtree(folder, ignore_errors=True)
                 jobs.append((r, folder, fp))
         if jobs:
-            todo.append((e, src, jobs))
+            run.todo.append((e, src, jobs))
         frame = {
             "id": e["id"],
             "kind": "equirect",
@@ -444,14 +529,28 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
         if sfm_rig is not None:
             rel = sfm_views_dir.relative_to(out).as_posix()
             frame["sfm_images"] = [f"{rel}/{e['id']}/{v.name}.jpg" for v in sfm_rig.views]
-        frames.append(frame)
-    done_before = len(panos) - len(todo)
-    if done_before:
-        events.log(f"{done_before} panoramas already reprojected (resumed)")
+        run.frames.append(frame)
+    run.done_before = len(run.panos) - len(run.todo)
+    if run.done_before:
+        run.events.log(f"{run.done_before} panoramas already reprojected (resumed)")
 
+
+def render_panoramas(run: ReprojectRun) -> None:
+    """Render the panoramas of ``run.todo`` in a process pool (``reproject.workers``, else one
+    per core; :func:`render_panorama`), each rig's views into a temporary folder renamed with
+    its ``view_set.json`` when complete; progress per panorama. Sets ``run.seconds``.
+
+    Raises:
+        InputError: a panorama cannot be decoded or its size differs from the manifest's.
+        Cancelled: the user cancelled (the pending panoramas are cancelled; finished ones
+            stay done).
+    """
+    import time
+
+    rig, todo, events, n_panos = run.rig, run.todo, run.events, len(run.panos)
     t0 = time.monotonic()
     if todo:
-        workers = config.workers or os.cpu_count() or 1
+        workers = run.config.workers or os.cpu_count() or 1
         workers = max(1, min(workers, len(todo)))
         ctx = mp.get_context("spawn")
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
@@ -462,7 +561,7 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
                         for r, folder, _ in jobs]
                 main = args.pop(0) if jobs[0][0] is rig else (None, list(rig.views), b"")
                 futs[pool.submit(render_panorama, str(src), main[0], main[1],
-                                 config.jpeg_quality, main[2], (e["width"], e["height"]),
+                                 run.config.jpeg_quality, main[2], (e["width"], e["height"]),
                                  e.get("crop"), tuple(args))] = (e, jobs)
             pending = set(futs)
             k = 0
@@ -480,21 +579,30 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
                             os.replace(tmp, folder)
                         k += 1
                         events.progress(
-                            (done_before + k) / len(panos),
-                            f"reprojected {done_before + k}/{len(panos)} panoramas",
+                            (run.done_before + k) / n_panos,
+                            f"reprojected {run.done_before + k}/{n_panos} panoramas",
                         )
                     events.check_cancelled()
             except BaseException:
                 for f in futs:
                     f.cancel()
                 raise
-    elapsed = time.monotonic() - t0
+    run.seconds = time.monotonic() - t0
 
-    # Perspective photos pass through unchanged.
-    photo_dir = out / "photos"
-    for e in photos:
-        events.check_cancelled()
-        src = input_dir / e["file"]
+
+def pass_photos(run: ReprojectRun) -> None:
+    """Copy each perspective photo unchanged to ``reproject/photos/<id>.<ext>`` (unless a copy
+    of the same size is there) and append its frame (SIMPLE_RADIAL camera, EXIF focal length
+    or 1.2 x the longer side) to ``run.frames``.
+
+    Raises:
+        InputError: a photo is gone since ingest.
+        Cancelled: the user cancelled (checked before each photo).
+    """
+    photo_dir = run.out / "photos"
+    for e in run.photos:
+        run.events.check_cancelled()
+        src = run.input_dir / e["file"]
         if not src.exists():
             raise InputError(src, "file gone since ingest; run ingest again")
         dst = photo_dir / f"{e['id']}{src.suffix.lower()}"
@@ -505,7 +613,7 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
             os.replace(dst.with_name(dst.name + ".tmp"), dst)
         w, h = e["width"], e["height"]
         focal = e.get("focal_px")
-        frames.append(
+        run.frames.append(
             {
                 "id": e["id"],
                 "kind": "perspective",
@@ -524,46 +632,63 @@ def run_reproject(project: Project, config: ReprojectConfig, events: Emitter) ->
             }
         )
 
-    # Outputs of images no longer in the manifest are ours to remove.
-    keep = {e["id"] for e in panos}
-    for base in (views_dir, sfm_views_dir):
+
+def remove_stale_outputs(run: ReprojectRun) -> None:
+    """Outputs of images no longer in the manifest are ours to remove: panorama folders in
+    ``views/`` and ``sfm_views/``, files in ``photos/`` that no frame names. Raises
+    nothing for missing folders."""
+    keep = {e["id"] for e in run.panos}
+    for base in (run.out / "views", SFM_VIEWS.path(run.project.root)):
         for d in base.iterdir() if base.exists() else ():
             if d.is_dir() and d.name not in keep:
                 shutil.rmtree(d, ignore_errors=True)
+    photo_dir = run.out / "photos"
     if photo_dir.exists():
-        keep_photos = {Path(f["images"][0]).name for f in frames if f["kind"] == "perspective"}
+        keep_photos = {Path(f["images"][0]).name for f in run.frames
+                       if f["kind"] == "perspective"}
         for p in photo_dir.iterdir():
             if p.name not in keep_photos:
                 p.unlink()
 
+
+def write_frames(run: ReprojectRun) -> dict[str, Any]:
+    """Write ``reproject/frames.json`` (frames, rig file names, origin, config hash), emit
+    the artifacts, the metrics and the final progress; returns the stage result
+    ``{"frames": [...]}``.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    events, frames, todo = run.events, run.frames, run.todo
     write_json_atomic(
-        out / "frames.json",
+        run.out / "frames.json",
         {
             "schema_version": 1,
-            "rig": "rig.json" if rig else None,
-            **({"sfm_rig": Path(SFM_RIG.rel).name} if sfm_rig else {}),
-            "origin": manifest["origin"],
-            "config_hash": config_hash(config),
+            "rig": "rig.json" if run.rig else None,
+            **({"sfm_rig": Path(SFM_RIG.rel).name} if run.sfm_rig else {}),
+            "origin": run.manifest["origin"],
+            "config_hash": config_hash(run.config),
             "frames": frames,
         },
     )
     events.artifact("reproject/frames.json")
-    if panos:
+    if run.panos:
         events.artifact("reproject/views")
-    if sfm_rig:
+    if run.sfm_rig:
         events.artifact(SFM_VIEWS.rel)
-    if photos:
+    if run.photos:
         events.artifact("reproject/photos")
     n_views = sum(len(f["images"]) for f in frames)
-    events.metric("panoramas", len(panos))
-    events.metric("photos", len(photos))
+    events.metric("panoramas", len(run.panos))
+    events.metric("photos", len(run.photos))
     events.metric("views", n_views)
-    if rig:
-        events.metric("view_size", rig.size)
+    if run.rig:
+        events.metric("view_size", run.rig.size)
     events.metric("rendered", len(todo))
     if todo:
-        events.metric("seconds_per_pano", elapsed / len(todo))
-    events.progress(1.0, f"{n_views} images from {len(panos)} panoramas and {len(photos)} photos")
+        events.metric("seconds_per_pano", run.seconds / len(todo))
+    events.progress(1.0, f"{n_views} images from {len(run.panos)} panoramas and "
+                    f"{len(run.photos)} photos")
     return {"frames": frames}
 
 

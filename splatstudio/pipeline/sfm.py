@@ -59,6 +59,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -1468,7 +1469,9 @@ def expand_to_rig(rec: Any, sfm_rig: dict[str, Any], rig: dict[str, Any]) -> Any
 # The stage
 # ---------------------------------------------------------------------------------------------
 def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, Any]:
-    """Structure-from-motion stage (see the module docstring for the outputs).
+    """Structure-from-motion stage (see the module docstring for the outputs): lay out the
+    images and extract features, choose and match the pairs, map (with the fallbacks of
+    ``sfm.mapper=auto``), pose the training views on SfM's own rig, report, write the model.
 
     Metrics: images, frames, pairs (image pairs matched), frame_pairs, verified_pairs,
     registered_images, registered_fraction, registered_frames, registered_frames_fraction,
@@ -1481,6 +1484,127 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
             registered (the message lists the frames that failed and what to try).
         Cancelled: the user cancelled (the database is kept; a re-run resumes).
     """
+    run = plan_sfm(project, config, events)
+    extract_features(run)
+    events.check_cancelled()
+    pairs = match_pairs(run)
+    events.check_cancelled()
+    model = map_scene(run, pairs)
+    check_against_gps(run, pairs, model)
+    pose_training_views(run, model)
+    report = write_report(run, pairs, model)
+    check_registered(run, report)
+    write_model(run, model, report)
+    return report
+
+
+@dataclass(eq=False)
+class SfmRun:
+    """The inputs, folders and timings the sfm phases share.
+
+    Attributes:
+        project, config, events: the stage's arguments.
+        inputs: reproject's frames and rigs (``reproject/frames.json``).
+        frames, rig: what SfM runs on (:func:`sfm_views`): the frames with the images of SfM's
+            own rig when there is one, and that rig (None without panoramas).
+        out: the stage folder ``sfm/``; db_path: its ``database.db``; state_path: its
+            ``state.json``; state: the fingerprints read from it (``{}`` when new).
+        has_panos, has_photos: whether there are panoramas / perspective photos.
+        timings: seconds per step (``features``, ``headings``, ``matching``, ``mapping`` ...).
+        images, masks: the image and mask roots laid out for COLMAP (:func:`prepare_images`,
+            set by :func:`extract_features`).
+        feat_key: fingerprint of the feature inputs and options; n_images: images in the
+            database (both set by :func:`extract_features`).
+        work: the mappers' scratch folder ``sfm/models.tmp``.
+    """
+
+    project: Project
+    config: SfmConfig
+    events: Emitter
+    inputs: Frames
+    frames: list[dict[str, Any]]
+    rig: dict[str, Any] | None
+    out: Path
+    db_path: Path
+    state_path: Path
+    state: dict[str, Any]
+    has_panos: bool
+    has_photos: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    images: Path | None = None
+    masks: Path | None = None
+    feat_key: str = ""
+    n_images: int = 0
+
+    @property
+    def work(self) -> Path:
+        """The mappers' scratch folder, ``sfm/models.tmp``."""
+        return self.out / "models.tmp"
+
+
+@dataclass(eq=False)
+class MatchedPairs:
+    """What :func:`match_pairs` matched.
+
+    Attributes:
+        frame_pairs: frame pairs (i < j, indices into ``SfmRun.frames``).
+        image_pairs: the image-name pairs matched (``sfm/pairs.txt``).
+        overlap: :func:`image_pairs_by_overlap`'s counts, None when every view pair of two
+            frames is matched.
+        verified: image pairs with at least ``sfm.min_num_inliers`` verified inliers.
+    """
+
+    frame_pairs: list[tuple[int, int]]
+    image_pairs: list[tuple[str, str]]
+    overlap: dict[str, Any] | None
+    verified: int
+
+
+@dataclass(eq=False)
+class MappedModel:
+    """The models mapping built and the one kept.
+
+    Attributes:
+        mapper: the mapper whose model is kept.
+        recs: the models (``pycolmap.Reconstruction``) with registered images, by index;
+            best: the index of the largest.
+        rec: the model kept; on the training views once :func:`pose_training_views` ran.
+        gps_tries: per mapper tried, its GPS verdict (``sfm.json``'s ``gps_check``).
+        sfm_rec: with SfM's own rig, the model on its views as mapped, else None.
+        registered: per frame id, the images of the mapped model registered
+            (:func:`model_frames`; set by :func:`write_report`).
+    """
+
+    mapper: Mapper
+    recs: dict[int, Any]
+    best: int
+    rec: Any
+    gps_tries: list[dict[str, Any]] = field(default_factory=list)
+    sfm_rec: Any = None
+    registered: dict[str, int] = field(default_factory=dict)
+
+
+def _build(run: SfmRun, pairs: MatchedPairs, mapper: Mapper, work: Path,
+           label: str = "") -> tuple[dict[int, Any], int, Any]:
+    """:func:`build_model` with `mapper` into `work` on the run's database and images.
+
+    Raises:
+        StageError: no model at all.
+        Cancelled: the user cancelled.
+    """
+    return build_model(mapper, run.config, run.db_path, run.images, work, run.has_panos,
+                       run.has_photos, run.n_images, pairs.verified, len(run.frames),
+                       run.timings, run.events, label=label)
+
+
+def plan_sfm(project: Project, config: SfmConfig, events: Emitter) -> SfmRun:
+    """Quiet COLMAP's log, seed pycolmap, read reproject's frames and rigs and ``sfm/state.json``
+    (creating ``sfm/``); writes nothing else.
+
+    Raises:
+        ImportError: pycolmap is missing.
+        InputError: reproject has not run or left no frames, or a rig it names is missing.
+    """
     import pycolmap
 
     _quiet_glog()
@@ -1488,18 +1612,32 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
     inputs = read_frames(project.root)
     frames, rig = sfm_views(inputs)
     out = project.stage_dir("sfm")
-    db_path = out / "database.db"
     state_path = out / "state.json"
-    state = read_json(state_path) if state_path.exists() else {}
-    timings: dict[str, float] = {}
-    has_panos = rig is not None
-    has_photos = any(f["kind"] != "equirect" for f in frames)
+    return SfmRun(project, config, events, inputs, frames, rig, out, out / "database.db",
+                  state_path, read_json(state_path) if state_path.exists() else {},
+                  has_panos=rig is not None,
+                  has_photos=any(f["kind"] != "equirect" for f in frames))
 
-    # 1. images, masks, features -------------------------------------------------------------
+
+def extract_features(run: SfmRun) -> None:
+    """Lay out ``sfm/images`` and ``sfm/masks`` (:func:`prepare_images`), start a new database
+    when the feature inputs or options changed (``state.json``'s ``features``), heal it,
+    extract SIFT (on the farm when there is one, then the gaps here; :func:`extract`) and set
+    up the rigs, cameras and pose priors (:func:`setup_database`). Emits images, frames,
+    mean_keypoints; sets ``images``, ``masks``, ``feat_key``, ``n_images``,
+    ``timings["features"]``.
+
+    Raises:
+        InputError: an image or mask of reproject is missing.
+        StageError: SIFT on a device that is not there, or extraction failed.
+        Cancelled: the user cancelled during extraction.
+    """
+    config, events, frames, rig, db_path = run.config, run.events, run.frames, run.rig, run.db_path
     t0 = time.monotonic()
     events.progress(0.0, "preparing images")
-    images, masks = prepare_images(project, frames, rig, config.ownership_mask)
-    feat_key = _hash(
+    images, masks = prepare_images(run.project, frames, rig, config.ownership_mask)
+    run.images, run.masks = images, masks
+    run.feat_key = _hash(
         {"rig": rig, "frames": [[f["id"], f["kind"], f["images"], f.get("camera")] for f in frames],
          "max_image_size": config.max_image_size, "max_num_features": config.max_num_features,
          "peak": config.peak_threshold, "ownership": config.ownership_mask,
@@ -1508,32 +1646,46 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
          "sizes": sorted((p.relative_to(images).as_posix(), p.stat().st_size)
                         for p in images.rglob("*.jpg"))}
     )
-    if state.get("features") != feat_key and db_path.exists():
+    if run.state.get("features") != run.feat_key and db_path.exists():
         events.log("feature inputs or options changed: starting a new database")
         db_path.unlink()
-        state = {}
-    write_json_atomic(state_path, {**state, "features": feat_key})
+        run.state = {}
+    write_json_atomic(run.state_path, {**run.state, "features": run.feat_key})
     expected = {n for f in frames for n in image_names(f, rig)}
     heal_database(db_path, expected, events)
     events.progress(0.02, "extracting SIFT features")
-    farm_features(project, db_path, images, masks, frames, rig, config, events)
+    farm_features(run.project, db_path, images, masks, frames, rig, config, events)
     extract(db_path, images, masks, frames, rig, config, events)  # here: all, or the farm's gaps
     healed = heal_database(db_path, expected, events)
     if healed["images_removed"]:  # a broken write during this very extraction: redo those
         extract(db_path, images, masks, frames, rig, config, events)
         heal_database(db_path, expected, events)
     info = setup_database(db_path, frames, rig, config.gps_priors)
-    timings["features"] = time.monotonic() - t0
-    n_images = info["images"]
+    run.timings["features"] = time.monotonic() - t0
+    run.n_images = info["images"]
     kps = list(info["keypoints"].values())
-    events.metric("images", n_images)
+    events.metric("images", run.n_images)
     events.metric("frames", len(frames))
     events.metric("mean_keypoints", float(np.mean(kps)) if kps else 0.0)
-    events.log(f"features: {n_images} images, {np.mean(kps) if kps else 0:.0f} keypoints each "
-               f"({timings['features']:.1f} s)")
-    events.check_cancelled()
+    events.log(f"features: {run.n_images} images, {np.mean(kps) if kps else 0:.0f} keypoints "
+               f"each ({run.timings['features']:.1f} s)")
 
-    # 2. pairs and matching --------------------------------------------------------------------
+
+def match_pairs(run: SfmRun) -> MatchedPairs:
+    """Choose the frame pairs (:func:`frame_pairs`) and their image pairs (only the views that
+    overlap once the panoramas' relative headings are known, ``sfm.view_overlap_deg``), write
+    ``sfm/pairs.txt``, clear the matches when a matching option changed (``state.json``'s
+    ``matching``) and match (on the farm when there is one, then the gaps here;
+    :func:`match`). Emits frame_pairs, pairs, verified_pairs; sets ``timings["headings"]``
+    and ``["matching"]``.
+
+    Raises:
+        StageError: matching failed.
+        Cancelled: the user cancelled during matching.
+    """
+    import pycolmap
+
+    config, events, frames, rig, db_path = run.config, run.events, run.frames, run.rig, run.db_path
     t0 = time.monotonic()
     fpairs = frame_pairs(frames, config.neighbours, config.radius_m, config.time_neighbours)
     how: dict[str, Any] | None = None
@@ -1541,7 +1693,7 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
         events.progress(0.08, "relative headings of the panoramas")
         feats = panorama_features(db_path, frames, rig)
         ipairs, how = image_pairs_by_overlap(frames, rig, fpairs, feats, config.view_overlap_deg)
-        timings["headings"] = time.monotonic() - t0
+        run.timings["headings"] = time.monotonic() - t0
         t0 = time.monotonic()  # matching is timed on its own
         events.log(f"view pairs: {len(ipairs)} of {len(image_pairs(frames, rig, fpairs))} "
                    f"(views within {config.view_overlap_deg:g} deg once the relative heading "
@@ -1549,93 +1701,130 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
                    f"{how['fallback']} without a reliable heading)")
     else:
         ipairs = image_pairs(frames, rig, fpairs)
-    pairs_path = out / "pairs.txt"
+    pairs_path = run.out / "pairs.txt"
     tmp = pairs_path.with_name("pairs.txt.tmp")
     tmp.write_text("".join(f"{a} {b}\n" for a, b in ipairs))
     os.replace(tmp, pairs_path)
     events.artifact("sfm/pairs.txt")
-    match_key = _hash({"f": feat_key, "n": config.min_num_inliers, "seed": config.seed,
+    match_key = _hash({"f": run.feat_key, "n": config.min_num_inliers, "seed": config.seed,
                        **({"overlap": config.view_overlap_deg} if config.view_overlap_deg else {})})
-    if state.get("matching") != match_key:
+    if run.state.get("matching") != match_key:
         with pycolmap.Database.open(db_path) as db:
             db.clear_matches()
             db.clear_two_view_geometries()
-    write_json_atomic(state_path, {"features": feat_key, "matching": match_key})
+    write_json_atomic(run.state_path, {"features": run.feat_key, "matching": match_key})
     events.progress(0.1, f"matching {len(ipairs)} image pairs of {len(fpairs)} frame pairs")
-    farm_matches(project, db_path, ipairs, config, has_panos, events)
-    match(db_path, pairs_path, config, has_panos, events)  # here: all, or the farm's gaps
+    farm_matches(run.project, db_path, ipairs, config, run.has_panos, events)
+    match(db_path, pairs_path, config, run.has_panos, events)  # here: all, or the farm's gaps
     with pycolmap.Database.open(db_path) as db:
         _, inliers = db.read_two_view_geometry_num_inliers()
         verified = int(np.count_nonzero(np.asarray(inliers) >= config.min_num_inliers))
-    timings["matching"] = time.monotonic() - t0
+    run.timings["matching"] = time.monotonic() - t0
     events.metric("frame_pairs", len(fpairs))
     events.metric("pairs", len(ipairs))
     events.metric("verified_pairs", verified)
-    events.log(f"matching: {len(ipairs)} pairs, {verified} verified ({timings['matching']:.1f} s)")
-    events.check_cancelled()
+    events.log(f"matching: {len(ipairs)} pairs, {verified} verified "
+               f"({run.timings['matching']:.1f} s)")
+    return MatchedPairs(fpairs, ipairs, how, verified)
 
-    # 3. mapping ----------------------------------------------------------------------------
-    mapper = mapper_for(config.mapper, has_panos)
-    work = out / "models.tmp"
-    shutil.rmtree(work, ignore_errors=True)
-    gps_tries: list[dict[str, Any]] = []
+
+def map_scene(run: SfmRun, pairs: MatchedPairs) -> MappedModel:
+    """Map with the configured mapper (:func:`mapper_for`) in ``sfm/models.tmp`` (cleared
+    first); with ``sfm.mapper=auto``, when the global mapper builds no model, with the
+    incremental one (COLMAP's global mapper gives up on some captures the incremental one
+    maps: seen on the dashboard walk without its platform mask, "Global mapping failed", 1
+    run in 6), the failed try recorded in ``gps_tries``.
+
+    Raises:
+        StageError: no model (from the last mapper tried).
+        Cancelled: the user cancelled during mapping.
+    """
+    config = run.config
+    mapper = mapper_for(config.mapper, run.has_panos)
+    shutil.rmtree(run.work, ignore_errors=True)
     try:
-        recs, best, rec = build_model(mapper, config, db_path, images, work, has_panos,
-                                      has_photos, n_images, verified, len(frames), timings, events)
+        return MappedModel(mapper, *_build(run, pairs, mapper, run.work))
     except StageError as exc:
         if not (config.mapper == Mapper.AUTO and mapper == Mapper.GLOBAL):
             raise
-        # COLMAP's global mapper gives up on some captures the incremental one maps (seen on the
-        # dashboard walk without its platform mask: "Global mapping failed", 1 run in 6)
-        gps_tries.append({"mapper": str(mapper), "verdict": "no model", "reason": str(exc)})
-        events.warning("the global mapper built no model: trying the incremental mapper"
-                       + (" with the GPS positions as pose priors" if config.gps_priors else ""))
-        mapper = Mapper.INCREMENTAL
-        recs, best, rec = build_model(mapper, config, db_path, images, work / "incremental",
-                                      has_panos, has_photos, n_images, verified, len(frames),
-                                      timings, events, label="_incremental")
-    verdict = gps_verdict(rec, frames, rig, project.config.georef)
+        tries = [{"mapper": str(mapper), "verdict": "no model", "reason": str(exc)}]
+        run.events.warning("the global mapper built no model: trying the incremental mapper"
+                           + (" with the GPS positions as pose priors" if config.gps_priors
+                              else ""))
+        built = _build(run, pairs, Mapper.INCREMENTAL, run.work / "incremental", "_incremental")
+        return MappedModel(Mapper.INCREMENTAL, *built, gps_tries=tries)
+
+
+def check_against_gps(run: SfmRun, pairs: MatchedPairs, model: MappedModel) -> None:
+    """Run georef's GPS check on the model (:func:`gps_verdict`, recorded in
+    ``model.gps_tries``); with ``sfm.mapper=auto`` and GPS priors, when it rejects the global
+    model, map again with the incremental mapper and the GPS positions as pose priors in
+    every bundle adjustment (what fixed the dashboard walk,
+    tests/integration/test_platform_mask.py) and keep that model in `model` when the check
+    does not reject it. Logs and warns which model is kept.
+
+    Raises:
+        StageError: the incremental mapper builds no model.
+        Cancelled: the user cancelled during mapping.
+    """
+    config, events = run.config, run.events
+    georef = run.project.config.georef
+    verdict = gps_verdict(model.rec, run.frames, run.rig, georef)
     if verdict is not None:
-        gps_tries.append({"mapper": str(mapper), **verdict})
-    if (verdict is not None and verdict["verdict"] == "reject" and config.gps_priors
-            and config.mapper == Mapper.AUTO and mapper == Mapper.GLOBAL):
-        # what fixed the dashboard walk (tests/integration/test_platform_mask.py): COLMAP's
-        # incremental mapper with the GPS positions as pose priors in every bundle adjustment
-        events.warning(f"the global model contradicts its GPS ({verdict['reason']}): trying "
-                       "the incremental mapper with the GPS positions as pose priors")
-        alt = build_model(Mapper.INCREMENTAL, config, db_path, images, work / "incremental",
-                          has_panos, has_photos, n_images, verified, len(frames), timings,
-                          events, label="_incremental")
-        alt_verdict = gps_verdict(alt[2], frames, rig, project.config.georef)
-        if alt_verdict is not None:
-            gps_tries.append({"mapper": str(Mapper.INCREMENTAL), **alt_verdict})
-        if alt_verdict is not None and alt_verdict["verdict"] != "reject":
-            events.log(f"the incremental model agrees with the GPS ({alt_verdict['reason']}): "
-                       "it is kept")
-            (recs, best, rec), mapper = alt, Mapper.INCREMENTAL
-        else:
-            events.warning("the incremental model contradicts its GPS too; the global one is "
-                           "kept and georef will say what to try")
-    sfm_rec = None
-    if inputs.sfm_rig is not None:
-        t1 = time.monotonic()
-        sfm_rec, rec = rec, expand_to_rig(rec, rig, inputs.rig)
-        timings["expansion"] = time.monotonic() - t1
-        events.log(f"training rig: {rec.num_reg_images()} views of {len(model_frames(rec))} "
+        model.gps_tries.append({"mapper": str(model.mapper), **verdict})
+    if not (verdict is not None and verdict["verdict"] == "reject" and config.gps_priors
+            and config.mapper == Mapper.AUTO and model.mapper == Mapper.GLOBAL):
+        return
+    events.warning(f"the global model contradicts its GPS ({verdict['reason']}): trying "
+                   "the incremental mapper with the GPS positions as pose priors")
+    alt = _build(run, pairs, Mapper.INCREMENTAL, run.work / "incremental", "_incremental")
+    alt_verdict = gps_verdict(alt[2], run.frames, run.rig, georef)
+    if alt_verdict is not None:
+        model.gps_tries.append({"mapper": str(Mapper.INCREMENTAL), **alt_verdict})
+    if alt_verdict is not None and alt_verdict["verdict"] != "reject":
+        events.log(f"the incremental model agrees with the GPS ({alt_verdict['reason']}): "
+                   "it is kept")
+        (model.recs, model.best, model.rec), model.mapper = alt, Mapper.INCREMENTAL
+    else:
+        events.warning("the incremental model contradicts its GPS too; the global one is "
+                       "kept and georef will say what to try")
+
+
+def pose_training_views(run: SfmRun, model: MappedModel) -> None:
+    """With SfM's own rig: keep the mapped model as ``model.sfm_rec`` and make ``model.rec``
+    the model of the training views posed from it (:func:`expand_to_rig`), timed as
+    ``timings["expansion"]``; without, nothing. In memory; raises nothing of its own."""
+    if run.inputs.sfm_rig is None:
+        return
+    t1 = time.monotonic()
+    sfm_rec = model.sfm_rec = model.rec
+    rec = model.rec = expand_to_rig(sfm_rec, run.rig, run.inputs.rig)
+    run.timings["expansion"] = time.monotonic() - t1
+    run.events.log(f"training rig: {rec.num_reg_images()} views of {len(model_frames(rec))} "
                    f"panoramas posed from the SfM rig's {sfm_rec.num_reg_images()}, "
                    f"{rec.num_points3D()} of {sfm_rec.num_points3D()} points seen by them "
-                   f"({timings['expansion']:.2f} s)")
-    mapped = sfm_rec if sfm_rec is not None else rec  # the model on the views SfM used
-    total_views = n_images
-    reg = model_frames(mapped)
+                   f"({run.timings['expansion']:.2f} s)")
+
+
+def write_report(run: SfmRun, pairs: MatchedPairs, model: MappedModel) -> dict[str, Any]:
+    """Emit the model's metrics (registered images and frames, points, reprojection error,
+    training views, seconds per step), warn about disconnected models, write ``sfm/sfm.json``
+    and return it. Sets ``model.registered``.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    events, frames, rig, inputs = run.events, run.frames, run.rig, run.inputs
+    rec, recs = model.rec, model.recs
+    mapped = model.sfm_rec if model.sfm_rec is not None else rec  # the model on SfM's views
+    reg = model.registered = model_frames(mapped)
     frame_ids = [f["id"] for f in frames]
     others = []
     for k, r in recs.items():
-        if k != best:
+        if k != model.best:
             others.append(sorted(model_frames(r)))
-    failed = [fid for fid in frame_ids if fid not in reg]
     n_reg = mapped.num_reg_images()
-    frac = n_reg / max(1, total_views)
+    frac = n_reg / max(1, run.n_images)
     n_pano = sum(1 for f in frames if f["kind"] == "equirect")
     events.metric("models", len(recs))
     events.metric("registered_images", n_reg)
@@ -1650,7 +1839,7 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
     n_train = sum(len(f["images"]) for f in inputs.frames)
     events.metric("training_views", n_train)
     events.metric("registered_training_views", rec.num_reg_images())
-    for k, v in timings.items():
+    for k, v in run.timings.items():
         events.metric(f"seconds_{k}", round(v, 3))
     if others:
         events.warning(
@@ -1659,34 +1848,50 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
         )
     report = {
         "schema_version": 1,
-        "mapper": str(mapper),
+        "mapper": str(model.mapper),
         "frame": "SfM world frame (with GPS pose priors: close to ENU metres; without: "
                  "arbitrary scale and orientation); poses cam_from_world",
-        "images": n_images,
+        "images": run.n_images,
         "registered_images": n_reg,
         "sfm_rig": None if inputs.sfm_rig is None else {
             "layout": rig["layout"], "views": len(rig["views"]),
             "size": rig["views"][0]["camera"]["width"], "native_size": rig.get("native_size"),
-            "points3D": sfm_rec.num_points3D()},
+            "points3D": model.sfm_rec.num_points3D()},
         "training_views": {"images": n_train, "registered": rec.num_reg_images()},
         "frames": {
             fid: {"registered": fid in reg, "registered_images": reg.get(fid, 0)}
             for fid in frame_ids
         },
         "other_models": others,
-        "pairs": len(ipairs),
-        "frame_pairs": [[frames[i]["id"], frames[j]["id"]] for i, j in fpairs],
-        "verified_pairs": verified,
-        "view_pairs": how,
-        "gps_check": gps_tries,
-        "seconds": {k: round(v, 3) for k, v in timings.items()},
+        "pairs": len(pairs.image_pairs),
+        "frame_pairs": [[frames[i]["id"], frames[j]["id"]] for i, j in pairs.frame_pairs],
+        "verified_pairs": pairs.verified,
+        "view_pairs": pairs.overlap,
+        "gps_check": model.gps_tries,
+        "seconds": {k: round(v, 3) for k, v in run.timings.items()},
         "metrics": dict(events.metrics),
         "image_root": "sfm/images",
     }
-    write_json_atomic(out / "sfm.json", report)
+    write_json_atomic(run.out / "sfm.json", report)
     events.artifact("sfm/sfm.json")
-    if frac < config.min_registered_fraction:
-        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def check_registered(run: SfmRun, report: dict[str, Any]) -> None:
+    """Fail when fewer than ``sfm.min_registered_fraction`` of the images registered (after
+    removing the mappers' scratch folder; ``sfm.json`` stays), else warn about the frames
+    not registered. Reads `report` (:func:`write_report`).
+
+    Raises:
+        StageError: too few images registered; names the frames not in the model, those in
+            separate models, and what to try.
+    """
+    n_reg, total_views = report["registered_images"], report["images"]
+    others = report["other_models"]
+    failed = [fid for fid, f in report["frames"].items() if not f["registered"]]
+    frac = n_reg / max(1, total_views)
+    if frac < run.config.min_registered_fraction:
+        shutil.rmtree(run.work, ignore_errors=True)
         raise StageError(
             f"sfm: only {n_reg}/{total_views} images ({frac:.0%}) registered; frames not in the "
             f"model: {', '.join(failed) or 'none'}"
@@ -1696,9 +1901,18 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
             "overlap (details in sfm/sfm.json)"
         )
     if failed:
-        events.warning(f"frames not registered: {', '.join(failed)}")
+        run.events.warning(f"frames not registered: {', '.join(failed)}")
 
-    # 4. write the model ------------------------------------------------------------------------
+
+def write_model(run: SfmRun, model: MappedModel, report: dict[str, Any]) -> None:
+    """Write the model kept to ``sfm/sparse`` and, with SfM's own rig, the mapped one to
+    ``sfm/sparse_sfm_rig`` (else remove it), each replaced atomically; remove the mappers'
+    scratch folder; emit the artifacts and the final progress.
+
+    Raises:
+        OSError: a model cannot be written.
+    """
+    out, rec, sfm_rec, events = run.out, model.rec, model.sfm_rec, run.events
     sparse = out / "sparse"
     tmp_sparse = out / "sparse.tmp"
     shutil.rmtree(tmp_sparse, ignore_errors=True)
@@ -1706,7 +1920,7 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
     rec.write(tmp_sparse)
     shutil.rmtree(sparse, ignore_errors=True)
     os.replace(tmp_sparse, sparse)
-    own = SFM_RIG_MODEL.path(project.root)
+    own = SFM_RIG_MODEL.path(run.project.root)
     shutil.rmtree(own, ignore_errors=True)
     if sfm_rec is not None:
         tmp_own = own.with_name(own.name + ".tmp")
@@ -1715,11 +1929,10 @@ def run_sfm(project: Project, config: SfmConfig, events: Emitter) -> dict[str, A
         sfm_rec.write(tmp_own)
         os.replace(tmp_own, own)
         events.artifact(SFM_RIG_MODEL.rel)
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(run.work, ignore_errors=True)
     events.artifact("sfm/sparse")
     events.artifact("sfm/database.db")
     events.progress(
-        1.0, f"{n_reg}/{total_views} images, {len(reg)}/{len(frames)} frames registered, "
-        f"{rec.num_points3D()} points"
+        1.0, f"{report['registered_images']}/{report['images']} images, "
+        f"{len(model.registered)}/{len(run.frames)} frames registered, {rec.num_points3D()} points"
     )
-    return report
