@@ -45,7 +45,14 @@ from ..errors import StageError
 from ..events import Emitter
 from ..project import Project, read_json, write_json_atomic
 from .artifacts import TRAIN_BLOCKS, georef_model
-from .train import load_cameras, load_inputs, make_session, resolve_device
+from .train import (
+    image_paths,
+    load_cameras,
+    load_inputs,
+    make_session,
+    resolve_device,
+    split_views,
+)
 
 BLOCKS_REL = TRAIN_BLOCKS.rel
 """The blocks' folder, relative to the project."""
@@ -68,11 +75,14 @@ class BlockPlan:
         partition: the :class:`~splatstudio.farm.partition.Partition` (ENU ground plane).
         views: per block, the image names it trains and evaluates on (sorted).
         owned_frames: per block, the frames it owns.
+        evaluation: the images the merged splat is evaluated on: the held-out views, or the
+            first 8 training views without any (as a session evaluates); not shipped.
     """
 
     partition: Any
     views: list[list[str]]
     owned_frames: list[list[str]]
+    evaluation: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         p = self.partition
@@ -94,6 +104,7 @@ def plan_blocks(root: Path, config: TrainConfig) -> BlockPlan:
 
     rec = georef_model(root).require().reconstruction()
     cams = load_cameras(rec)
+    train, held = split_views(cams, config.holdout_every)
     frames: dict[str, list[np.ndarray]] = {}
     for c in cams:
         frames.setdefault(frame_of(c.name), []).append(c.camera.centre)
@@ -113,7 +124,7 @@ def plan_blocks(root: Path, config: TrainConfig) -> BlockPlan:
             raise StageError(f"train: block {b + 1} of {part.k} has no views")
         views.append(names)
         owned.append([f for f, o in zip(ids, owner, strict=True) if o == b])
-    return BlockPlan(part, views, owned)
+    return BlockPlan(part, views, owned, [c.name for c in (held or train[:8])])
 
 
 def block_points(plan: BlockPlan, block: int, xyz: np.ndarray, rgb: np.ndarray
@@ -167,9 +178,9 @@ def train_block(root: Path, plan: BlockPlan, b: int, config: TrainConfig, finger
     return True
 
 
-def merge_blocks(root: Path, plan: BlockPlan) -> Any:
-    """The merged :class:`~splatstudio.splats.model.Splats`: each block's ``splat.ply``
-    cut to the Gaussians whose mean it owns.
+def merge_blocks(root: Path, plan: BlockPlan) -> tuple[Any, list[int]]:
+    """(the merged :class:`~splatstudio.splats.model.Splats`, Gaussians kept per block): each
+    block's ``splat.ply`` cut to the Gaussians whose mean it owns.
 
     Raises:
         StageError: a block has no ``splat.ply`` yet.
@@ -184,7 +195,7 @@ def merge_blocks(root: Path, plan: BlockPlan) -> Any:
             raise StageError(f"train: block {b + 1} has no {p.name} yet")
         s = load_splats(p)
         parts.append(s.subset(plan.partition.owner(np.asarray(s.means)[:, :2]) == b))
-    return Splats.concat(parts)
+    return Splats.concat(parts), [len(s) for s in parts]
 
 
 def run_blocks(project: Project, config: TrainConfig, events: Emitter) -> dict[str, Any]:
@@ -211,25 +222,24 @@ def run_blocks(project: Project, config: TrainConfig, events: Emitter) -> dict[s
     events.log(f"train: {k} blocks of " + " + ".join(str(len(v)) for v in plan.views)
                + f" views (expanded cells overlap by {plan.partition.margin_m:.1f} m)")
     farm = farm_from_env()
+    dev = torch.device("cpu") if farm is not None else resolve_device(events)
     if farm is not None:
         _run_on_farm(project, plan, config, fingerprint, events, farm)
     else:
-        device = resolve_device(events)
         for b in range(k):
             if (_block_dir(root, b) / "splat.ply").exists() and _block_done(root, b, fingerprint,
                                                                              k, config):
                 events.log(f"train: block {b + 1}/{k} already trained")
                 continue
             sub = _span(events, b, k)
-            train_block(root, plan, b, config, fingerprint, _block_dir(root, b), sub, device)
-    merged = merge_blocks(root, plan)
+            train_block(root, plan, b, config, fingerprint, _block_dir(root, b), sub, dev)
+    merged, kept = merge_blocks(root, plan)
     save_splats(merged, out / "splat.ply")
     events.progress(0.985, "evaluating the merged splat")
-    inputs = load_inputs(root, config, events)
-    dev = torch.device("cpu") if farm is not None else resolve_device(events)
+    inputs = load_inputs(root, config, events, set(plan.evaluation))
     bg = torch.zeros(3, device=dev)
     params = from_splats(merged, dev)
-    held = inputs.eval_views or inputs.train_views[:8]
+    held = inputs.eval_views or inputs.train_views
     final = evaluate_gaussians(params, held, config.sh_degree, bg)
     per_block = []
     for b in range(k):
@@ -239,8 +249,7 @@ def run_blocks(project: Project, config: TrainConfig, events: Emitter) -> dict[s
                           "owned_frames": len(plan.owned_frames[b]),
                           "psnr": last.get("psnr"), "ssim": last.get("ssim"),
                           "gaussians_trained": last.get("gaussians"),
-                          "gaussians_kept": int(np.sum(
-                              plan.partition.owner(_means_xy(root, b)) == b)),
+                          "gaussians_kept": kept[b],
                           "seconds": last.get("seconds")})
     entry = {"step": config.steps, "psnr": round(final["psnr"], 4),
              "ssim": round(final["ssim"], 5), "gaussians": len(merged),
@@ -259,12 +268,6 @@ def run_blocks(project: Project, config: TrainConfig, events: Emitter) -> dict[s
     return {"psnr": entry["psnr"], "ssim": entry["ssim"], "psnr_step0": math.nan,
             "gaussians": len(merged), "steps": config.steps, "seconds": round(seconds, 3),
             "blocks": k}
-
-
-def _means_xy(root: Path, b: int) -> np.ndarray:
-    from ..splats.io import load_splats
-
-    return np.asarray(load_splats(_block_dir(root, b) / "splat.ply").means)[:, :2]
 
 
 def _block_done(root: Path, b: int, fingerprint: str, k: int, config: TrainConfig) -> bool:
@@ -342,17 +345,11 @@ def _block_inputs(root: Path, plan: BlockPlan, b: int) -> dict[str, str]:
     """Project files block `b`'s segment reads -> SHA-256: the georeferenced model, its
     views' images and masks, and the block's shipped session files."""
     from ..farm.items import sha256_file
-    from .train import image_paths
 
     files = [p for p in georef_model(root).path.rglob("*") if p.is_file()]
     for name in plan.views[b]:
-        img, mask = image_paths(name)
-        files.append(root / img)
-        if mask is not None:
-            mp = root / mask
-            if not mp.exists() and mp.name.endswith(".keep.png"):
-                mp = mp.with_name(mp.name.replace(".keep.png", ".nadir.png"))
-            files.append(mp)
+        img, mask = image_paths(name, root)
+        files += [root / img] + ([root / mask] if mask is not None else [])
     d = _block_dir(root, b)
     ck = d / "checkpoints"
     if (ck / "latest.json").exists():
@@ -422,25 +419,19 @@ def _write_segment(root: Path, item: Any, files: dict[str, bytes]) -> None:
     files, so a crash between writes leaves a resumable folder."""
     import os
 
+    from ..events import null_emitter
+    from .train_session import CheckpointStore
+
     d = _block_dir(root, int(item.spec["block"]))
-    ck = d / "checkpoints"
-    ck.mkdir(parents=True, exist_ok=True)
     latest = json.loads(files["checkpoints/latest.json"])
+    store = CheckpointStore(d / "checkpoints", latest["fingerprint"], null_emitter("train"))
+    store.read()
+    store.folder.mkdir(parents=True, exist_ok=True)
     name = latest["file"]
-    tmp = ck / f".{name}.tmp"
+    tmp = store.folder / f".{name}.tmp"
     tmp.write_bytes(files[f"checkpoints/{name}"])
-    os.replace(tmp, ck / name)
-    try:
-        prev = read_json(ck / "latest.json")
-        prev_entry = {k: prev[k] for k in ("file", "step", "seconds", "max_gaussians")
-                      if k in prev} if prev.get("file") != name else prev.get("previous")
-    except Exception:  # noqa: BLE001 - no previous
-        prev_entry = None
-    write_json_atomic(ck / "latest.json", {**latest, "previous": prev_entry})
-    keep = {name} | ({prev_entry["file"]} if prev_entry else set())
-    for old in ck.glob("ckpt_*.pt"):
-        if old.name not in keep:
-            old.unlink(missing_ok=True)
+    os.replace(tmp, store.folder / name)
+    store.record(latest)
     for rel in SESSION_FILES:
         if rel in files:
             tmp = d / f".{rel}.tmp"

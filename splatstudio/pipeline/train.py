@@ -120,15 +120,16 @@ class RegisteredView:
     dist: tuple[float, float] = (0.0, 0.0)
 
 
-def image_paths(name: str) -> tuple[str, str | None]:
+def image_paths(name: str, root: Path | None = None) -> tuple[str, str | None]:
     """(image, keep mask (nadir and platform) or None), relative to the project folder, of
-    COLMAP image `name`."""
+    COLMAP image `name`; with project folder `root`, the nadir mask of a project reprojected
+    before platform masks when it has no keep mask (:func:`reproject.view_keep_mask`)."""
     from .georef import image_source
     from .reproject import view_keep_mask
     from .sfm import PHOTO_DIR
 
     head = name.split("/", 1)[0]
-    mask = None if head == PHOTO_DIR else view_keep_mask(None, head)
+    mask = None if head == PHOTO_DIR else view_keep_mask(root, head)
     return image_source(name), mask
 
 

@@ -238,18 +238,33 @@ class CheckpointStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"ckpt_{trainer.step:07d}.pt"
         trainer.save_checkpoint(self.folder / name)
+        self.record({"file": name, "step": trainer.step, "seconds": round(seconds, 3),
+                     "max_gaussians": trainer.max_gaussians})
+        return True
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Make `entry` ({file, step, seconds, max_gaussians}; its file already in the folder)
+        the latest checkpoint: the latest before it stays as the previous one, ``latest.json``
+        is rewritten and every other checkpoint file is deleted."""
         prev = self.latest
-        if prev is not None and prev["file"] == name:
+        if prev is not None and prev["file"] == entry["file"]:
             prev = self.previous
-        self.latest = {"file": name, "step": trainer.step, "seconds": round(seconds, 3),
-                       "max_gaussians": trainer.max_gaussians}
-        self.previous = prev
+        self.latest, self.previous = _entry(entry), prev
         self._write()
-        keep = {name} | ({prev["file"]} if prev else set())
+        keep = {entry["file"]} | ({prev["file"]} if prev else set())
         for old in self.folder.glob("ckpt_*.pt"):
             if old.name not in keep:
                 old.unlink(missing_ok=True)
-        return True
+
+    def read(self) -> None:
+        """Take the latest and previous entries from ``latest.json`` when it is of this
+        fingerprint (nothing is loaded; a missing or broken file means none)."""
+        try:
+            meta = read_json(self.folder / "latest.json")
+        except Exception:  # noqa: BLE001 - absent or broken: no checkpoint yet
+            return
+        if isinstance(meta, dict) and meta.get("fingerprint") == self.fingerprint:
+            self.latest, self.previous = _entry(meta), meta.get("previous")
 
     def clear(self) -> None:
         """Delete every checkpoint (a fresh start)."""
