@@ -81,7 +81,7 @@ def load_views(project: Path, downscale: float = 1.0, holdout_every: int = 8):
     from splatstudio.pipeline.train import load_cameras, load_view, split_views
 
     rec = pycolmap.Reconstruction(str(project / "georef" / "sparse"))
-    tr, ev = split_views(load_cameras(rec), holdout_every)
+    tr, ev = split_views(load_cameras(rec, project), holdout_every)
     return ([load_view(project, c, downscale) for c in tr],
             [load_view(project, c, downscale) for c in ev])
 

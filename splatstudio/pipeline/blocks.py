@@ -103,7 +103,7 @@ def plan_blocks(root: Path, config: TrainConfig) -> BlockPlan:
     from ..farm.partition import make_partition
 
     rec = georef_model(root).require().reconstruction()
-    cams = load_cameras(rec)
+    cams = load_cameras(rec, root)
     train, held = split_views(cams, config.holdout_every)
     frames: dict[str, list[np.ndarray]] = {}
     for c in cams:

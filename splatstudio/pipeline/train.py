@@ -133,8 +133,9 @@ def image_paths(name: str, root: Path | None = None) -> tuple[str, str | None]:
     return image_source(name), mask
 
 
-def load_cameras(rec: Any) -> list[RegisteredView]:
-    """Registered images of pycolmap Reconstruction `rec`, sorted by name.
+def load_cameras(rec: Any, root: Path | None = None) -> list[RegisteredView]:
+    """Registered images of pycolmap Reconstruction `rec`, sorted by name; with project folder
+    `root` their masks are those on disk (:func:`image_paths`).
 
     Raises:
         StageError: a camera model other than (SIMPLE_)PINHOLE / SIMPLE_RADIAL / RADIAL.
@@ -160,7 +161,7 @@ def load_cameras(rec: Any) -> list[RegisteredView]:
         vm = np.eye(4)
         vm[:3, :] = np.asarray(im.cam_from_world().matrix())
         K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-        img, mask = image_paths(im.name)
+        img, mask = image_paths(im.name, root)
         out.append(RegisteredView(im.name, img, mask,
                                   PinholeCamera(vm, K, int(cam.width), int(cam.height)), dist))
     return out
@@ -217,8 +218,6 @@ def load_view(root: Path, view: RegisteredView, downscale: float) -> Any:
     mask = None
     if view.mask is not None:
         mp = root / view.mask
-        if not mp.exists() and mp.name.endswith(".keep.png"):  # reprojected before platform masks
-            mp = mp.with_name(mp.name.replace(".keep.png", ".nadir.png"))
         mask = cv2.imread(str(mp), cv2.IMREAD_GRAYSCALE)
         if mask is None:
             raise InputError(mp, "mask missing or unreadable; run reproject again")
@@ -377,7 +376,7 @@ def load_inputs(root: Path, config: TrainConfig, events: Emitter,
     """
     model = georef_model(root).require()
     rec = model.reconstruction()
-    cams = load_cameras(rec)
+    cams = load_cameras(rec, root)
     if not cams:
         raise StageError("train: the georeferenced model has no registered images")
     train, held = split_views(cams, config.holdout_every)

@@ -136,3 +136,15 @@ def test_preview_camera_round_trip_and_curve(tmp_path):
     assert A.read_curve(curve) == [{"step": 10, "loss": 2}, {"step": 20, "loss": 3}]
     assert A.read_curve(curve, max_step=15) == [{"step": 10, "loss": 2}]
     assert A.read_evals(tmp_path) == []
+
+
+def test_image_paths_fall_back_to_the_nadir_mask_of_an_old_project(tmp_path):
+    from splatstudio.pipeline.train import image_paths
+
+    assert image_paths("03/7.jpg") == ("reproject/views/7/03.jpg", "reproject/masks/03.keep.png")
+    # a project reprojected before platform masks has only the nadir mask
+    assert image_paths("03/7.jpg", tmp_path)[1] == "reproject/masks/03.nadir.png"
+    (tmp_path / "reproject/masks").mkdir(parents=True)
+    (tmp_path / "reproject/masks/03.keep.png").write_bytes(b"")
+    assert image_paths("03/7.jpg", tmp_path)[1] == "reproject/masks/03.keep.png"
+    assert image_paths("photos/a.jpg", tmp_path) == ("reproject/photos/a.jpg", None)
