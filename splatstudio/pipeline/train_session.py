@@ -398,16 +398,13 @@ class OomTiers:
 # Step hooks
 # ---------------------------------------------------------------------------------------------
 class TrainHook:
-    """Something the loop does at fixed points. Subclasses override what they need; every
-    method gets the session (trainer, events, folder, clocks)."""
+    """Something the loop does after each step (the session itself does the start and the
+    end); it gets the session (trainer, events, folder, clocks)."""
 
     def after_step(self, session: TrainSession, stats: dict[str, float],
                    step_seconds: float) -> None:
         """After each successful step (`stats`: loss, gaussians; `step_seconds`: its wall
         time)."""
-
-    def before_finish(self, session: TrainSession) -> None:
-        """Once, after the last step, before the final evaluation."""
 
 
 class CurveHook(TrainHook):
@@ -597,7 +594,6 @@ class TrainSession:
         self.evals = EvalLog(self.out, config)
         self.oom = OomTiers(trainer.max_gaussians)
         self.seconds_before = 0.0
-        self.resumed_step: int | None = None
         self._t0 = time.monotonic()
         self._pauses: list[tuple[float, float]] = []  # (start, seconds) of each pause
 
@@ -632,7 +628,6 @@ class TrainSession:
             self.seconds_before = float(entry.get("seconds", 0.0))
             self.evals.restore(trainer.step)
             rewrite_curve(self.out / CURVE_FILE, trainer.step)
-            self.resumed_step = trainer.step
             self.events.log(f"{self.label}: resuming from checkpoint {entry['file']} at step "
                             f"{trainer.step}")
             self.events.metric("resumed_step", trainer.step, step=trainer.step)
@@ -696,8 +691,6 @@ class TrainSession:
 
     def finish(self) -> dict[str, Any]:
         """Final evaluation, preview and checkpoint. Returns the final evaluation entry."""
-        for hook in self.hooks:
-            hook.before_finish(self)
         final = self.evals.evaluate(self)
         if self.preview:
             self.preview.render(self)
