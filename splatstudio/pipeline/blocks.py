@@ -85,6 +85,9 @@ class BlockPlan:
     evaluation: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """``plan.json``'s object and a farm segment's ``plan``: centroids ``[K, 2]`` and
+        weights ``[K]`` (ENU metres, square metres), margin_m, and per block its views and
+        owned frames (``evaluation`` stays here)."""
         p = self.partition
         return {"centroids": p.centroids.tolist(), "weights": p.weights.tolist(),
                 "margin_m": p.margin_m,
